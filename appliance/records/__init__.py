@@ -1,0 +1,1 @@
+"""Records: export readers, the encrypted record store, ingest and the demo export."""

@@ -1,0 +1,113 @@
+"""What a reader yields: a ``Record`` to store or a ``Reject`` with its reason.
+
+Every input row ends as exactly one of the two, so nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Identifier types (the policy's [identifiers] types) and the column / field
+# names that are recognized as holding them when no identifier columns are
+# named explicitly. Names are compared lower-case, with the last component of
+# a dotted JSON path ("patient.name" -> "name").
+IDENTIFIER_FIELD_TYPES: dict[str, str] = {
+    "name": "PERSON",
+    "patient_name": "PERSON",
+    "full_name": "PERSON",
+    "first_name": "PERSON",
+    "last_name": "PERSON",
+    "given_name": "PERSON",
+    "family_name": "PERSON",
+    "national_id": "NATIONAL_ID",
+    "personal_code": "NATIONAL_ID",
+    "isikukood": "NATIONAL_ID",
+    "personnummer": "NATIONAL_ID",
+    "ssn": "NATIONAL_ID",
+    "phone": "PHONE_NUMBER",
+    "phone_number": "PHONE_NUMBER",
+    "telephone": "PHONE_NUMBER",
+    "mobile": "PHONE_NUMBER",
+    "email": "EMAIL_ADDRESS",
+    "address": "ADDRESS",
+    "street_address": "ADDRESS",
+    "birth_date": "DATE_OF_BIRTH",
+    "birthdate": "DATE_OF_BIRTH",
+    "date_of_birth": "DATE_OF_BIRTH",
+    "dob": "DATE_OF_BIRTH",
+    "patient_id": "MEDICAL_RECORD_NUMBER",
+    "mrn": "MEDICAL_RECORD_NUMBER",
+    "medical_record_number": "MEDICAL_RECORD_NUMBER",
+}
+
+# Accepted names for the id and text columns when not given explicitly, in
+# order of preference.
+ID_FIELD_NAMES = ("note_id", "id", "document_id", "doc_id", "record_id")
+TEXT_FIELD_NAMES = ("text", "note_text", "note", "body", "content")
+
+
+def identifier_type(field_name: str) -> str | None:
+    """The identifier type a column name suggests, or None if it is not an identifier column."""
+    return IDENTIFIER_FIELD_TYPES.get(field_name.rsplit(".", 1)[-1].lower())
+
+
+@dataclass(frozen=True)
+class Identifier:
+    """A real identifier of the record's patient, e.g. ("PERSON", "Mari Tamm", "patient.name")."""
+
+    type: str
+    value: str
+    field: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"type": self.type, "value": self.value, "field": self.field}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One note. ``text`` is kept exactly as read (character offsets refer to it)."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    identifiers: tuple[Identifier, ...] = ()
+    # Where it came from, e.g. "export.csv:row 12"; never part of the note's identity.
+    source: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "metadata": self.metadata,
+            "identifiers": [i.as_dict() for i in self.identifiers],
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        return cls(
+            id=data["id"],
+            text=data["text"],
+            metadata=dict(data.get("metadata") or {}),
+            identifiers=tuple(Identifier(**i) for i in data.get("identifiers") or ()),
+            source=data.get("source", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input row that was not stored, and why. Never carries note text."""
+
+    source: str  # the export file (relative to the export root for folders)
+    location: str  # "line 12", "row 5", "file a/b.txt", "line 3 entry 2"
+    reason: str  # one line, e.g. "empty text", "bad base64 in content[0].attachment.data"
+    record_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "location": self.location,
+            "reason": self.reason,
+            "record_id": self.record_id,
+        }

@@ -1,0 +1,1 @@
+"""Security: keys, authenticated encryption, the audit log and the egress guard."""

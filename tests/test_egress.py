@@ -1,0 +1,51 @@
+"""The egress rule: loopback always, other hosts only when the policy lists them."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.config import EgressPolicy
+from appliance.errors import EgressDenied
+from appliance.security.egress import check_endpoint
+
+DEFAULT = EgressPolicy()
+LISTED = EgressPolicy(allowed_hosts=["llm.hospital.internal", "10.1.2.3:8000"])
+
+
+@pytest.mark.parametrize(
+    ("url", "policy", "expected"),
+    [
+        ("http://127.0.0.1:8000/v1", DEFAULT, "http://127.0.0.1:8000"),
+        ("http://localhost:8000", DEFAULT, "http://localhost:8000"),
+        ("http://127.8.9.10:1234", DEFAULT, "http://127.8.9.10:1234"),
+        ("http://[::1]:8000/v1", DEFAULT, "http://[::1]:8000"),
+        ("https://LOCALHOST/v1", DEFAULT, "https://localhost:443"),
+        ("http://[::ffff:127.0.0.1]:9000", DEFAULT, "http://[::ffff:127.0.0.1]:9000"),
+        ("https://llm.hospital.internal/v1", LISTED, "https://llm.hospital.internal:443"),
+        ("http://10.1.2.3:8000/v1", LISTED, "http://10.1.2.3:8000"),
+    ],
+)
+def test_allowed(url, policy, expected):
+    assert check_endpoint(url, policy) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "policy", "message"),
+    [
+        ("https://api.openai.com/v1", DEFAULT, "not loopback"),
+        ("http://10.1.2.3:8000/v1", DEFAULT, "not loopback"),
+        ("http://10.1.2.3:9000/v1", LISTED, "not loopback"),  # listed with another port
+        ("http://llm.hospital.internal.evil.com/v1", LISTED, "not loopback"),
+        ("http://127.0.0.1.nip.io:8000", DEFAULT, "not loopback"),  # resolves to loopback, but by DNS
+        ("http://0.0.0.0:8000", DEFAULT, "not loopback"),
+        ("ftp://127.0.0.1/", DEFAULT, "scheme 'ftp'"),
+        ("127.0.0.1:8000", DEFAULT, "scheme"),
+        ("http://user:pw@127.0.0.1:8000", DEFAULT, "credentials"),
+        ("http://:8000", DEFAULT, "no host"),
+        ("http://127.0.0.1:99999", DEFAULT, "not a valid URL"),
+        ("https://127.0.0.1", EgressPolicy(allowed_schemes=["http"]), "scheme 'https'"),
+    ],
+)
+def test_denied(url, policy, message):
+    with pytest.raises(EgressDenied, match=message):
+        check_endpoint(url, policy)

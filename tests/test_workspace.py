@@ -1,0 +1,110 @@
+"""Workspace creation: layout, keys and their modes, refusal to overwrite."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from appliance.errors import KeyFileError, WorkspaceError
+from appliance.security.keys import load_data_key
+from appliance.workspace import Workspace, init
+
+
+def _mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_creates_layout_and_private_keys(tmp_path):
+    ws = init(tmp_path / "ws", language="et")
+    root = ws.root
+    for name in ("appliance.toml", "policy.toml", "audit.log", "entities/clinical.toml"):
+        assert (root / name).is_file(), name
+    for sub in ("keys", "records", "synthetic", "annotations", "models", "reports"):
+        assert (root / sub).is_dir(), sub
+    assert _mode(root / "keys" / "data.key") == 0o600
+    assert _mode(root / "keys" / "signing.key") == 0o600
+    assert _mode(root / "keys") == 0o700
+    assert len(ws.data_key.material) == 32
+    assert ws.config.workspace.language == "et"
+    assert len(ws.policy.sha256) == 64
+    assert ws.audit.verify().entries == 1
+
+
+def test_two_workspaces_get_different_keys(tmp_path):
+    a = init(tmp_path / "a")
+    b = init(tmp_path / "b")
+    assert a.data_key.material != b.data_key.material
+
+
+def test_refuses_existing_workspace_and_non_empty_folder(tmp_path):
+    ws = init(tmp_path / "ws")
+    key_before = (ws.root / "keys" / "data.key").read_bytes()
+    with pytest.raises(WorkspaceError, match="is a workspace; refusing to overwrite"):
+        init(tmp_path / "ws")
+    assert (ws.root / "keys" / "data.key").read_bytes() == key_before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.csv").write_text("x")
+    with pytest.raises(WorkspaceError, match="non-empty folder"):
+        init(other)
+
+
+def test_empty_existing_folder_is_fine(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert init(tmp_path / "empty").root == (tmp_path / "empty").resolve()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [bytes(range(32)), b"ab" * 32 + b"\n", b"q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=\n"],
+    ids=["raw", "hex", "base64"],
+)
+def test_init_with_hospital_key_file(tmp_path, content):
+    key = tmp_path / "hospital.key"
+    key.write_bytes(content)
+    os.chmod(key, 0o600)
+    ws = init(tmp_path / "ws", key_file=key)
+    assert ws.data_key_path == key.resolve()
+    assert not (ws.root / "keys" / "data.key").exists()
+    assert ws.data_key.material == load_data_key(key).material
+
+
+def test_key_file_too_open_or_malformed_is_refused_and_nothing_created(tmp_path):
+    key = tmp_path / "k"
+    key.write_bytes(b"ab" * 32)
+    os.chmod(key, 0o644)
+    with pytest.raises(KeyFileError, match="mode 0644.*chmod 600"):
+        init(tmp_path / "ws", key_file=key)
+    assert not (tmp_path / "ws").exists()
+    os.chmod(key, 0o600)
+    key.write_bytes(b"short")
+    with pytest.raises(KeyFileError, match="not a 256-bit key"):
+        init(tmp_path / "ws", key_file=key)
+
+
+def test_open_reports_missing_workspace(tmp_path):
+    with pytest.raises(WorkspaceError, match="not an appliance workspace.*appliance init"):
+        Workspace.open(tmp_path)
+
+
+def test_open_validates_config(tmp_path):
+    ws = init(tmp_path / "ws")
+    (ws.root / "appliance.toml").write_text('[workspace]\nlanguage = 5\n')
+    from appliance.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="language"):
+        Workspace.open(ws.root)
+
+
+def test_loosened_key_mode_is_refused(tmp_path):
+    ws = init(tmp_path / "ws")
+    os.chmod(ws.root / "keys" / "data.key", 0o640)
+    with pytest.raises(KeyFileError, match="0640"):
+        _ = Workspace.open(ws.root).data_key
+
+
+def test_bad_language_is_refused(tmp_path):
+    with pytest.raises(WorkspaceError, match="ISO 639-1"):
+        init(tmp_path / "ws", language="english!")
