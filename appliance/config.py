@@ -276,10 +276,10 @@ def _builtin_policy_dir() -> Path:
     # Installed wheels carry the policies as the package data
     # ``appliance.policies``; an editable (development) install reads them
     # from the repository's top-level policies/ folder.
-    try:
-        return Path(str(resources.files("appliance.policies")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "policies"
+    installed = Path(str(resources.files("appliance"))) / "policies"
+    if (installed / "default.toml").is_file():
+        return installed
+    return Path(__file__).resolve().parent.parent / "policies"
 
 
 def default_policy_path() -> Path:

@@ -196,11 +196,8 @@ def hashed(path: Path, root: Path | None = None) -> dict[str, Any]:
     import hashlib
 
     shown = str(path)
-    if root is not None:
-        try:
-            shown = str(path.resolve().relative_to(root))
-        except ValueError:
-            pass
+    if root is not None and path.resolve().is_relative_to(root):
+        shown = str(path.resolve().relative_to(root))
     if path.is_dir():
         h = hashlib.sha256()
         for f in sorted(p for p in path.rglob("*") if p.is_file()):

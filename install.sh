@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# One-command install of the appliance on a fresh machine (GPU or CPU).
+# Run `bash install.sh --help` for the options. Safe to run again: an existing
+# virtual environment is reused and packages already present are kept.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$HERE/.venv"
+PYTHON="${PYTHON:-python3}"
+VARIANT=auto          # auto | cpu | gpu
+WHEELHOUSE=""
+BUILD_WHEELHOUSE=""
+DEV=0
+EDITABLE=0
+RUN_DOCTOR=1
+BIN_DIR=""
+TORCH_CPU="torch==2.13.0"
+
+usage() {
+  cat <<'EOF'
+Usage: bash install.sh [options]
+
+Installs the appliance into a virtual environment and finishes with
+`appliance doctor`. On a machine with an NVIDIA GPU (nvidia-smi works) it
+installs the GPU extra (CUDA torch, vllm, onnxruntime-gpu); elsewhere the CPU
+set (torch==2.13.0 CPU build, onnxruntime).
+
+Options:
+  --venv DIR               virtual environment to create or reuse (default: ./.venv)
+  --python PYTHON          interpreter for the environment (default: python3, 3.10+)
+  --cpu | --gpu            force the CPU or GPU set instead of detecting a GPU
+  --wheelhouse DIR         install with no network from a folder of wheels
+                           (air-gapped servers; make one with --build-wheelhouse)
+  --build-wheelhouse DIR   on a connected machine of the same platform: download
+                           every wheel the chosen set needs (and build the
+                           appliance's own) into DIR, then stop
+  --dev                    also install the test and lint tools (pytest, hypothesis, ruff, mypy)
+  --editable               install the package in editable mode (for development)
+  --link DIR               also link the `appliance` command into DIR (e.g. /usr/local/bin)
+  --no-doctor              do not run `appliance doctor` at the end
+  -h, --help               show this help
+
+Examples:
+  bash install.sh                                  # detect GPU, install, run doctor
+  bash install.sh --build-wheelhouse /media/usb/wheels --gpu
+  bash install.sh --wheelhouse /media/usb/wheels   # on the air-gapped server
+EOF
+}
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+say() { echo "==> $*"; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --venv) VENV="$(realpath -m "${2:?--venv needs a folder}")"; shift 2 ;;
+    --python) PYTHON="${2:?--python needs an interpreter}"; shift 2 ;;
+    --cpu) VARIANT=cpu; shift ;;
+    --gpu) VARIANT=gpu; shift ;;
+    --wheelhouse) WHEELHOUSE="$(realpath -m "${2:?--wheelhouse needs a folder}")"; shift 2 ;;
+    --build-wheelhouse) BUILD_WHEELHOUSE="$(realpath -m "${2:?--build-wheelhouse needs a folder}")"; shift 2 ;;
+    --dev) DEV=1; shift ;;
+    --editable) EDITABLE=1; shift ;;
+    --link) BIN_DIR="$(realpath -m "${2:?--link needs a folder}")"; shift 2 ;;
+    --no-doctor) RUN_DOCTOR=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+done
+
+[[ -n "$WHEELHOUSE" && -n "$BUILD_WHEELHOUSE" ]] && die "--wheelhouse and --build-wheelhouse exclude each other"
+[[ -n "$WHEELHOUSE" && ! -d "$WHEELHOUSE" ]] && die "wheelhouse $WHEELHOUSE is not a folder"
+
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found; install Python 3.10 or newer, or pass --python"
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
+  || die "$PYTHON is $("$PYTHON" -V 2>&1); the appliance needs Python 3.10 or newer"
+
+if [[ "$VARIANT" == auto ]]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    VARIANT=gpu
+    say "NVIDIA GPU found: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1); installing the GPU set"
+  else
+    VARIANT=cpu
+    say "no NVIDIA GPU found; installing the CPU set"
+  fi
+fi
+
+EXTRAS="$VARIANT"
+[[ "$DEV" == 1 ]] && EXTRAS="$EXTRAS,dev"
+
+# The CPU torch build must be in place before anything asks for torch:
+# otherwise pip resolves a bare "torch" to the multi-GB CUDA build.
+if [[ "$VARIANT" == cpu ]]; then FIRST=("$TORCH_CPU"); else FIRST=(); fi
+
+if [[ -n "$BUILD_WHEELHOUSE" ]]; then
+  mkdir -p "$BUILD_WHEELHOUSE"
+  say "building the appliance wheel into $BUILD_WHEELHOUSE"
+  "$PYTHON" -m pip wheel --no-deps --wheel-dir "$BUILD_WHEELHOUSE" "$HERE"
+  say "downloading dependencies ($EXTRAS) into $BUILD_WHEELHOUSE"
+  "$PYTHON" -m pip download --dest "$BUILD_WHEELHOUSE" pip setuptools wheel ${FIRST[@]+"${FIRST[@]}"} "$HERE[$EXTRAS]"
+  say "wheelhouse ready: copy $BUILD_WHEELHOUSE and this folder to the server, then run: bash install.sh --wheelhouse DIR --$VARIANT"
+  exit 0
+fi
+
+PIP_ARGS=(--disable-pip-version-check)
+if [[ -n "$WHEELHOUSE" ]]; then
+  PIP_ARGS+=(--no-index --find-links "$WHEELHOUSE")
+  say "installing offline from $WHEELHOUSE"
+fi
+
+if [[ -x "$VENV/bin/python" ]]; then
+  say "reusing virtual environment $VENV"
+else
+  say "creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+
+if [[ ${#FIRST[@]} -gt 0 ]]; then
+  if "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.split("+")[0] == "2.13.0" else 1)' 2>/dev/null; then
+    say "torch 2.13.0 already installed"
+  else
+    say "installing ${FIRST[*]} (CPU build)"
+    "$PY" -m pip install "${PIP_ARGS[@]}" "${FIRST[@]}"
+  fi
+fi
+
+TARGET="$HERE"
+if [[ -n "$WHEELHOUSE" ]]; then
+  # Prefer the appliance wheel shipped in the wheelhouse; fall back to building
+  # from this folder with the build tools found there.
+  if ls "$WHEELHOUSE"/appliance-*.whl >/dev/null 2>&1; then
+    TARGET="appliance"
+  else
+    "$PY" -m pip install "${PIP_ARGS[@]}" "setuptools>=61" wheel
+    PIP_ARGS+=(--no-build-isolation)
+  fi
+fi
+
+if [[ "$EDITABLE" == 1 && "$TARGET" == "$HERE" ]]; then
+  say "installing the appliance (editable) with extras [$EXTRAS]"
+  "$PY" -m pip install "${PIP_ARGS[@]}" -e "$HERE[$EXTRAS]"
+else
+  say "installing the appliance with extras [$EXTRAS]"
+  "$PY" -m pip install "${PIP_ARGS[@]}" "$TARGET[$EXTRAS]"
+fi
+
+if [[ -n "$BIN_DIR" ]]; then
+  mkdir -p "$BIN_DIR"
+  ln -sf "$VENV/bin/appliance" "$BIN_DIR/appliance"
+  say "linked $BIN_DIR/appliance"
+fi
+
+say "installed: $VENV/bin/appliance (activate with: source $VENV/bin/activate)"
+if [[ "$RUN_DOCTOR" == 1 ]]; then
+  "$VENV/bin/appliance" doctor
+fi
