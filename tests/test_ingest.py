@@ -59,12 +59,14 @@ def test_no_note_text_or_identifier_in_any_workspace_file(workspace, exports, fm
     blob = _all_bytes(workspace.root)
     for g in _gold(exports[fmt]):
         text = g["text"]
-        # Every 40-character window start along the note, plus each entity and identifier.
-        needles = {text[i : i + 40] for i in range(0, max(1, len(text) - 40), 97)}
-        needles |= {e["text"] for e in g["entities"] if len(e["text"]) >= 8}
+        # 40-character windows along the whole note, and every identifier. (Entity
+        # names alone are not secrets: the entity schema's examples hold some.)
+        needles = {text[i : i + 40] for i in range(0, max(1, len(text) - 40), 29)}
         needles |= {i["value"] for i in g["identifiers"] if len(i["value"]) >= 6}
         for needle in needles:
-            assert needle.encode("utf-8") not in blob, f"plaintext found on disk: {needle[:20]!r}..."
+            assert needle.encode("utf-8") not in blob, (
+                f"plaintext found on disk: {needle[:20]!r}..."
+            )
 
 
 def test_reingest_adds_nothing(workspace, exports):

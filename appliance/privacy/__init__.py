@@ -1,0 +1,1 @@
+"""Leakage screen: identifiers, n-gram index, near duplicates, distance to closest record."""
