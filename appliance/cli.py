@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,6 +68,25 @@ def _console() -> Any:
     return Console(highlight=False, soft_wrap=False)
 
 
+@contextmanager
+def _progress(what: str, unit: str) -> Iterator[Callable[[int], None]]:
+    """A live counter on stderr when it is a terminal; silent in scripts and logs."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn(f"{what} {{task.completed}} {unit}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+    with progress:
+        task = progress.add_task(what, total=None)
+        yield lambda n: progress.update(task, completed=n)
+
+
 def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
@@ -91,7 +111,9 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("workspace", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--language", default="en", show_default=True, help="ISO 639-1 code of the notes' language.")
+@click.option(
+    "--language", default="en", show_default=True, help="ISO 639-1 code of the notes' language."
+)
 @click.option(
     "--key-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -178,7 +200,9 @@ def doctor(workspace: Path | None, as_json: bool) -> None:
     show_default=True,
     help="Export format.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same files).")
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same files)."
+)
 def demo_data(out: Path, notes: int, fmt: str, seed: int) -> None:
     """Write a fake hospital export with fake patients and a gold sidecar (gold.jsonl).
 
@@ -210,8 +234,16 @@ def demo_data(out: Path, notes: int, fmt: str, seed: int) -> None:
     show_default=True,
     help="Export format; auto decides by extension and content.",
 )
-@click.option("--id-column", default=None, help="Column/field holding the note id (default: note_id, id, document_id...).")
-@click.option("--text-column", default=None, help="Column/field holding the note text (default: text, note_text, note...).")
+@click.option(
+    "--id-column",
+    default=None,
+    help="Column/field holding the note id (default: note_id, id, document_id...).",
+)
+@click.option(
+    "--text-column",
+    default=None,
+    help="Column/field holding the note text (default: text, note_text, note...).",
+)
 @click.option(
     "--identifier-column",
     multiple=True,
@@ -222,7 +254,12 @@ def demo_data(out: Path, notes: int, fmt: str, seed: int) -> None:
     multiple=True,
     help="Keep only these columns as metadata (repeatable; default: every other column).",
 )
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the export (e.g. cp1252).")
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    help="Text encoding of the export (e.g. cp1252).",
+)
 @click.option("--delimiter", default=None, help="CSV delimiter (default: ',' or tab for .tsv).")
 def ingest(
     export: Path,
@@ -258,7 +295,8 @@ def ingest(
         delimiter=delimiter,
         max_note_chars=ws.policy.ingest.max_note_chars,
     )
-    result = ingest_mod.run(ws, export, fmt=fmt, options=options)
+    with _progress("ingesting", "rows") as advance:
+        result = ingest_mod.run(ws, export, fmt=fmt, options=options, progress=advance)
     for name in result.removed_uncommitted:
         click.echo(f"note: removed {name}, left uncommitted by an interrupted ingest", err=True)
     click.echo(result.summary())
@@ -300,13 +338,17 @@ def records_stats(workspace: Path | None, as_json: bool) -> None:
 
     table.add_row("characters", dist(stats.chars))
     table.add_row("words", dist(stats.words))
-    table.add_row("languages (guessed)", ", ".join(f"{k} {v}" for k, v in stats.languages.items()) or "-")
+    table.add_row(
+        "languages (guessed)", ", ".join(f"{k} {v}" for k, v in stats.languages.items()) or "-"
+    )
     table.add_row(
         "identifiers",
         (", ".join(f"{k} {v}" for k, v in stats.identifiers.items()) or "-")
         + f" ({stats.records_with_identifiers} records have some)",
     )
-    table.add_row("metadata fields", ", ".join(f"{k} {v}" for k, v in stats.metadata_fields.items()) or "-")
+    table.add_row(
+        "metadata fields", ", ".join(f"{k} {v}" for k, v in stats.metadata_fields.items()) or "-"
+    )
     for key, values in stats.metadata_values.items():
         table.add_row(f"  {key}", ", ".join(f"{v} {n}" for v, n in values.items()))
     _console().print(table)
@@ -356,28 +398,24 @@ def audit_show(workspace: Path | None, last: int | None, as_json: bool) -> None:
     if as_json:
         _print_json(entries)
         return
-    from rich.table import Table
 
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("seq", "time", "user", "command", "result", "inputs → outputs", "hash"):
-        table.add_column(col, overflow="fold")
-    for e in entries:
-
-        def files(items: list[dict[str, Any]]) -> str:
-            return ", ".join(f"{Path(i.get('path', '?')).name}:{str(i.get('sha256', ''))[:8]}" for i in items)
-
-        io = files(e.get("inputs", []))
-        outs = files(e.get("outputs", []))
-        table.add_row(
-            str(e.get("seq")),
-            str(e.get("time")),
-            str(e.get("user")),
-            str(e.get("command")),
-            str(e.get("result")),
-            f"{io or '-'} → {outs or '-'}",
-            str(e.get("hash", ""))[:12],
+    # Plain lines rather than a table: they stay readable when piped to a file or grep.
+    def files(items: list[dict[str, Any]]) -> str:
+        return (
+            " ".join(
+                f"{Path(str(i.get('path', '?'))).name}:{str(i.get('sha256', ''))[:8]}"
+                for i in items
+            )
+            or "-"
         )
-    _console().print(table)
+
+    for e in entries:
+        when = str(e.get("time", "")).replace("T", " ")[:19]
+        click.echo(
+            f"{e.get('seq', '?'):>5}  {when}  {e.get('user', '?')}  {e.get('command', '?')}  "
+            f"[{e.get('result', '?')}]  in: {files(e.get('inputs', []))}  out: {files(e.get('outputs', []))}  "
+            f"#{str(e.get('hash', ''))[:12]}"
+        )
     click.echo(f"{len(entries)} entries shown")
 
 

@@ -34,7 +34,9 @@ T = TypeVar("T")
 
 def _spec(default: Any, expect: str, check: Callable[[Any], bool]) -> Any:
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"expect": expect, "check": check})
+        return field(
+            default_factory=lambda: list(default), metadata={"expect": expect, "check": check}
+        )
     return field(default=default, metadata={"expect": expect, "check": check})
 
 
@@ -176,7 +178,9 @@ class EgressPolicy:
     # Loopback is always allowed; these are the extra hosts ("host" or "host:port").
     allowed_hosts: list[str] = _spec([], "a list of host or host:port strings", _str_list())
     allowed_schemes: list[str] = _spec(
-        ["http", "https"], "a list drawn from 'http', 'https'", _str_list(frozenset({"http", "https"}))
+        ["http", "https"],
+        "a list drawn from 'http', 'https'",
+        _str_list(frozenset({"http", "https"})),
     )
 
 
@@ -214,7 +218,9 @@ class LeakagePolicy:
 
 @dataclass(frozen=True)
 class AnnotationPolicy:
-    entity_schema: str = _spec("entities/clinical.toml", "a path to an entity schema TOML", _str(nonempty=True))
+    entity_schema: str = _spec(
+        "entities/clinical.toml", "a path to an entity schema TOML", _str(nonempty=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -250,7 +256,9 @@ class Policy:
     def entity_schema(self) -> EntitySchema:
         """Load the entity schema this policy names (relative to the policy, else built in)."""
         ref = Path(self.annotation.entity_schema)
-        candidates = [ref] if ref.is_absolute() else [self.path.parent / ref, _builtin_policy_dir() / ref]
+        candidates = (
+            [ref] if ref.is_absolute() else [self.path.parent / ref, _builtin_policy_dir() / ref]
+        )
         for candidate in candidates:
             if candidate.is_file():
                 return load_entity_schema(candidate)
@@ -337,7 +345,9 @@ def load_entity_schema(path: Path) -> EntitySchema:
     doc = _read_toml(path, "entity schema")
     unknown = sorted(set(doc) - {"schema", "entity"})
     if unknown:
-        raise ConfigError(f"{where}: unknown section [{unknown[0]}]; expected [schema] and [[entity]]")
+        raise ConfigError(
+            f"{where}: unknown section [{unknown[0]}]; expected [schema] and [[entity]]"
+        )
     head = doc.get("schema")
     if not isinstance(head, dict) or not isinstance(head.get("name"), str) or not head["name"]:
         raise ConfigError(f"{where}: [schema] name: expected a non-empty string")
@@ -352,10 +362,18 @@ def load_entity_schema(path: Path) -> EntitySchema:
             raise ConfigError(f"{ctx}: expected a table")
         extra = sorted(set(item) - {"label", "definition", "examples"})
         if extra:
-            raise ConfigError(f"{ctx}: unknown key '{extra[0]}'; known keys: definition, examples, label")
+            raise ConfigError(
+                f"{ctx}: unknown key '{extra[0]}'; known keys: definition, examples, label"
+            )
         label = item.get("label")
-        if not isinstance(label, str) or not label.isupper() or not label.replace("_", "").isalnum():
-            raise ConfigError(f"{ctx} label: expected an upper-case name like DRUG, got {_describe(label)}")
+        if (
+            not isinstance(label, str)
+            or not label.isupper()
+            or not label.replace("_", "").isalnum()
+        ):
+            raise ConfigError(
+                f"{ctx} label: expected an upper-case name like DRUG, got {_describe(label)}"
+            )
         if label in seen:
             raise ConfigError(f"{ctx} label: '{label}' is defined twice")
         seen.add(label)
@@ -363,11 +381,16 @@ def load_entity_schema(path: Path) -> EntitySchema:
         if not isinstance(definition, str) or len(definition.split()) < 3:
             raise ConfigError(f"{ctx} ({label}) definition: expected a sentence or more of text")
         examples = item.get("examples", [])
-        if not isinstance(examples, list) or not all(isinstance(x, str) and x.strip() for x in examples):
+        if not isinstance(examples, list) or not all(
+            isinstance(x, str) and x.strip() for x in examples
+        ):
             raise ConfigError(f"{ctx} ({label}) examples: expected a list of non-empty strings")
         entities.append(EntityType(label, " ".join(definition.split()), tuple(examples)))
     return EntitySchema(
-        name=head["name"], version=str(head.get("version", "1")), entities=tuple(entities), path=path
+        name=head["name"],
+        version=str(head.get("version", "1")),
+        entities=tuple(entities),
+        path=path,
     )
 
 
@@ -379,7 +402,9 @@ LANGUAGE_CODE = "an ISO 639-1 language code such as 'en', 'et' or 'sv'"
 
 @dataclass(frozen=True)
 class WorkspaceSection:
-    language: str = _spec("en", LANGUAGE_CODE, lambda v: isinstance(v, str) and v.isalpha() and 2 <= len(v) <= 3)
+    language: str = _spec(
+        "en", LANGUAGE_CODE, lambda v: isinstance(v, str) and v.isalpha() and 2 <= len(v) <= 3
+    )
     created: str = _spec("", "an ISO 8601 timestamp", _str())
     appliance_version: str = _spec("", "a version string", _str())
 
@@ -389,7 +414,9 @@ class KeysSection:
     # Relative paths are resolved against the workspace; absolute ones may
     # point at a key mounted by a hospital key service.
     data_key: str = _spec("keys/data.key", "a path to a 32-byte key file", _str(nonempty=True))
-    signing_key: str = _spec("keys/signing.key", "a path to an Ed25519 private key (PEM)", _str(nonempty=True))
+    signing_key: str = _spec(
+        "keys/signing.key", "a path to an Ed25519 private key (PEM)", _str(nonempty=True)
+    )
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,11 @@ def _version(dist: str) -> str | None:
 def _check_python() -> Check:
     v = sys.version_info
     ok = v >= (3, 10)
-    return Check("python", "ok" if ok else "fail", f"{platform.python_version()} ({sys.executable})" + ("" if ok else "; need 3.10 or newer"))
+    return Check(
+        "python",
+        "ok" if ok else "fail",
+        f"{platform.python_version()} ({sys.executable})" + ("" if ok else "; need 3.10 or newer"),
+    )
 
 
 def _check_packages() -> list[Check]:
@@ -59,7 +63,13 @@ def _check_packages() -> list[Check]:
         try:
             importlib.import_module(module)
         except Exception as exc:  # a broken install shows here, whatever the exception
-            out.append(Check(dist, "fail", f"{version} installed but import fails: {type(exc).__name__}: {exc}"))
+            out.append(
+                Check(
+                    dist,
+                    "fail",
+                    f"{version} installed but import fails: {type(exc).__name__}: {exc}",
+                )
+            )
         else:
             out.append(Check(dist, "ok", version))
     return out
@@ -89,7 +99,13 @@ def _nvidia_smi() -> list[tuple[str, str]]:
 
 def _check_torch(gpus: list[tuple[str, str]]) -> list[Check]:
     if _version("torch") is None:
-        return [Check("torch", "fail", "not installed; run bash install.sh (CPU: pip install torch==2.13.0)")]
+        return [
+            Check(
+                "torch",
+                "fail",
+                "not installed; run bash install.sh (CPU: pip install torch==2.13.0)",
+            )
+        ]
     try:
         import torch
     except Exception as exc:
@@ -103,7 +119,11 @@ def _check_torch(gpus: list[tuple[str, str]]) -> list[Check]:
         checks.append(Check("cuda", "ok", f"CUDA {torch.version.cuda}: " + "; ".join(names)))
     elif gpus:
         checks.append(
-            Check("cuda", "warn", f"{len(gpus)} NVIDIA GPU(s) present but torch cannot use them (CPU build?); run bash install.sh --gpu")
+            Check(
+                "cuda",
+                "warn",
+                f"{len(gpus)} NVIDIA GPU(s) present but torch cannot use them (CPU build?); run bash install.sh --gpu",
+            )
         )
     else:
         checks.append(Check("cuda", "info", "no CUDA; training and sampling run on the CPU"))
@@ -121,8 +141,14 @@ def _check_vllm(gpus: list[tuple[str, str]]) -> Check:
     if version:
         return Check("vllm", "ok", f"{version} (appliance llm serve)")
     if gpus:
-        return Check("vllm", "warn", "not installed; install the GPU extra (bash install.sh --gpu) to serve an LLM locally")
-    return Check("vllm", "info", "not installed (needs a GPU); the lexicon annotator works without it")
+        return Check(
+            "vllm",
+            "warn",
+            "not installed; install the GPU extra (bash install.sh --gpu) to serve an LLM locally",
+        )
+    return Check(
+        "vllm", "info", "not installed (needs a GPU); the lexicon annotator works without it"
+    )
 
 
 def _check_onnxruntime() -> Check:
@@ -143,14 +169,22 @@ def _check_presidio() -> Check:
     try:
         importlib.import_module("presidio_analyzer")
     except Exception as exc:
-        return Check("presidio", "fail", f"{version} installed but import fails: {type(exc).__name__}: {exc}")
-    return Check("presidio", "ok", f"presidio-analyzer {version} (pattern and deny-list recognizers, no NLP model)")
+        return Check(
+            "presidio", "fail", f"{version} installed but import fails: {type(exc).__name__}: {exc}"
+        )
+    return Check(
+        "presidio",
+        "ok",
+        f"presidio-analyzer {version} (pattern and deny-list recognizers, no NLP model)",
+    )
 
 
 def _check_offline() -> Check:
     wrong = {k: os.environ.get(k) for k, v in OFFLINE_ENV.items() if os.environ.get(k) != v}
     if wrong:
-        return Check("offline", "fail", "not enforced: " + ", ".join(f"{k}={v}" for k, v in wrong.items()))
+        return Check(
+            "offline", "fail", "not enforced: " + ", ".join(f"{k}={v}" for k, v in wrong.items())
+        )
     return Check("offline", "ok", ", ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items()))
 
 

@@ -174,7 +174,11 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     """Write ``manifest.json`` atomically (version stamped); returns its path."""
     data = {"appliance_version": __version__, **manifest}
     path = folder / "manifest.json"
-    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(), 0o644)
+    atomic_write(
+        path,
+        (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(),
+        0o644,
+    )
     return path
 
 
@@ -226,10 +230,14 @@ def init(
         raise WorkspaceError(f"{root} exists and is not a folder")
     if root.is_dir() and any(root.iterdir()):
         what = "a workspace" if (root / CONFIG_NAME).exists() else "a non-empty folder"
-        raise WorkspaceError(f"{root} is {what}; refusing to overwrite it (choose a new or empty folder)")
+        raise WorkspaceError(
+            f"{root} is {what}; refusing to overwrite it (choose a new or empty folder)"
+        )
     lang = language.strip().lower()
     if not (lang.isalpha() and 2 <= len(lang) <= 3):
-        raise WorkspaceError(f"--language: expected an ISO 639-1 code such as 'en', 'et' or 'sv', got {language!r}")
+        raise WorkspaceError(
+            f"--language: expected an ISO 639-1 code such as 'en', 'et' or 'sv', got {language!r}"
+        )
 
     # Validate the policy (and its entity schema) before anything is created.
     source_policy = load_policy(policy_file) if policy_file else load_policy(default_policy_path())
@@ -253,11 +261,15 @@ def init(
         generate_signing_key(root / "keys" / "signing.key")
         shutil.copyfile(source_policy.path, root / "policy.toml")
         schema_ref = Path(source_policy.annotation.entity_schema)
-        target = root / (schema_ref if not schema_ref.is_absolute() else Path("entities") / schema_ref.name)
+        target = root / (
+            schema_ref if not schema_ref.is_absolute() else Path("entities") / schema_ref.name
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(schema.path, target)
         (root / CONFIG_NAME).write_text(
-            render_config(language=lang, created=utc_now(), version=__version__, data_key=data_key_ref),
+            render_config(
+                language=lang, created=utc_now(), version=__version__, data_key=data_key_ref
+            ),
             encoding="utf-8",
         )
     except BaseException:

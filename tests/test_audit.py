@@ -29,7 +29,9 @@ def test_intact_log_verifies(log):
     entries = [e for _, e in log.entries()]
     assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
     assert entries[2]["prev"] == entries[1]["hash"]
-    assert {"time", "user", "command", "inputs", "outputs", "policy_sha256", "result"} <= entries[0].keys()
+    assert {"time", "user", "command", "inputs", "outputs", "policy_sha256", "result"} <= entries[
+        0
+    ].keys()
 
 
 def _edit_field(lines):
@@ -61,7 +63,15 @@ def _edit_and_rehash(lines):
         (lambda ls: ls[:3] + ["{not json\n"] + ls[4:], "line 4 is not valid JSON"),
         (lambda ls: ls[:2] + ["\n"] + ls[2:], "line 3 is blank"),
     ],
-    ids=["edited", "edited-rehashed", "deleted-middle", "reordered", "deleted-last", "garbled", "blank"],
+    ids=[
+        "edited",
+        "edited-rehashed",
+        "deleted-middle",
+        "reordered",
+        "deleted-last",
+        "garbled",
+        "blank",
+    ],
 )
 def test_tampering_is_detected_and_named(log, tamper, message):
     log.path.write_text("".join(tamper(_lines(log))))
@@ -75,7 +85,9 @@ def test_rewritten_chain_without_key_is_detected(log, tmp_path):
     for i in range(5):
         forged.append(f"cmd{i}")
     log.path.write_bytes(forged.path.read_bytes())
-    with pytest.raises(AuditError, match="does not match the authenticated head|authentication failed"):
+    with pytest.raises(
+        AuditError, match="does not match the authenticated head|authentication failed"
+    ):
         log.verify()
 
 

@@ -44,7 +44,9 @@ def test_help_has_an_example(path):
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
 def test_readme_documents_command(path):
     text = README.read_text(encoding="utf-8")
-    assert f"appliance {' '.join(path)}" in text, f"README does not show `appliance {' '.join(path)}`"
+    assert f"appliance {' '.join(path)}" in text, (
+        f"README does not show `appliance {' '.join(path)}`"
+    )
 
 
 def _run(*args, cwd=None, env_extra=None):
@@ -53,7 +55,12 @@ def _run(*args, cwd=None, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
     env.pop("APPLIANCE_WORKSPACE", None)
     return subprocess.run(
-        [sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+        [sys.executable, "-m", "appliance", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
     )
 
 
@@ -79,7 +86,9 @@ def test_errors_are_one_line_without_traceback(tmp_path, args, code, message):
 def test_workspace_from_environment(tmp_path):
     runner = CliRunner()
     assert runner.invoke(cli, ["init", str(tmp_path / "ws")]).exit_code == 0
-    result = runner.invoke(cli, ["audit", "verify"], env={"APPLIANCE_WORKSPACE": str(tmp_path / "ws")})
+    result = runner.invoke(
+        cli, ["audit", "verify"], env={"APPLIANCE_WORKSPACE": str(tmp_path / "ws")}
+    )
     assert result.exit_code == 0, result.output
     assert "intact: 1 entries" in result.output
 

@@ -32,19 +32,45 @@ def test_partial_policy_takes_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[policy]\nname = "x"\n[leakage]\nverbatim_max_tokens = "twelve"\n',
-         r"\[leakage\] verbatim_max_tokens: expected an integer from 3 to 1000, got 'twelve'"),
-        ('[policy]\nname = "x"\n[leakage]\nverbatim_max_tokens = 2\n', r"verbatim_max_tokens: expected an integer"),
-        ('[policy]\nname = "x"\n[leakage]\nlcs_ratio_max = 1.5\n', r"lcs_ratio_max: expected a number from 0 to 1"),
-        ('[policy]\nname = "x"\n[leakage]\nverbatim_max_tokn = 12\n', r"unknown key 'verbatim_max_tokn' in \[leakage\]"),
+        (
+            '[policy]\nname = "x"\n[leakage]\nverbatim_max_tokens = "twelve"\n',
+            r"\[leakage\] verbatim_max_tokens: expected an integer from 3 to 1000, got 'twelve'",
+        ),
+        (
+            '[policy]\nname = "x"\n[leakage]\nverbatim_max_tokens = 2\n',
+            r"verbatim_max_tokens: expected an integer",
+        ),
+        (
+            '[policy]\nname = "x"\n[leakage]\nlcs_ratio_max = 1.5\n',
+            r"lcs_ratio_max: expected a number from 0 to 1",
+        ),
+        (
+            '[policy]\nname = "x"\n[leakage]\nverbatim_max_tokn = 12\n',
+            r"unknown key 'verbatim_max_tokn' in \[leakage\]",
+        ),
         ('[policy]\nname = "x"\n[leekage]\n', r"unknown section \[leekage\]"),
-        ('[leakage]\n', r"missing section \[policy\]"),
+        ("[leakage]\n", r"missing section \[policy\]"),
         ('[policy]\nname = ""\n', r"\[policy\] name: expected a non-empty string"),
-        ('[policy]\nname = "x"\n[egress]\nallowed_hosts = "llm"\n', r"allowed_hosts: expected a list"),
-        ('[policy]\nname = "x"\n[egress]\nallowed_schemes = ["ftp"]\n', r"allowed_schemes: expected a list drawn from"),
-        ('[policy]\nname = "x"\n[identifiers]\ntypes = ["PERSON", "SHOE_SIZE"]\n', r"\[identifiers\] types: expected a list drawn from"),
-        ('[policy]\nname = "x"\n[pseudonymize]\nenabled = "yes"\n', r"enabled: expected true or false"),
-        ('[policy]\nname = "x"\n[leakage]\nngram_tokens = 16\nverbatim_max_tokens = 12\n', r"must be ≥ ngram_tokens"),
+        (
+            '[policy]\nname = "x"\n[egress]\nallowed_hosts = "llm"\n',
+            r"allowed_hosts: expected a list",
+        ),
+        (
+            '[policy]\nname = "x"\n[egress]\nallowed_schemes = ["ftp"]\n',
+            r"allowed_schemes: expected a list drawn from",
+        ),
+        (
+            '[policy]\nname = "x"\n[identifiers]\ntypes = ["PERSON", "SHOE_SIZE"]\n',
+            r"\[identifiers\] types: expected a list drawn from",
+        ),
+        (
+            '[policy]\nname = "x"\n[pseudonymize]\nenabled = "yes"\n',
+            r"enabled: expected true or false",
+        ),
+        (
+            '[policy]\nname = "x"\n[leakage]\nngram_tokens = 16\nverbatim_max_tokens = 12\n',
+            r"must be ≥ ngram_tokens",
+        ),
         ('[policy\nname = "x"\n', r"is not valid TOML"),
         ('[policy]\nname = "x"\nleakage = 3\n', r"unknown key 'leakage' in \[policy\]"),
     ],
@@ -81,13 +107,28 @@ def test_missing_entity_schema_is_named(tmp_path):
     ("text", "message"),
     [
         ('[schema]\nname = "s"\n', "at least one"),
-        ('[schema]\n[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to the patient"\n', r"\[schema\] name"),
-        ('[schema]\nname = "s"\n[[entity]]\nlabel = "drug"\ndefinition = "a drug given to them"\n', "upper-case"),
+        (
+            '[schema]\n[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to the patient"\n',
+            r"\[schema\] name",
+        ),
+        (
+            '[schema]\nname = "s"\n[[entity]]\nlabel = "drug"\ndefinition = "a drug given to them"\n',
+            "upper-case",
+        ),
         ('[schema]\nname = "s"\n[[entity]]\nlabel = "DRUG"\ndefinition = "drug"\n', "definition"),
-        ('[schema]\nname = "s"\n[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to them"\nexamples = "x"\n', "examples"),
-        ('[schema]\nname = "s"\n[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to them"\ncolour = 1\n', "unknown key 'colour'"),
-        ('[schema]\nname = "s"\n[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to them"\n'
-         '[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to them"\n', "defined twice"),
+        (
+            '[schema]\nname = "s"\n[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to them"\nexamples = "x"\n',
+            "examples",
+        ),
+        (
+            '[schema]\nname = "s"\n[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to them"\ncolour = 1\n',
+            "unknown key 'colour'",
+        ),
+        (
+            '[schema]\nname = "s"\n[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to them"\n'
+            '[[entity]]\nlabel = "DRUG"\ndefinition = "a drug given to them"\n',
+            "defined twice",
+        ),
     ],
 )
 def test_entity_schema_errors(tmp_path, text, message):
@@ -101,7 +142,10 @@ def test_entity_schema_errors(tmp_path, text, message):
     ("text", "message"),
     [
         ('[workspace]\nlanguage = "english"\n', r"\[workspace\] language: expected an ISO 639-1"),
-        ('[workspace]\nlanguage = "en"\n[store]\nshard_max_records = 0\n', r"shard_max_records: expected an integer"),
+        (
+            '[workspace]\nlanguage = "en"\n[store]\nshard_max_records = 0\n',
+            r"shard_max_records: expected an integer",
+        ),
         ('[workspace]\nlanguage = "en"\n[storage]\n', r"unknown section \[storage\]"),
         ('[keys]\ndata_key = "k"\n', r"missing section \[workspace\]"),
     ],

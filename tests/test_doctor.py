@@ -19,8 +19,21 @@ def test_doctor_reports_and_fails_only_on_required(tmp_path):
     result = runner.invoke(cli, ["doctor", "-w", str(ws), "--json"])
     assert result.exit_code == 0, result.output
     checks = {c["name"]: c for c in json.loads(result.output)}
-    for name in ("python", "torch", "cuda", "gpu", "vllm", "onnxruntime", "presidio", "offline", "disk",
-                 "data key", "signing key", "audit log", "policy"):
+    for name in (
+        "python",
+        "torch",
+        "cuda",
+        "gpu",
+        "vllm",
+        "onnxruntime",
+        "presidio",
+        "offline",
+        "disk",
+        "data key",
+        "signing key",
+        "audit log",
+        "policy",
+    ):
         assert name in checks, name
     assert checks["data key"]["status"] == "ok"
     assert checks["offline"]["status"] == "ok"

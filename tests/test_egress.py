@@ -36,7 +36,11 @@ def test_allowed(url, policy, expected):
         ("http://10.1.2.3:8000/v1", DEFAULT, "not loopback"),
         ("http://10.1.2.3:9000/v1", LISTED, "not loopback"),  # listed with another port
         ("http://llm.hospital.internal.evil.com/v1", LISTED, "not loopback"),
-        ("http://127.0.0.1.nip.io:8000", DEFAULT, "not loopback"),  # resolves to loopback, but by DNS
+        (
+            "http://127.0.0.1.nip.io:8000",
+            DEFAULT,
+            "not loopback",
+        ),  # resolves to loopback, but by DNS
         ("http://0.0.0.0:8000", DEFAULT, "not loopback"),
         ("ftp://127.0.0.1/", DEFAULT, "scheme 'ftp'"),
         ("127.0.0.1:8000", DEFAULT, "scheme"),

@@ -48,7 +48,14 @@ def test_round_trip_and_sharding(store, tmp_path):
 
 def test_no_plaintext_on_disk(store, tmp_path):
     blob = b"".join(p.read_bytes() for p in (tmp_path / "records").rglob("*") if p.is_file())
-    for needle in ("pneumonia", "amoxicillin", "Mari Tamm", "N0003", "discharge_summary", "notes.csv"):
+    for needle in (
+        "pneumonia",
+        "amoxicillin",
+        "Mari Tamm",
+        "N0003",
+        "discharge_summary",
+        "notes.csv",
+    ):
         assert needle.encode() not in blob
 
 
@@ -151,7 +158,9 @@ def test_record_ciphertext_is_bound_to_its_id(store, tmp_path):
         pos += n
     (a_id, a_t, a_ct), (b_id, b_t, b_ct) = entries[0], entries[1]
     entries[0], entries[1] = (a_id, a_t, b_ct), (b_id, b_t, a_ct)
-    new_body = body[: st.HEADER_LEN] + b"".join(st.ENTRY_HEAD.pack(i, t, len(c)) + c for i, t, c in entries)
+    new_body = body[: st.HEADER_LEN] + b"".join(
+        st.ENTRY_HEAD.pack(i, t, len(c)) + c for i, t, c in entries
+    )
     mac_key = store._mac_key
     tag = mac(mac_key, b"shard", path.name.encode(), new_body, struct.pack(">I", len(entries)))
     new = new_body + st.TRAILER.pack(st.TRAILER_MAGIC, len(entries), tag)

@@ -91,7 +91,7 @@ def test_open_reports_missing_workspace(tmp_path):
 
 def test_open_validates_config(tmp_path):
     ws = init(tmp_path / "ws")
-    (ws.root / "appliance.toml").write_text('[workspace]\nlanguage = 5\n')
+    (ws.root / "appliance.toml").write_text("[workspace]\nlanguage = 5\n")
     from appliance.errors import ConfigError
 
     with pytest.raises(ConfigError, match="language"):

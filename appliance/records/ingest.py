@@ -102,7 +102,11 @@ def run(
         ws.log("ingest", args=args, result=f"error: {exc.message}")
         raise
     result.seconds = time.monotonic() - started
-    outputs = [hashed(ws.records_dir / "store.json", ws.root)] if (ws.records_dir / "store.json").exists() else []
+    outputs = (
+        [hashed(ws.records_dir / "store.json", ws.root)]
+        if (ws.records_dir / "store.json").exists()
+        else []
+    )
     if result.rejects_path:
         outputs.append(hashed(result.rejects_path, ws.root))
     ws.log(
@@ -192,7 +196,9 @@ def _write_rejects(ws: Workspace, export: Path, rejects: list[Reject]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = utc_now().replace(":", "").replace("-", "").replace(".", "")
     path = folder / f"rejects-{stamp}-{export.name}.jsonl"
-    lines = [json.dumps({"export": str(export), **r.as_dict()}, ensure_ascii=False) for r in rejects]
+    lines = [
+        json.dumps({"export": str(export), **r.as_dict()}, ensure_ascii=False) for r in rejects
+    ]
     atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"), 0o600)
     return path
 
@@ -207,7 +213,9 @@ def _update_manifest(ws: Workspace, store: RecordStore, result: IngestResult) ->
             "stage": "ingest",
             "records": len(store),
             "shards": len(store.shards),
-            "store_sha256": hashed(store.manifest_path)["sha256"] if store.manifest_path.exists() else None,
+            "store_sha256": hashed(store.manifest_path)["sha256"]
+            if store.manifest_path.exists()
+            else None,
             "policy_sha256": ws.policy.sha256,
             "ingests": history,
         },

@@ -58,7 +58,12 @@ class ShardInfo:
     sha256: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "records": self.records, "bytes": self.bytes, "sha256": self.sha256}
+        return {
+            "name": self.name,
+            "records": self.records,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,9 @@ class RecordStore:
                 f"but this workspace's data key is {self.key_id}"
             )
         if not isinstance(tag, str) or not hmac.compare_digest(tag, self._manifest_mac(doc)):
-            raise IntegrityError(f"{self.manifest_path}: authentication failed (the store manifest was edited)")
+            raise IntegrityError(
+                f"{self.manifest_path}: authentication failed (the store manifest was edited)"
+            )
         return [ShardInfo(**s) for s in doc["shards"]]
 
     def _write_manifest(self) -> None:
@@ -160,7 +167,9 @@ class RecordStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise IntegrityError(f"record shard {info.name} is missing from {self.shard_dir}") from None
+            raise IntegrityError(
+                f"record shard {info.name} is missing from {self.shard_dir}"
+            ) from None
         if hashlib.sha256(data).hexdigest() != info.sha256 or len(data) != info.bytes:
             raise IntegrityError(
                 f"record shard {info.name} is corrupted or was modified (its hash no longer matches the store manifest)"
@@ -171,7 +180,9 @@ class RecordStore:
         tmagic, count, tag = TRAILER.unpack(trailer)
         expected = mac(self._mac_key, b"shard", info.name.encode(), body, struct.pack(">I", count))
         if tmagic != TRAILER_MAGIC or not hmac.compare_digest(tag, expected):
-            raise IntegrityError(f"record shard {info.name} failed authentication (modified or truncated)")
+            raise IntegrityError(
+                f"record shard {info.name} failed authentication (modified or truncated)"
+            )
         if body[len(MAGIC) : HEADER_LEN].hex() != self.key_id:
             raise IntegrityError(f"record shard {info.name} was written with another key")
         entries = []
@@ -256,7 +267,9 @@ class StoreWriter:
         self.pending = _Pending()
         self.committed: list[ShardInfo] = []
 
-    def add(self, record: Record, id_mac: bytes | None = None, text_mac: bytes | None = None) -> None:
+    def add(
+        self, record: Record, id_mac: bytes | None = None, text_mac: bytes | None = None
+    ) -> None:
         id_mac = id_mac or self.store.id_mac(record.id)
         text_mac = text_mac or self.store.text_mac(record.text)
         payload = json.dumps(record.as_dict(), ensure_ascii=False).encode("utf-8", "surrogatepass")

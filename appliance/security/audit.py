@@ -95,7 +95,9 @@ class AuditLog:
         try:
             entry = json.loads(lines[-1])
         except (json.JSONDecodeError, IndexError) as exc:
-            raise AuditError(f"{self.path}: last line is not valid JSON; run `appliance audit verify`") from exc
+            raise AuditError(
+                f"{self.path}: last line is not valid JSON; run `appliance audit verify`"
+            ) from exc
         if not isinstance(entry, dict):
             raise AuditError(f"{self.path}: last line is not an audit entry")
         return entry
@@ -153,11 +155,15 @@ class AuditLog:
         with open(self.path, "rb") as fh:
             for lineno, raw in enumerate(fh, 1):
                 if not raw.strip():
-                    raise AuditError(f"{self.path}: line {lineno} is blank (a line was removed or edited)")
+                    raise AuditError(
+                        f"{self.path}: line {lineno} is blank (a line was removed or edited)"
+                    )
                 try:
                     entry = json.loads(raw)
                 except (json.JSONDecodeError, UnicodeDecodeError):
-                    raise AuditError(f"{self.path}: line {lineno} is not valid JSON (edited)") from None
+                    raise AuditError(
+                        f"{self.path}: line {lineno} is not valid JSON (edited)"
+                    ) from None
                 if not isinstance(entry, dict):
                     raise AuditError(f"{self.path}: line {lineno} is not an audit entry (edited)")
                 yield lineno, entry
@@ -190,14 +196,18 @@ class AuditLog:
         if not self.head_path.exists():
             if count == 0:
                 return
-            raise AuditError(f"{self.head_path}: missing; the log cannot be checked for deleted final lines")
+            raise AuditError(
+                f"{self.head_path}: missing; the log cannot be checked for deleted final lines"
+            )
         try:
             head = json.loads(self.head_path.read_text())
             seq, last_hash, tag = int(head["seq"]), str(head["hash"]), str(head["mac"])
         except (ValueError, KeyError, TypeError):
             raise AuditError(f"{self.head_path}: unreadable") from None
         if not hmac.compare_digest(tag, self._head_mac(seq, last_hash)):
-            raise AuditError(f"{self.head_path}: authentication failed (edited without the workspace key)")
+            raise AuditError(
+                f"{self.head_path}: authentication failed (edited without the workspace key)"
+            )
         if seq > count:
             raise AuditError(
                 f"{self.path}: line {count + 1} onwards deleted: the log ends at line {count}, "

@@ -87,6 +87,8 @@ def read_encrypted(path: Path, key: DataKey, *, label: str) -> bytes:
     if not header.startswith(FILE_MAGIC):
         raise IntegrityError(f"{path}: not an appliance encrypted file")
     if header[len(FILE_MAGIC) :].hex() != key.key_id:
-        raise IntegrityError(f"{path}: encrypted with key {header[len(FILE_MAGIC):].hex()}, not this workspace's key {key.key_id}")
+        raise IntegrityError(
+            f"{path}: encrypted with key {header[len(FILE_MAGIC) :].hex()}, not this workspace's key {key.key_id}"
+        )
     aad = header + label.encode() + b"\0" + path.name.encode()
     return unseal(key.derive(PURPOSE_ARTIFACT_AEAD), blob[len(header) :], aad, str(path))

@@ -43,11 +43,15 @@ def check_endpoint(url: str, policy: EgressPolicy) -> str:
     host = (parts.hostname or "").lower()
     if scheme not in policy.allowed_schemes:
         allowed = ", ".join(policy.allowed_schemes) or "none"
-        raise EgressDenied(f"endpoint '{url}': scheme '{scheme or '(none)'}' is not allowed (policy allows: {allowed})")
+        raise EgressDenied(
+            f"endpoint '{url}': scheme '{scheme or '(none)'}' is not allowed (policy allows: {allowed})"
+        )
     if not host:
         raise EgressDenied(f"endpoint '{url}' has no host")
     if parts.username or parts.password:
-        raise EgressDenied(f"endpoint '{url}': credentials in the URL are not accepted; use an API key option")
+        raise EgressDenied(
+            f"endpoint '{url}': credentials in the URL are not accepted; use an API key option"
+        )
     port = port or _DEFAULT_PORTS[scheme]
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if is_loopback_host(host):

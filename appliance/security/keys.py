@@ -125,7 +125,9 @@ def generate_signing_key(path: Path) -> Ed25519PrivateKey:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise KeyFileError(f"{path}: a signing key already exists; refusing to overwrite it") from None
+        raise KeyFileError(
+            f"{path}: a signing key already exists; refusing to overwrite it"
+        ) from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
     pub = key.public_key().public_bytes(
@@ -141,7 +143,9 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     except FileNotFoundError:
         raise KeyFileError(f"{path}: signing key file not found") from None
     if _group_or_world_accessible(path):
-        raise KeyFileError(f"{path}: signing key must be readable by its owner only (chmod 600 {path})")
+        raise KeyFileError(
+            f"{path}: signing key must be readable by its owner only (chmod 600 {path})"
+        )
     try:
         key = serialization.load_pem_private_key(raw, password=None)
     except (ValueError, TypeError) as exc:
