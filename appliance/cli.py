@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from appliance import __version__
-from appliance.errors import ApplianceError, UsageError
+from appliance.errors import ApplianceError, InputError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -261,6 +261,11 @@ def demo_data(out: Path, notes: int, fmt: str, seed: int) -> None:
     help="Text encoding of the export (e.g. cp1252).",
 )
 @click.option("--delimiter", default=None, help="CSV delimiter (default: ',' or tab for .tsv).")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit with code 5 when any row was rejected (the other rows are still stored).",
+)
 def ingest(
     export: Path,
     workspace: Path | None,
@@ -271,6 +276,7 @@ def ingest(
     metadata_column: tuple[str, ...],
     encoding: str,
     delimiter: str | None,
+    strict: bool,
 ) -> None:
     """Read an export (CSV, JSONL, folder of .txt, FHIR NDJSON) into the encrypted record store.
 
@@ -300,6 +306,8 @@ def ingest(
     for name in result.removed_uncommitted:
         click.echo(f"note: removed {name}, left uncommitted by an interrupted ingest", err=True)
     click.echo(result.summary())
+    if strict and result.rejected:
+        sys.exit(InputError.exit_code)
 
 
 @cli.group(cls=ApplianceGroup)
@@ -375,6 +383,9 @@ def audit_verify(workspace: Path | None) -> None:
     """
     ws = _open(workspace)
     result = ws.audit.verify()
+    # Record the check itself, only once it passed: appending after a failed
+    # check would write a fresh head over the evidence of a truncation.
+    ws.log("audit verify", details={"entries": result.entries, "head": result.head})
     click.echo(f"audit log intact: {result.entries} entries, head {result.head[:16]}")
 
 

@@ -1,0 +1,64 @@
+"""The README's walkthrough, as real subprocesses: init, demo-data in every format, ingest, stats, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def appliance(*args, cwd, check=True):
+    env = {k: v for k, v in os.environ.items() if k != "APPLIANCE_WORKSPACE"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+    return proc
+
+
+def test_readme_walkthrough_in_all_formats(tmp_path):
+    appliance("init", "ws", cwd=tmp_path)
+    exports = {
+        "csv": "export-csv/notes.csv",
+        "jsonl": "export-jsonl/notes.jsonl",
+        "txt": "export-txt/notes",
+        "fhir": "export-fhir/notes.ndjson",
+    }
+    for fmt, path in exports.items():
+        out = appliance(
+            "demo-data", f"export-{fmt}", "--notes", 30, "--format", fmt, "--seed", 1, cwd=tmp_path
+        )
+        assert "wrote 30" in out.stdout
+        assert (tmp_path / path).exists()
+    first = appliance("ingest", exports["csv"], "-w", "ws", cwd=tmp_path)
+    assert "30 stored" in first.stdout and "0 rejected" in first.stdout
+    for fmt in ("jsonl", "txt", "fhir"):
+        again = appliance("ingest", exports[fmt], "-w", "ws", cwd=tmp_path)
+        assert "0 stored, 30 already stored, 0 rejected" in again.stdout, again.stdout
+    stats = appliance("records", "stats", "-w", "ws", "--json", cwd=tmp_path)
+    assert json.loads(stats.stdout)["records"] == 30
+    verify = appliance("audit", "verify", "-w", "ws", cwd=tmp_path)
+    assert "intact" in verify.stdout
+    show = appliance("audit", "show", "-w", "ws", cwd=tmp_path)
+    assert show.stdout.count("ingest") == 4
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_ingest_with_rejects_exit_code(tmp_path, strict):
+    appliance("init", "ws", cwd=tmp_path)
+    (tmp_path / "x.csv").write_text("note_id,text\nA,fine\nB,\n", encoding="utf-8")
+    proc = appliance(
+        "ingest", "x.csv", "-w", "ws", *(["--strict"] if strict else []), cwd=tmp_path, check=False
+    )
+    assert proc.returncode == (5 if strict else 0)
+    assert "1 stored" in proc.stdout and "1 rejected (1 empty text)" in proc.stdout
