@@ -93,10 +93,11 @@ if [[ "$VARIANT" == cpu ]]; then FIRST=("$TORCH_CPU"); else FIRST=(); fi
 
 if [[ -n "$BUILD_WHEELHOUSE" ]]; then
   mkdir -p "$BUILD_WHEELHOUSE"
-  say "building the appliance wheel into $BUILD_WHEELHOUSE"
-  "$PYTHON" -m pip wheel --no-deps --wheel-dir "$BUILD_WHEELHOUSE" "$HERE"
-  say "downloading dependencies ($EXTRAS) into $BUILD_WHEELHOUSE"
-  "$PYTHON" -m pip download --dest "$BUILD_WHEELHOUSE" pip setuptools wheel ${FIRST[@]+"${FIRST[@]}"} "$HERE[$EXTRAS]"
+  # `pip wheel` rather than `pip download`: packages published only as
+  # source (seqeval) are built into wheels here, where build tools can be
+  # fetched, so the server never has to build anything.
+  say "collecting wheels for the appliance and its dependencies ($EXTRAS) into $BUILD_WHEELHOUSE"
+  "$PYTHON" -m pip wheel --wheel-dir "$BUILD_WHEELHOUSE" pip setuptools wheel ${FIRST[@]+"${FIRST[@]}"} "$HERE[$EXTRAS]"
   say "wheelhouse ready: copy $BUILD_WHEELHOUSE and this folder to the server, then run: bash install.sh --wheelhouse DIR --$VARIANT"
   exit 0
 fi
