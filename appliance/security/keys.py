@@ -37,6 +37,8 @@ PURPOSE_AUDIT = "appliance/v1/audit/hmac"
 PURPOSE_LEAKAGE_INDEX = "appliance/v1/leakage-index/hmac"
 PURPOSE_ARTIFACT_AEAD = "appliance/v1/artifact/aes-256-gcm"
 PURPOSE_KEY_ID = "appliance/v1/key-id"
+PURPOSE_HOLDOUT = "appliance/v1/generator/holdout"
+PURPOSE_PSEUDONYMS = "appliance/v1/pseudonymize/hmac"
 
 
 def _group_or_world_accessible(path: Path) -> bool:
