@@ -15,6 +15,7 @@ EDITABLE=0
 RUN_DOCTOR=1
 BIN_DIR=""
 TORCH_CPU="torch==2.13.0"
+TORCH_INDEX=""        # e.g. https://download.pytorch.org/whl/cpu
 
 usage() {
   cat <<'EOF'
@@ -34,6 +35,9 @@ Options:
   --build-wheelhouse DIR   on a connected machine of the same platform: download
                            every wheel the chosen set needs (and build the
                            appliance's own) into DIR, then stop
+  --torch-index URL        extra package index for torch, e.g. https://download.pytorch.org/whl/cpu:
+                           on Linux x86_64 the torch==2.13.0 wheel on PyPI is the CUDA build
+                           (several GB); the CPU build lives on PyTorch's own index
   --dev                    also install the test and lint tools (pytest, hypothesis, ruff, mypy)
   --editable               install the package in editable mode (for development)
   --link DIR               also link the `appliance` command into DIR (e.g. /usr/local/bin)
@@ -50,17 +54,23 @@ EOF
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
 
+# An option's value must be present and not another option.
+need() {
+  [[ $# -ge 2 && -n "$2" && "$2" != -* ]] || die "$1 needs a value (see --help)"
+}
+
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --venv) VENV="$(realpath -m "${2:?--venv needs a folder}")"; shift 2 ;;
-    --python) PYTHON="${2:?--python needs an interpreter}"; shift 2 ;;
+    --venv) VENV="$(need "$@"; realpath -m -- "$2")"; shift 2 ;;
+    --python) need "$@"; PYTHON="$2"; shift 2 ;;
     --cpu) VARIANT=cpu; shift ;;
     --gpu) VARIANT=gpu; shift ;;
-    --wheelhouse) WHEELHOUSE="$(realpath -m "${2:?--wheelhouse needs a folder}")"; shift 2 ;;
-    --build-wheelhouse) BUILD_WHEELHOUSE="$(realpath -m "${2:?--build-wheelhouse needs a folder}")"; shift 2 ;;
+    --wheelhouse) WHEELHOUSE="$(need "$@"; realpath -m -- "$2")"; shift 2 ;;
+    --build-wheelhouse) BUILD_WHEELHOUSE="$(need "$@"; realpath -m -- "$2")"; shift 2 ;;
+    --torch-index) need "$@"; TORCH_INDEX="$2"; shift 2 ;;
     --dev) DEV=1; shift ;;
     --editable) EDITABLE=1; shift ;;
-    --link) BIN_DIR="$(realpath -m "${2:?--link needs a folder}")"; shift 2 ;;
+    --link) BIN_DIR="$(need "$@"; realpath -m -- "$2")"; shift 2 ;;
     --no-doctor) RUN_DOCTOR=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
@@ -97,10 +107,14 @@ if [[ -n "$BUILD_WHEELHOUSE" ]]; then
   # source (seqeval) are built into wheels here, where build tools can be
   # fetched, so the server never has to build anything.
   say "collecting wheels for the appliance and its dependencies ($EXTRAS) into $BUILD_WHEELHOUSE"
-  "$PYTHON" -m pip wheel --wheel-dir "$BUILD_WHEELHOUSE" pip setuptools wheel ${FIRST[@]+"${FIRST[@]}"} "$HERE[$EXTRAS]"
+  "$PYTHON" -m pip wheel --wheel-dir "$BUILD_WHEELHOUSE" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"} \
+    pip setuptools wheel ${FIRST[@]+"${FIRST[@]}"} "$HERE[$EXTRAS]"
   say "wheelhouse ready: copy $BUILD_WHEELHOUSE and this folder to the server, then run: bash install.sh --wheelhouse DIR --$VARIANT"
   exit 0
 fi
+
+TORCH_ARGS=()
+[[ -n "$TORCH_INDEX" ]] && TORCH_ARGS=(--extra-index-url "$TORCH_INDEX")
 
 PIP_ARGS=(--disable-pip-version-check)
 if [[ -n "$WHEELHOUSE" ]]; then
@@ -121,7 +135,7 @@ if [[ ${#FIRST[@]} -gt 0 ]]; then
     say "torch 2.13.0 already installed"
   else
     say "installing ${FIRST[*]} (CPU build)"
-    "$PY" -m pip install "${PIP_ARGS[@]}" "${FIRST[@]}"
+    "$PY" -m pip install "${PIP_ARGS[@]}" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"} "${FIRST[@]}"
   fi
 fi
 
@@ -137,6 +151,9 @@ if [[ -n "$WHEELHOUSE" ]]; then
   fi
 fi
 
+if [[ "$EDITABLE" == 1 && "$TARGET" != "$HERE" ]]; then
+  say "note: --editable ignored: installing the appliance wheel from the wheelhouse"
+fi
 if [[ "$EDITABLE" == 1 && "$TARGET" == "$HERE" ]]; then
   say "installing the appliance (editable) with extras [$EXTRAS]"
   "$PY" -m pip install "${PIP_ARGS[@]}" -e "$HERE[$EXTRAS]"
@@ -147,7 +164,10 @@ fi
 
 if [[ -n "$BIN_DIR" ]]; then
   mkdir -p "$BIN_DIR"
-  ln -sf "$VENV/bin/appliance" "$BIN_DIR/appliance"
+  if [[ -e "$BIN_DIR/appliance" && ! -L "$BIN_DIR/appliance" ]]; then
+    die "$BIN_DIR/appliance exists and is not a link; remove it or choose another --link folder"
+  fi
+  ln -sfn "$VENV/bin/appliance" "$BIN_DIR/appliance"
   say "linked $BIN_DIR/appliance"
 fi
 

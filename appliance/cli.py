@@ -601,7 +601,7 @@ def audit_verify(workspace: Path | None) -> None:
       appliance audit verify -w ./ws
     """
     ws = _open(workspace)
-    result = ws.audit.verify()
+    result = ws.verify_audit()
     # Record the check itself, only once it passed: appending after a failed
     # check would write a fresh head over the evidence of a truncation.
     ws.log("audit verify", details={"entries": result.entries, "head": result.head})

@@ -301,6 +301,13 @@ def load_policy(path: Path | None = None) -> Policy:
     doc = _read_toml(path, "policy")
     sections = _sections(doc, str(path), _POLICY_SECTIONS, required=("policy",))
     pol = Policy(**sections, path=path, sha256=file_sha256(path))
+    from appliance.security.egress import parse_allowed_host
+
+    for entry in pol.egress.allowed_hosts:
+        try:
+            parse_allowed_host(entry)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from None
     if pol.leakage.verbatim_max_tokens < pol.leakage.ngram_tokens:
         raise ConfigError(
             f"{path}: [leakage] verbatim_max_tokens ({pol.leakage.verbatim_max_tokens}) must be ≥ "

@@ -212,13 +212,26 @@ def _check_workspace(root: Path) -> list[Check]:
         ),
     ]
     try:
+        last = ws.audit.last_entry()
+    except ApplianceError:
+        last = None  # reported by the audit log check below
+    if last and last.get("policy_sha256") not in (None, ws.policy.sha256):
+        checks.append(
+            Check(
+                "policy change",
+                "warn",
+                f"policy.toml changed since the last audited command (seq {last.get('seq')}); "
+                "the next command records the change in the audit log",
+            )
+        )
+    try:
         schema = ws.policy.entity_schema()
         checks.append(Check("entity schema", "ok", f"{schema.name}: {', '.join(schema.labels)}"))
     except ApplianceError as exc:
         checks.append(Check("entity schema", "fail", exc.message))
     for label, path in (("data key", ws.data_key_path), ("signing key", ws.signing_key_path)):
-        if not path.exists():
-            checks.append(Check(label, "fail", f"{path} missing"))
+        if not path.is_file():
+            checks.append(Check(label, "fail", f"{path} missing or not a file"))
             continue
         mode = key_file_mode(path)
         if mode & 0o077:
@@ -231,10 +244,14 @@ def _check_workspace(root: Path) -> list[Check]:
     except ApplianceError:
         pass  # already reported above
     try:
-        result = ws.audit.verify()
-        checks.append(Check("audit log", "ok", f"{result.entries} entries, chain intact"))
+        result = ws.verify_audit()
+        checks.append(
+            Check("audit log", "ok", f"{result.entries} entries, chain, MACs and head intact")
+        )
     except ApplianceError as exc:
         checks.append(Check("audit log", "fail", exc.message))
+    except OSError as exc:
+        checks.append(Check("audit log", "fail", f"cannot read: {exc.strerror}: {exc.filename}"))
     checks.append(_check_disk(ws.root))
     return checks
 

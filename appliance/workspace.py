@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from appliance.config import (
     load_policy,
     render_config,
 )
-from appliance.errors import KeyFileError, WorkspaceError
+from appliance.errors import UsageError, WorkspaceError
 from appliance.security.audit import AuditLog, utc_now
 from appliance.security.crypto import atomic_write
 from appliance.security.keys import (
@@ -133,16 +134,26 @@ class Workspace:
 
     @cached_property
     def audit(self) -> AuditLog:
-        try:
-            key: DataKey | None = self.data_key
-        except KeyFileError:
-            # The chain can still be checked without the key; only the head's
-            # authentication needs it.
-            key = None
-        return AuditLog(self.root / "audit.log", key)
+        # The key is required: without it lines cannot be authenticated, and a
+        # check of the bare chain would call a re-chained log intact.
+        return AuditLog(self.root / "audit.log", self.data_key)
+
+    def verify_audit(self) -> Any:
+        """Check the audit log; an initialized workspace must have one."""
+        return self.audit.verify(expect_entries=True)
 
     def log(self, command: str, **kwargs: Any) -> dict[str, Any]:
-        """Append an audit entry stamped with this workspace's policy hash."""
+        """Append an audit entry stamped with this workspace's policy hash.
+
+        A policy edited since the previous entry is called out in the entry, so
+        a changed egress list or threshold is visible in the log.
+        """
+        last = self.audit.last_entry()
+        previous = last.get("policy_sha256") if last else None
+        if previous and previous != self.policy.sha256:
+            details = dict(kwargs.pop("details", None) or {})
+            details["policy_changed_from"] = previous
+            kwargs["details"] = details
         return self.audit.append(command, policy_sha256=self.policy.sha256, **kwargs)
 
     @contextmanager
@@ -235,7 +246,7 @@ def init(
         )
     lang = language.strip().lower()
     if not (lang.isalpha() and 2 <= len(lang) <= 3):
-        raise WorkspaceError(
+        raise UsageError(
             f"--language: expected an ISO 639-1 code such as 'en', 'et' or 'sv', got {language!r}"
         )
 
@@ -259,13 +270,21 @@ def init(
         else:
             data_key_ref = str(key_path)
         generate_signing_key(root / "keys" / "signing.key")
-        shutil.copyfile(source_policy.path, root / "policy.toml")
-        schema_ref = Path(source_policy.annotation.entity_schema)
-        target = root / (
-            schema_ref if not schema_ref.is_absolute() else Path("entities") / schema_ref.name
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(schema.path, target)
+        # The schema is always copied into entities/, and the copied policy
+        # points there: a policy naming "../x.toml" or an absolute path must
+        # neither write outside the workspace nor depend on a file outside it.
+        schema_rel = f"entities/{schema.path.name}"
+        policy_text = source_policy.path.read_text(encoding="utf-8")
+        if source_policy.annotation.entity_schema != schema_rel:
+            policy_text, n = re.subn(
+                r'(?m)^(\s*entity_schema\s*=\s*)(["\']).*?\2',
+                lambda m: f'{m[1]}"{schema_rel}"',
+                policy_text,
+            )
+            if n == 0:
+                policy_text += f'\n[annotation]\nentity_schema = "{schema_rel}"\n'
+        (root / "policy.toml").write_text(policy_text, encoding="utf-8")
+        shutil.copyfile(schema.path, root / schema_rel)
         (root / CONFIG_NAME).write_text(
             render_config(
                 language=lang, created=utc_now(), version=__version__, data_key=data_key_ref

@@ -1,95 +1,47 @@
 """Shared fixtures, and the network guard.
 
-The guard patches ``socket.socket.connect`` (and ``connect_ex``,
-``create_connection`` and ``getaddrinfo`` for outside names) for the whole
-session: any attempt to reach an address that is not loopback or a Unix
-socket fails the test that made it. The suite therefore proves that the
-appliance needs no network.
+The guard (tests/netguard/guard.py) patches socket connection, sending and
+name resolution for the whole session: any attempt to reach an address that
+is not loopback or a Unix socket fails the test that made it. Subprocesses
+started by tests (the CLI runs) get the same guard through a
+``sitecustomize`` on PYTHONPATH, and CI additionally runs the suite inside a
+network namespace that has only a loopback interface. The suite therefore
+shows that the appliance needs no network.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.netguard.guard import NetworkAccessError, attempts, install
+
+__all__ = ["NetworkAccessError", "attempts"]
+
 SHARED_CORPORA = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
 
-_attempts: list[str] = []
-
-
-def _is_loopback(address: Any) -> bool:
-    if isinstance(address, str | bytes):  # AF_UNIX path
-        return True
-    host = address[0]
-    if host in ("localhost", ""):
-        return True
-    try:
-        ip = ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        return False  # a host name: would need DNS, i.e. the network
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-class NetworkAccessError(AssertionError):
-    """Raised when code under test tries to reach a non-loopback address."""
-
-
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
-_real_getaddrinfo = socket.getaddrinfo
-
-
-def _guarded_connect(self: socket.socket, address: Any) -> Any:
-    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-        _attempts.append(repr(address))
-        raise NetworkAccessError(f"test tried to connect to non-loopback address {address!r}")
-    return _real_connect(self, address)
-
-
-def _guarded_connect_ex(self: socket.socket, address: Any) -> Any:
-    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-        _attempts.append(repr(address))
-        raise NetworkAccessError(f"test tried to connect to non-loopback address {address!r}")
-    return _real_connect_ex(self, address)
-
-
-def _guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-    name = host.decode() if isinstance(host, bytes) else host
-    if name is not None and not _is_loopback((name, 0)) and not _is_ip(name):
-        _attempts.append(f"DNS {name}")
-        raise NetworkAccessError(f"test tried to resolve outside host name {name!r}")
-    return _real_getaddrinfo(host, *args, **kwargs)
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+NETGUARD_DIR = Path(__file__).resolve().parent / "netguard"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
-    socket.getaddrinfo = _guarded_getaddrinfo
+    install()
     os.environ.pop("APPLIANCE_WORKSPACE", None)
+    # Subprocesses (CLI runs) load the guard from sitecustomize.py.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(NETGUARD_DIR), os.environ.get("PYTHONPATH", "")) if p
+    )
 
 
 @pytest.fixture(autouse=True)
 def _no_network_attempts() -> Iterator[None]:
     """Fail a test that tried to reach the network, even if it swallowed the error."""
-    before = len(_attempts)
+    before = len(attempts)
     yield
-    tried = _attempts[before:]
+    tried = attempts[before:]
     if tried:
         pytest.fail(f"test attempted network access: {', '.join(tried)}")
 

@@ -56,7 +56,7 @@ def _edit_and_rehash(lines):
     ("tamper", "message"),
     [
         (_edit_field, "line 3 .* was modified"),
-        (_edit_and_rehash, "line 4 .* does not follow line 3"),
+        (_edit_and_rehash, "line 3 .* MAC does not verify"),
         (lambda ls: ls[:2] + ls[3:], "line 3 .* does not follow line 2"),
         (lambda ls: [ls[1], ls[0], *ls[2:]], "line 1 .* does not follow"),
         (lambda ls: ls[:4], "line 5 onwards deleted"),
@@ -80,14 +80,12 @@ def test_tampering_is_detected_and_named(log, tamper, message):
 
 
 def test_rewritten_chain_without_key_is_detected(log, tmp_path):
-    # Rebuild a complete, self-consistent chain with a different key: the head's MAC exposes it.
+    # Rebuild a complete, self-consistent chain with a different key: the first line's MAC exposes it.
     forged = AuditLog(tmp_path / "forged.log", DataKey(b"x" * 32))
     for i in range(5):
         forged.append(f"cmd{i}")
     log.path.write_bytes(forged.path.read_bytes())
-    with pytest.raises(
-        AuditError, match="does not match the authenticated head|authentication failed"
-    ):
+    with pytest.raises(AuditError, match="line 1 .* MAC does not verify"):
         log.verify()
 
 
@@ -109,3 +107,72 @@ def test_appends_continue_chain_across_instances(log):
     entry = again.append("later")
     assert entry["seq"] == 6
     assert again.verify().entries == 6
+
+
+def _rechain(lines, from_index):
+    """What someone without the key can do: fix up every hash and link after an edit."""
+    from appliance.security.audit import entry_hash
+
+    prev = json.loads(lines[from_index - 1])["hash"] if from_index else "0" * 64
+    out = list(lines[:from_index])
+    for i, raw in enumerate(lines[from_index:], from_index + 1):
+        entry = json.loads(raw)
+        entry["seq"], entry["prev"] = i, prev
+        entry["hash"] = entry_hash(entry)
+        prev = entry["hash"]
+        out.append(json.dumps(entry) + "\n")
+    return out
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda ls: ls[:3],  # truncated
+        lambda ls: _rechain(ls[:2] + ls[3:], 2),  # middle line deleted, chain repaired
+        lambda ls: ls[:-1] + [ls[-1][:-20]],  # torn last line
+    ],
+    ids=["truncated", "deleted-rechained", "torn"],
+)
+def test_append_refuses_to_paper_over_tampering(log, tamper):
+    log.path.write_text("".join(tamper(_lines(log))))
+    with pytest.raises(AuditError):
+        log.append("next command")
+    with pytest.raises(AuditError):
+        log.verify()
+
+
+def test_deleted_log_with_head_is_detected(log):
+    log.path.unlink()
+    with pytest.raises(AuditError, match="missing"):
+        log.append("x")
+    with pytest.raises(AuditError, match="deleted"):
+        log.verify()
+
+
+def test_append_needs_the_key(log):
+    with pytest.raises(AuditError, match="without the workspace data key"):
+        AuditLog(log.path, None).append("x")
+
+
+def _append_many(path, key_bytes, n):
+    log = AuditLog(path, DataKey(key_bytes))
+    for i in range(n):
+        log.append("concurrent", args={"i": i})
+
+
+def test_concurrent_appends_and_verifies_never_false_alarm(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "audit.log"
+    AuditLog(path, DataKey(b"k" * 32)).append("init")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(path, b"k" * 32, 15)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    checker = AuditLog(path, DataKey(b"k" * 32))
+    while any(p.is_alive() for p in procs):
+        checker.verify()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    assert checker.verify().entries == 61

@@ -69,7 +69,7 @@ def _run(*args, cwd=None, env_extra=None):
     [
         (["records", "stats"], 4, "not an appliance workspace"),
         (["audit", "verify"], 4, "not an appliance workspace"),
-        (["init", "{tmp}/ws", "--language", "xx-yy"], 4, "ISO 639-1"),
+        (["init", "{tmp}/ws", "--language", "xx-yy"], 2, "ISO 639-1"),
         (["init", "{tmp}/ws", "--key-file", "{tmp}/nokey"], 6, "data key file not found"),
         (["audit", "show", "--last", "0"], 2, "--last must be at least 1"),
     ],

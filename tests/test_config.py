@@ -60,6 +60,10 @@ def test_partial_policy_takes_defaults(tmp_path):
             r"allowed_schemes: expected a list drawn from",
         ),
         (
+            '[policy]\nname = "x"\n[egress]\nallowed_hosts = ["http://llm:8000"]\n',
+            r"allowed_hosts: .*not a plain host",
+        ),
+        (
             '[policy]\nname = "x"\n[identifiers]\ntypes = ["PERSON", "SHOE_SIZE"]\n',
             r"\[identifiers\] types: expected a list drawn from",
         ),

@@ -44,7 +44,7 @@ def test_doctor_reports_and_fails_only_on_required(tmp_path):
     broken = runner.invoke(cli, ["doctor", "-w", str(ws)])
     assert broken.exit_code == 1
     assert "chmod 600" in broken.output
-    assert "1 failed" in broken.output
+    assert "first failure: data key" in broken.output
 
 
 def test_offline_check_flags_a_re_enabled_hub(monkeypatch):

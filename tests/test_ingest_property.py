@@ -40,7 +40,8 @@ def test_every_row_is_stored_or_reported(rows, fmt, garbage):
         path = tmp / f"export.{fmt}"
         if fmt == "csv":
             buf = io.StringIO()
-            writer = csv.writer(buf, lineterminator="\n")
+            # The default \r\n terminator makes the writer quote any field holding \r or \n.
+            writer = csv.writer(buf)
             writer.writerow(["note_id", "text"])
             writer.writerows(rows)
             data = buf.getvalue().encode("utf-8", "surrogatepass")

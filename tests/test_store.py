@@ -128,14 +128,28 @@ def test_wrong_key_is_refused(store, tmp_path):
         RecordStore(tmp_path / "records", DataKey(b"\x07" * 32))
 
 
+def test_unlisted_shard_means_rolled_back_manifest(store, tmp_path):
+    # An older, authentic store.json that does not list the newest shard.
+    records = tmp_path / "records"
+    older = RecordStore(tmp_path / "older", KEY, shard_max_records=4)
+    with older.writer() as w:
+        for r in _records(8):
+            w.add(r)
+    (records / "store.json").write_bytes((tmp_path / "older" / "store.json").read_bytes())
+    with pytest.raises(IntegrityError, match="shard-000003.bin is not listed .* rolled back"):
+        RecordStore(records, KEY)
+
+
 def test_uncommitted_shard_from_interrupted_ingest(store, tmp_path):
     stray = tmp_path / "records" / "shards" / "shard-000009.bin"
     stray.write_bytes(b"partial")
+    (tmp_path / "records" / "shards" / ".pending-shard-000009.bin").write_bytes(b"")
     fresh = RecordStore(tmp_path / "records", KEY)
     assert fresh.uncommitted_shards() == ["shard-000009.bin"]
     assert fresh.verify() == 10  # committed data unaffected
     assert fresh.remove_uncommitted() == ["shard-000009.bin"]
     assert not stray.exists()
+    assert not list((tmp_path / "records" / "shards").glob(".pending-*"))
 
 
 def test_record_ciphertext_is_bound_to_its_id(store, tmp_path):
@@ -168,3 +182,20 @@ def test_record_ciphertext_is_bound_to_its_id(store, tmp_path):
     store.shards[0] = st.ShardInfo(path.name, 4, len(new), hashlib.sha256(new).hexdigest())
     with pytest.raises(IntegrityError, match="authentication failed"):
         list(store)
+
+
+def test_shard_mac_alone_catches_an_edit(store, tmp_path):
+    # Edit a shard, then fix up the manifest's SHA-256 *and* its MAC (as only the
+    # key holder could): the shard's own MAC still refuses it.
+    import hashlib
+
+    records = tmp_path / "records"
+    shard = records / "shards" / "shard-000002.bin"
+    _flip(shard, 120)
+    manifest = json.loads((records / "store.json").read_text())
+    manifest.pop("mac")
+    manifest["shards"][1]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    manifest["mac"] = store._manifest_mac(manifest)
+    (records / "store.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="shard-000002.bin failed authentication"):
+        RecordStore(records, KEY).verify()

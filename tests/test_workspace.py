@@ -106,5 +106,53 @@ def test_loosened_key_mode_is_refused(tmp_path):
 
 
 def test_bad_language_is_refused(tmp_path):
-    with pytest.raises(WorkspaceError, match="ISO 639-1"):
+    from appliance.errors import UsageError
+
+    with pytest.raises(UsageError, match="ISO 639-1"):
         init(tmp_path / "ws", language="english!")
+
+
+def test_policy_with_outside_schema_is_copied_inside(tmp_path):
+    import shutil
+
+    from appliance.config import default_policy_path
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copyfile(
+        default_policy_path().parent / "entities" / "clinical.toml", outside / "mine.toml"
+    )
+    policy = outside / "sub" / "policy.toml"
+    policy.parent.mkdir()
+    policy.write_text('[policy]\nname = "p"\n[annotation]\nentity_schema = "../mine.toml"\n')
+    ws = init(tmp_path / "ws", policy_file=policy)
+    assert (ws.root / "entities" / "mine.toml").is_file()
+    assert ws.policy.annotation.entity_schema == "entities/mine.toml"
+    assert ws.policy.entity_schema().path == ws.root / "entities" / "mine.toml"
+    assert not (tmp_path / "mine.toml").exists()
+
+
+@pytest.mark.parametrize("kind", ["dir", "huge"])
+def test_key_file_must_be_a_small_regular_file(tmp_path, kind):
+    key = tmp_path / "k"
+    if kind == "dir":
+        key.mkdir()
+    else:
+        key.write_bytes(b"0" * 100_000)
+        os.chmod(key, 0o600)
+    with pytest.raises(KeyFileError, match="not a regular file|too large"):
+        init(tmp_path / "ws", key_file=key)
+
+
+def test_policy_change_is_recorded_in_the_audit_log(tmp_path):
+    ws = init(tmp_path / "ws")
+    before = ws.policy.sha256
+    text = (ws.root / "policy.toml").read_text()
+    (ws.root / "policy.toml").write_text(
+        text.replace("allowed_hosts = []", 'allowed_hosts = ["llm.internal:8000"]')
+    )
+    again = Workspace.open(ws.root)
+    entry = again.log("test")
+    assert entry["details"]["policy_changed_from"] == before
+    assert entry["policy_sha256"] == again.policy.sha256 != before
+    assert "policy_changed_from" not in again.log("test")["details"]

@@ -129,7 +129,7 @@ def load_generator(ws: Workspace, device: str = "cpu") -> Generator:
 
         raise IntegrityError(f"{folder / MODEL_FILE}: weights do not match config.json")
     model.tie_weights()
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]
     tokenizer = Tokenizer.from_str(
         read_encrypted(folder / TOKENIZER_FILE, key, label="generator/tokenizer").decode()
     )

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from appliance import quiet_transformers
 from appliance.errors import (
     ApplianceError,
     ConfigError,
@@ -120,7 +121,9 @@ class TransformersBackend:
                 top_k=self.settings.top_k,
                 top_p=self.settings.top_p,
                 # Padded prompts all occupy `width` positions of the context.
-                max_new_tokens=max(1, min(max(max_new_tokens), self.model.config.n_positions - width)),
+                max_new_tokens=max(
+                    1, min(max(max_new_tokens), self.model.config.n_positions - width)
+                ),
                 pad_token_id=self.eos,
                 eos_token_id=self.eos,
             )
@@ -246,6 +249,7 @@ def run(
     """Sample until the corpus holds ``count`` notes (resuming one that holds fewer)."""
     settings = settings or SamplingSettings()
     settings.validate()
+    quiet_transformers()
     if count < 1:
         raise UsageError("--count must be at least 1")
     if backend not in BACKENDS:

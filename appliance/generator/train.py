@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import quiet_transformers
 from appliance.errors import (
     ApplianceError,
     ConfigError,
@@ -291,6 +292,7 @@ def run(
         import torch
     except ImportError:
         raise missing_dependency("torch", "cpu", "generator training") from None
+    quiet_transformers()
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     rec = rec.with_overrides(max_steps=max_steps, device=device)
     if canaries < 0 or canary_repeats < 1:
@@ -373,7 +375,9 @@ def _train(
         )
         model = None
 
-    eos_id = tokenizer.token_to_id(EOS)
+    eos = tokenizer.token_to_id(EOS)
+    assert eos is not None, "the tokenizer always carries the end-of-text token"
+    eos_id = int(eos)
     train_data = _encode(tokenizer, rng_docs)
     holdout_data = _encode(tokenizer, corpus.holdout_docs) if corpus.holdout_docs else None
     block = recipe.model.block_size
@@ -390,10 +394,11 @@ def _train(
             model = GPT2LMHeadModel(GPT2Config.from_dict(checkpoint["config"]))
             model.load_state_dict(checkpoint["model"])
         else:
+            torch.manual_seed(t.seed)  # reproducible initial weights
             model = _new_model(recipe, tokenizer.get_vocab_size(), eos_id)
     block = min(block, model.config.n_positions)
     device = _device(t.device)
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     optimizer = _optimizer(model, recipe)
     start_step = 0
     history: list[dict[str, float]] = []
@@ -540,7 +545,7 @@ def _train(
         },
         "history": history,
     }
-    model.to("cpu")
+    model.to("cpu")  # type: ignore[arg-type]
     final = artifact.save_generator(ws, model, tokenizer, meta, manifest)
     checkpoint_path.unlink(missing_ok=True)
     return TrainResult(

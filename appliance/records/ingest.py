@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, InputError, IntegrityError
 from appliance.records.model import Record, Reject
 from appliance.records.readers import ReaderOptions, detect_format, read_export
 from appliance.records.store import RecordStore
 from appliance.security.audit import utc_now
 from appliance.security.crypto import atomic_write
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
+
+STORE_MANIFEST = "records/store.json"
 
 
 @dataclass
@@ -70,12 +72,47 @@ class IngestResult:
 
 
 def open_store(ws: Workspace) -> RecordStore:
-    return RecordStore(
+    """Open the record store, checking it is the state the audit log last recorded.
+
+    The store manifest is authenticated, but an older authentic manifest
+    could be put back (records would silently disappear). The audit log's
+    authenticated chain records the hash of every store state a command
+    produced, so the current one must be the last of them.
+    """
+    store = RecordStore(
         ws.records_dir,
         ws.data_key,
         shard_max_records=ws.config.store.shard_max_records,
         shard_max_bytes=ws.config.store.shard_max_bytes,
     )
+    last: str | None = None
+    for _, entry in ws.audit.entries():
+        for out in entry.get("outputs") or ():
+            if isinstance(out, dict) and out.get("path") == STORE_MANIFEST:
+                last = out.get("sha256")
+    current = hashed(store.manifest_path)["sha256"] if store.manifest_path.exists() else None
+    if current != last:
+        if current is None:
+            raise IntegrityError(
+                f"{store.manifest_path}: missing, but the audit log records a store"
+            )
+        raise IntegrityError(
+            f"{store.manifest_path}: not the store state the audit log last recorded "
+            "(the record store was rolled back or replaced outside the appliance)"
+        )
+    return store
+
+
+def audit_message(exc: BaseException) -> str:
+    """How a failure is written to the audit log: never the text of an input error,
+    which may quote the export (a headerless CSV's first row is patient data)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, InputError):
+        return "error: InputError (export could not be read; details shown to the user, not logged)"
+    if isinstance(exc, ApplianceError):
+        return f"error: {exc.message}"
+    return f"error: {type(exc).__name__}"
 
 
 def _reason_key(reason: str) -> str:
@@ -95,13 +132,19 @@ def run(
     options = options or ReaderOptions(max_note_chars=ws.policy.ingest.max_note_chars)
     started = time.monotonic()
     args = {"export": str(export), "format": fmt}
+    state: dict[str, Any] = {"opened": False}
     try:
         with ws.lock("ingest"):
-            result = _ingest(ws, export, fmt, options, progress)
-    except ApplianceError as exc:
-        ws.log("ingest", args=args, result=f"error: {exc.message}")
+            result = _ingest(ws, export, fmt, options, progress, state, started)
+    except BaseException as exc:
+        # Shards may already be committed: record the store state it left, but
+        # only if the store passed its checks (a rolled-back store must not be
+        # blessed by the audit line of the command that detected it).
+        outputs = []
+        if state["opened"] and (ws.records_dir / "store.json").exists():
+            outputs.append(hashed(ws.records_dir / "store.json", ws.root))
+        ws.log("ingest", args=args, outputs=outputs, result=audit_message(exc))
         raise
-    result.seconds = time.monotonic() - started
     outputs = (
         [hashed(ws.records_dir / "store.json", ws.root)]
         if (ws.records_dir / "store.json").exists()
@@ -125,9 +168,12 @@ def _ingest(
     fmt: str,
     options: ReaderOptions,
     progress: Callable[[int], None] | None,
+    state: dict[str, Any],
+    started: float,
 ) -> IngestResult:
     fmt = detect_format(export) if fmt == "auto" else fmt
     store = open_store(ws)
+    state["opened"] = True
     result = IngestResult(export=export, format=fmt)
     result.removed_uncommitted = store.remove_uncommitted()
     existing = store.index()
@@ -187,6 +233,7 @@ def _ingest(
     result.total_records = len(store)
     if rejects:
         result.rejects_path = _write_rejects(ws, export, rejects)
+    result.seconds = time.monotonic() - started
     _update_manifest(ws, store, result)
     return result
 

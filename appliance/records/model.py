@@ -5,6 +5,7 @@ Every input row ends as exactly one of the two, so nothing is silently lost.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,40 @@ IDENTIFIER_FIELD_TYPES: dict[str, str] = {
     "patient_id": "MEDICAL_RECORD_NUMBER",
     "mrn": "MEDICAL_RECORD_NUMBER",
     "medical_record_number": "MEDICAL_RECORD_NUMBER",
+    "surname": "PERSON",
+    "forename": "PERSON",
+    "patient": "PERSON",
+    "next_of_kin": "PERSON",
+    "guardian": "PERSON",
+    "relative": "PERSON",
+    "contact_person": "PERSON",
+    "physician_name": "PERSON",
+    "hetu": "NATIONAL_ID",
+    "henkilotunnus": "NATIONAL_ID",
+    "cpr": "NATIONAL_ID",
+    "cpr_number": "NATIONAL_ID",
+    "fodselsnummer": "NATIONAL_ID",
+    "nhs_number": "NATIONAL_ID",
+    "social_security_number": "NATIONAL_ID",
+    "personal_id": "NATIONAL_ID",
+    "national_id_number": "NATIONAL_ID",
+    "mobile_phone": "PHONE_NUMBER",
+    "phone_no": "PHONE_NUMBER",
+    "home_phone": "PHONE_NUMBER",
+    "work_phone": "PHONE_NUMBER",
+    "email_address": "EMAIL_ADDRESS",
+    "e_mail": "EMAIL_ADDRESS",
+    "home_address": "ADDRESS",
+    "postal_address": "ADDRESS",
+    "postal_code": "ADDRESS",
+    "zip": "ADDRESS",
+    "zip_code": "ADDRESS",
+    "postcode": "ADDRESS",
+    "city": "ADDRESS",
+    "street": "ADDRESS",
+    "patient_number": "MEDICAL_RECORD_NUMBER",
+    "hospital_number": "MEDICAL_RECORD_NUMBER",
+    "record_number": "MEDICAL_RECORD_NUMBER",
 }
 
 # Accepted names for the id and text columns when not given explicitly, in
@@ -47,9 +82,15 @@ ID_FIELD_NAMES = ("note_id", "id", "document_id", "doc_id", "record_id")
 TEXT_FIELD_NAMES = ("text", "note_text", "note", "body", "content")
 
 
+def normalize_field_name(name: str) -> str:
+    """``PatientName``, ``Patient Name``, ``patient-name`` -> ``patient_name``."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip())
+    return re.sub(r"[^0-9a-z]+", "_", snake.lower()).strip("_")
+
+
 def identifier_type(field_name: str) -> str | None:
     """The identifier type a column name suggests, or None if it is not an identifier column."""
-    return IDENTIFIER_FIELD_TYPES.get(field_name.rsplit(".", 1)[-1].lower())
+    return IDENTIFIER_FIELD_TYPES.get(normalize_field_name(field_name.rsplit(".", 1)[-1]))
 
 
 @dataclass(frozen=True)

@@ -346,8 +346,16 @@ def _show(value: object, limit: int = 40) -> str:
     return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ .\-]{0,39}")
+
+
 def _show_columns(header: list[str]) -> str:
-    shown = ", ".join(_show(h) for h in header[:30])
+    # Error messages reach terminals, service logs and tickets. A file without
+    # a header row puts a patient's data where column names should be, so
+    # names are shown only when every one of them looks like a column name.
+    if not header or not all(_HEADER_NAME.fullmatch(h) for h in header):
+        return f"{len(header)} columns whose names do not look like a header (is the header row missing?)"
+    shown = ", ".join(header[:30])
     return shown + (f", ... ({len(header) - 30} more)" if len(header) > 30 else "")
 
 

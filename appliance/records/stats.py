@@ -1,9 +1,10 @@
 """``records stats``: what the store holds, without showing any note text.
 
 Only counts and distributions leave this module. Metadata values are shown
-only for low-cardinality fields (note type, sex, department...), and only
-values seen at least ``min_count`` times, so a free-text or identifying
-metadata field cannot leak through its value list.
+only for fields on an allow-list of non-identifying fields (note type, sex,
+department...), only when they have few distinct values, and only values
+seen at least ``min_count`` times: an identifying column that was not
+recognized as one (a "next_of_kin" name list) never has its values printed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.records.ingest import open_store
+from appliance.records.model import normalize_field_name
 from appliance.workspace import Workspace
 
 # Very common function words per language: enough to tell the languages a
@@ -241,6 +243,12 @@ _STOPWORDS: dict[str, frozenset[str]] = {
 }
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
+# Metadata fields whose values may be shown (compared after normalization).
+SHOWN_VALUE_FIELDS = frozenset(
+    {"note_type", "document_type", "doc_type", "type", "sex", "gender", "department", "specialty",
+     "practice_setting", "setting", "language", "status", "loinc_code", "encounter_type", "ward"}
+)  # fmt: skip
+
 
 def guess_language(text: str) -> str:
     """ISO code of the most likely language, or "und" (undetermined) when unsure."""
@@ -308,7 +316,8 @@ def run(ws: Workspace, *, max_values: int = 20, min_count: int = 5) -> RecordSta
             id_types[ident.type] += 1
         for key, value in record.metadata.items():
             fields[key] += 1
-            if len(values[key]) <= max_values:
+            showable = normalize_field_name(key.rsplit(".", 1)[-1]) in SHOWN_VALUE_FIELDS
+            if showable and len(values[key]) <= max_values:
                 values[key][str(value)] += 1
     stats.chars = _summary(chars)
     stats.words = _summary(words)
@@ -321,5 +330,8 @@ def run(ws: Workspace, *, max_values: int = 20, min_count: int = 5) -> RecordSta
             shown = {v: n for v, n in counter.most_common() if n >= min_count}
             if shown:
                 stats.metadata_values[key] = shown
+    from appliance.workspace import read_manifest
+
+    stats.ingests = len((read_manifest(ws.records_dir) or {}).get("ingests", []))
     ws.log("records stats", outputs=[], details={"records": stats.records, "shards": stats.shards})
     return stats

@@ -125,6 +125,8 @@ class RecordStore:
             tag = doc.pop("mac")
         except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError(f"{self.manifest_path}: unreadable store manifest") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("shards"), list):
+            raise IntegrityError(f"{self.manifest_path}: unreadable store manifest")
         if doc.get("key_id") != self.key_id:
             raise IntegrityError(
                 f"{self.manifest_path}: the store was encrypted with key {doc.get('key_id')}, "
@@ -134,7 +136,17 @@ class RecordStore:
             raise IntegrityError(
                 f"{self.manifest_path}: authentication failed (the store manifest was edited)"
             )
-        return [ShardInfo(**s) for s in doc["shards"]]
+        shards = [ShardInfo(**s) for s in doc["shards"]]
+        listed = {info.name for info in shards}
+        for name in self._committed_names_on_disk() if self.shard_dir.exists() else ():
+            if name not in listed and not self._pending_marker(name).exists():
+                # Not an interrupted commit (that leaves its marker): the manifest
+                # no longer lists a shard it once did.
+                raise IntegrityError(
+                    f"record shard {name} is not listed in {self.manifest_path.name} and was not left by an "
+                    "interrupted ingest: the store manifest was rolled back or replaced"
+                )
+        return shards
 
     def _write_manifest(self) -> None:
         body: dict[str, Any] = {
@@ -151,6 +163,9 @@ class RecordStore:
 
     def __len__(self) -> int:
         return sum(s.records for s in self.shards)
+
+    def _pending_marker(self, name: str) -> Path:
+        return self.shard_dir / f".pending-{name}"
 
     def uncommitted_shards(self) -> list[str]:
         """Shard files not in the manifest: left by an ingest interrupted between write and commit."""
@@ -244,18 +259,26 @@ class RecordStore:
         count = len(pending.entries)
         tag = mac(self._mac_key, b"shard", name.encode(), body, struct.pack(">I", count))
         data = body + TRAILER.pack(TRAILER_MAGIC, count, tag)
-        # Shard first, then the manifest that makes it part of the store: a
-        # crash in between leaves an uncommitted shard, never a listed-but-absent one.
+        # Marker, shard, then the manifest that makes it part of the store: a
+        # crash in between leaves a marked, uncommitted shard (removed by the
+        # next ingest), never a listed-but-absent one; an unmarked unlisted
+        # shard therefore means the manifest was rolled back.
+        marker = self._pending_marker(name)
+        atomic_write(marker, b"", 0o600)
         atomic_write(self.shard_dir / name, data, 0o600)
         info = ShardInfo(name, count, len(data), hashlib.sha256(data).hexdigest())
         self.shards.append(info)
         self._write_manifest()
+        marker.unlink()
         return info
 
     def remove_uncommitted(self) -> list[str]:
         names = self.uncommitted_shards()
         for name in names:
             (self.shard_dir / name).unlink()
+            self._pending_marker(name).unlink(missing_ok=True)
+        for marker in self.shard_dir.glob(".pending-*") if self.shard_dir.exists() else ():
+            marker.unlink()  # a marker whose shard was never written
         return names
 
 

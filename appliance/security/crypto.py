@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -53,10 +54,16 @@ def mac(key: bytes, *parts: bytes) -> bytes:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file so readers see the old or the new content, never half of it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write a file so readers see the old or the new content, never half of it.
+
+    The temporary file is created exclusively with an unpredictable name (no
+    symlink planted in advance can redirect the write), and the folder is
+    synced after the rename so the new name survives a power cut.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -65,6 +72,11 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def write_encrypted(path: Path, key: DataKey, plaintext: bytes, *, label: str) -> None:

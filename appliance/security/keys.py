@@ -101,9 +101,19 @@ def generate_data_key(path: Path) -> DataKey:
 def load_data_key(path: Path, *, check_mode: bool = True) -> DataKey:
     """Read the data key; refuse a file that group or others can access."""
     try:
-        raw = path.read_bytes()
+        info = path.stat()
     except FileNotFoundError:
         raise KeyFileError(f"{path}: data key file not found") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read data key: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise KeyFileError(
+            f"{path}: not a regular file; a key file holds 32 bytes, 64 hex digits or base64"
+        )
+    if info.st_size > 4096:
+        raise KeyFileError(f"{path}: {info.st_size} bytes is far too large for a 256-bit key file")
+    try:
+        raw = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read data key: {exc.strerror}") from exc
     if check_mode and _group_or_world_accessible(path):

@@ -1,0 +1,212 @@
+"""Generator: the tiny recipe trains inside the test on demo data, resumes, stays encrypted, samples deterministically."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import DependencyError, UsageError
+from appliance.generator import artifact, sample, train
+from appliance.generator.recipes import load_recipe
+from appliance.records import demo, ingest
+from appliance.security.crypto import FILE_MAGIC
+from appliance.workspace import init
+
+STEPS = 16
+
+
+def _recipe(**train_overrides):
+    recipe = load_recipe("tiny")
+    return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, **train_overrides))
+
+
+def _workspace(root: Path, notes: int = 60, seed: int = 5):
+    ws = init(root / "ws")
+    export = demo.run(root / "export", notes=notes, fmt="jsonl", seed=seed)
+    ingest.run(ws, export.export_path)
+    return ws, export
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    ws, export = _workspace(root)
+    result = train.run(
+        ws,
+        recipe=_recipe(max_steps=STEPS, eval_every=8, checkpoint_every=4),
+        canaries=2,
+        canary_repeats=3,
+    )
+    return ws, export, result
+
+
+def test_tiny_recipe_trains_and_reports_perplexity(trained):
+    ws, _, result = trained
+    assert result.steps == STEPS and result.resumed_from == 0
+    assert result.holdout_records > 0 and result.train_records + result.holdout_records == 60
+    assert result.holdout_perplexity is not None and 1 < result.holdout_perplexity < 1000
+    manifest = json.loads((artifact.generator_dir(ws) / "manifest.json").read_text())
+    assert manifest["recipe"]["recipe"]["name"] == "tiny"
+    assert manifest["data"]["canaries"] == 2
+    assert manifest["inputs"]["store"]["sha256"]
+    # Loss went down from the uniform-guess level ln(vocab).
+    import math
+
+    assert result.final_loss < math.log(manifest["tokenizer"]["vocab_size"])
+    assert not (artifact.generator_dir(ws) / artifact.CHECKPOINT_FILE).exists()
+
+
+def test_prefix_schema_comes_from_metadata(trained):
+    ws, _, _ = trained
+    gen = artifact.load_generator(ws)
+    assert gen.schema.fields == ("note_type", "age_group", "sex", "diagnosis")
+    prefix = next(iter(gen.sampler.counts))
+    assert re.fullmatch(r"[a-z ]+, age group \d+, (female|male), [A-Z]\d\d,", prefix), prefix
+
+
+def test_stored_generator_has_no_plaintext(trained):
+    ws, _, _ = trained
+    folder = artifact.generator_dir(ws)
+    for path in folder.iterdir():
+        if path.name in ("manifest.json", "config.json"):
+            continue
+        assert path.read_bytes().startswith(FILE_MAGIC), f"{path.name} is not encrypted"
+    blob = b"".join(p.read_bytes() for p in folder.iterdir())
+    gen = artifact.load_generator(ws)
+    for canary in gen.meta["canaries"]:
+        assert canary["text"].encode() not in blob
+    # Frequent words of the notes are in the tokenizer's vocabulary, never on disk in the clear.
+    vocab = gen.tokenizer.get_vocab()
+    for word in ("Ġpatient", "Ġmg", "Ġdischarge"):
+        if word in vocab:
+            assert word.encode() not in blob
+    assert b"safetensors" not in blob.lower() or b"model.safetensors.enc" in blob
+
+
+def test_canaries_are_recorded_encrypted(trained):
+    ws, _, _ = trained
+    gen = artifact.load_generator(ws)
+    assert len(gen.meta["canaries"]) == 2
+    for canary in gen.meta["canaries"]:
+        assert re.fullmatch(r"The patient's reference code is( \d){9}\.", canary["text"])
+        assert canary["repeats"] == 3
+
+
+def test_generation_is_deterministic_and_unscreened(trained):
+    ws, _, _ = trained
+    settings = sample.SamplingSettings(batch_size=3, seed=11, max_new_tokens=40)
+    sample.run(ws, count=5, settings=settings, corpus="a")
+    sample.run(ws, count=5, settings=settings, corpus="b")
+    sample.run(ws, count=5, settings=dataclasses.replace(settings, seed=12), corpus="c")
+    a, b, c = (list(sample.read_corpus(ws, name)) for name in "abc")
+    assert [n.text for n in a] == [n.text for n in b]
+    assert [n.text for n in a] != [n.text for n in c]
+    assert [n.id for n in a] == ["S000001", "S000002", "S000003", "S000004", "S000005"]
+    assert all(n.status == "unscreened" and n.text for n in a)
+    assert all(n.metadata.get("note_type") for n in a)
+    manifest = json.loads((ws.synthetic_dir / "a" / "manifest.json").read_text())
+    assert manifest["status"] == "unscreened" and manifest["written"] == 5
+    assert manifest["generator_sha256"] == artifact.load_generator(ws).sha256
+    for part in (ws.synthetic_dir / "a").glob("part-*"):
+        assert part.read_bytes().startswith(FILE_MAGIC)
+
+
+def test_generation_resumes_without_duplicates(trained):
+    ws, _, _ = trained
+    settings = sample.SamplingSettings(batch_size=2, seed=3, max_new_tokens=30)
+    first = sample.run(ws, count=3, settings=settings, corpus="grow")
+    second = sample.run(ws, count=7, settings=settings, corpus="grow")
+    assert (first.new, second.new, second.resumed_from, second.written) == (3, 4, 3, 7)
+    again = sample.run(ws, count=7, settings=settings, corpus="grow")
+    assert again.new == 0
+    notes = list(sample.read_corpus(ws, "grow"))
+    assert [n.id for n in notes] == [f"S{i:06d}" for i in range(1, 8)]
+    with pytest.raises(UsageError, match="other sampling settings"):
+        sample.run(
+            ws, count=9, settings=dataclasses.replace(settings, temperature=0.7), corpus="grow"
+        )
+
+
+def test_fixed_prefix(trained):
+    ws, _, _ = trained
+    settings = sample.SamplingSettings(
+        batch_size=2, seed=1, max_new_tokens=20, prefix="procedure note, age group 7, female, C50,"
+    )
+    sample.run(ws, count=2, settings=settings, corpus="fixed")
+    notes = list(sample.read_corpus(ws, "fixed"))
+    assert {n.prefix for n in notes} == {"procedure note, age group 7, female, C50,"}
+    assert notes[0].metadata == {
+        "note_type": "procedure note",
+        "age_group": "age group 7",
+        "sex": "female",
+        "diagnosis": "C50",
+    }
+
+
+def test_vllm_backend_says_which_extra_to_install(trained):
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vllm is installed here")
+    ws, _, _ = trained
+    with pytest.raises(DependencyError, match=r"appliance\[gpu\]"):
+        sample.run(ws, count=1, backend="vllm", corpus="v")
+
+
+def test_interrupted_training_resumes_from_checkpoint(tmp_path):
+    ws, _ = _workspace(tmp_path, notes=40, seed=9)
+    recipe = _recipe(max_steps=12, eval_every=6, checkpoint_every=4)
+
+    def stop_at_7(p):
+        if p.step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.run(ws, recipe=recipe, progress=stop_at_7)
+    checkpoint = artifact.generator_dir(ws) / artifact.CHECKPOINT_FILE
+    assert checkpoint.read_bytes().startswith(FILE_MAGIC)
+    resumed = train.run(ws, recipe=recipe)
+    assert resumed.resumed_from == 7 and resumed.steps == 12
+    assert not checkpoint.exists()
+    audit = [e for _, e in ws.audit.entries() if e["command"] == "generator train"]
+    assert audit[0]["result"].startswith("interrupted") and audit[1]["details"]["resumed_from"] == 7
+
+    # The resumed run ends where an uninterrupted one does: same batches, same optimizer state.
+    straight = train.run(ws, recipe=recipe)
+    assert straight.resumed_from == 0
+    assert straight.final_loss == pytest.approx(resumed.final_loss, rel=1e-4)
+    assert straight.holdout_loss == pytest.approx(resumed.holdout_loss, rel=1e-4)
+
+
+def test_continue_from_local_checkpoint(trained, tmp_path):
+    ws, export, _ = trained
+    gen = artifact.load_generator(ws)
+    with artifact.plain_model_folder(gen) as folder:
+        base = tmp_path / "hospital-gpt2"
+        import shutil
+
+        shutil.copytree(folder, base)
+    other = init(tmp_path / "ws2")
+    ingest.run(other, export.export_path)
+    result = train.run(other, recipe=_recipe(max_steps=4, eval_every=4), from_dir=base)
+    assert result.steps == 4
+    continued = artifact.load_generator(other)
+    assert continued.tokenizer.get_vocab() == gen.tokenizer.get_vocab()
+    manifest = json.loads((artifact.generator_dir(other) / "manifest.json").read_text())
+    assert manifest["inputs"]["from"]["sha256"]
+
+
+def test_plain_model_folder_is_private_and_removed(trained):
+    ws, _, _ = trained
+    gen = artifact.load_generator(ws)
+    with artifact.plain_model_folder(gen) as folder:
+        assert (folder / "config.json").exists() and (folder / "tokenizer.json").exists()
+        assert folder.stat().st_mode & 0o077 == 0
+    assert not folder.exists()
