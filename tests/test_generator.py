@@ -210,3 +210,33 @@ def test_plain_model_folder_is_private_and_removed(trained):
         assert (folder / "config.json").exists() and (folder / "tokenizer.json").exists()
         assert folder.stat().st_mode & 0o077 == 0
     assert not folder.exists()
+
+
+def test_training_stream_holds_no_real_identifier(trained):
+    ws, export, _ = trained
+    corpus, _ = train._prepare(ws, _recipe())
+    stream = "\n".join(corpus.train_docs + corpus.holdout_docs).lower()
+    gold = [json.loads(line) for line in export.gold_path.read_text(encoding="utf-8").splitlines()]
+    values = {i["value"] for g in gold for i in g["identifiers"] if len(i["value"]) >= 4}
+    assert values
+    leaked = sorted(v for v in values if v.lower() in stream)
+    assert not leaked, f"real identifiers in the training stream: {leaked[:5]}"
+    assert sum(corpus.counts.values()) > 0
+
+
+def test_swedish_tokenizer_keeps_words_whole(shared_corpora):
+    from appliance.generator.tokenizer import tokens_per_word, train_tokenizer
+
+    path = shared_corpora / "swedish-medical-wiki-silver" / "Wiki_annotated_60.txt"
+    if not path.exists():
+        pytest.skip("Swedish silver corpus not present")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # The silver labels are brackets around words; the tokenizer sees plain text.
+    text = [re.sub(r"[{}\[\]()<>]", "", line) for line in lines if line.strip()]
+    train_part, test_part = text[: len(text) * 9 // 10][:20000], text[len(text) * 9 // 10 :][:2000]
+    tok = train_tokenizer(train_part, vocab_size=8000, min_frequency=2)
+    ratio = tokens_per_word(tok, test_part)
+    assert ratio < 1.8, f"{ratio:.2f} tokens per word: the tokenizer shreds Swedish words"
+    # Common Swedish words, with å, ä, ö too, are single tokens, not byte pieces.
+    single = [w for w in ("och", "är", "för", "också", "människor") if len(tok.encode(" " + w).ids) == 1]
+    assert len(single) >= 4, single

@@ -235,7 +235,7 @@ _GROUP_CUT = re.compile(r"[ \-]+(?=[\d(])")
 
 
 def _is_date(text: str) -> bool:
-    """ "2018-01-04", "4.1.2018", "20180104", "04012018": a real date, not a number."""
+    """True for a real date written in digits ("2018-01-04", "4.1.2018", "20180104")."""
     if m := _DATE_SHAPED.fullmatch(text):
         y, mo, d = (m[1], m[2], m[3]) if m[1] else (m[6], m[5], m[4])
         return _valid_date(int(y), int(mo), int(d)) is not None
