@@ -112,24 +112,6 @@ def test_pattern_recognizers(text: str, expected: list[tuple[str, str]]) -> None
     assert spans(text, PATTERNS) == expected
 
 
-def test_no_public_suffix_list_and_no_nlp_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    import presidio_analyzer
-    import tldextract
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("must not be used: it loads a model or downloads a list")
-
-    monkeypatch.setattr(tldextract.TLDExtract, "_get_tld_extractor", refuse)
-    monkeypatch.setattr(presidio_analyzer.AnalyzerEngine, "__init__", refuse)
-    recognizers = [*build_recognizers(IdentifierPolicy()), *deny_list_recognizers(KNOWN)]
-    text = "Mari Tamm <mari.tamm@example.ee>, www.example.ee, tel 5141 3739"
-    assert spans(text, recognizers) == [
-        (P, "Mari Tamm"),
-        (EMAIL, "mari.tamm@example.ee"),
-        (PHONE, "5141 3739"),
-    ]
-
-
 def test_policy_selects_recognizers() -> None:
     only_ee = build_recognizers(IdentifierPolicy(national_id_schemes=["EE_ISIKUKOOD"]))
     assert spans("pnr 811228-9874, IK 37605030299", only_ee) == [(NID, "37605030299")]
@@ -261,6 +243,24 @@ def test_deny_list_and_patterns_together() -> None:
         (NID, "37605030299", "EE_ISIKUKOOD"),
         (PHONE, "5141 3739", "deny-list-phone"),  # equal spans: the first recognizer wins
         (PHONE, "5508 5160", "PHONE"),
+    ]
+
+
+def test_no_public_suffix_list_and_no_nlp_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import presidio_analyzer
+    import tldextract
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("must not be used: it loads a model or downloads a list")
+
+    monkeypatch.setattr(tldextract.TLDExtract, "_get_tld_extractor", refuse)
+    monkeypatch.setattr(presidio_analyzer.AnalyzerEngine, "__init__", refuse)
+    recognizers = [*build_recognizers(IdentifierPolicy()), *deny_list_recognizers(KNOWN)]
+    text = "Mari Tamm <mari.tamm@example.ee>, www.example.ee, tel 5141 3739"
+    assert spans(text, recognizers) == [
+        (P, "Mari Tamm"),
+        (EMAIL, "mari.tamm@example.ee"),
+        (PHONE, "5141 3739"),
     ]
 
 
