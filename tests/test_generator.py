@@ -238,5 +238,7 @@ def test_swedish_tokenizer_keeps_words_whole(shared_corpora):
     ratio = tokens_per_word(tok, test_part)
     assert ratio < 1.8, f"{ratio:.2f} tokens per word: the tokenizer shreds Swedish words"
     # Common Swedish words, with å, ä, ö too, are single tokens, not byte pieces.
-    single = [w for w in ("och", "är", "för", "också", "människor") if len(tok.encode(" " + w).ids) == 1]
+    single = [
+        w for w in ("och", "är", "för", "också", "människor") if len(tok.encode(" " + w).ids) == 1
+    ]
     assert len(single) >= 4, single

@@ -68,13 +68,28 @@ def test_generator_commands(tmp_path):
     appliance("init", "ws", cwd=tmp_path)
     appliance("demo-data", "export", "--notes", 40, "--format", "csv", "--seed", 2, cwd=tmp_path)
     appliance("ingest", "export/notes.csv", "-w", "ws", cwd=tmp_path)
-    trained = appliance("generator", "train", "-w", "ws", "--recipe", "tiny", "--max-steps", 6, cwd=tmp_path)
+    trained = appliance(
+        "generator", "train", "-w", "ws", "--recipe", "tiny", "--max-steps", 6, cwd=tmp_path
+    )
     assert "trained generator: 6 steps" in trained.stdout
     assert "step 6/6" in trained.stderr  # progress lines when stderr is not a terminal
-    out = appliance("generate", "-w", "ws", "--count", 3, "--max-new-tokens", 20, "--batch-size", 2, cwd=tmp_path)
+    out = appliance(
+        "generate",
+        "-w",
+        "ws",
+        "--count",
+        3,
+        "--max-new-tokens",
+        20,
+        "--batch-size",
+        2,
+        cwd=tmp_path,
+    )
     assert "generated 3 synthetic notes" in out.stdout and "unscreened" in out.stdout
     bad = appliance("generate", "-w", "ws", "--count", 0, cwd=tmp_path, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --count")
-    missing = appliance("generator", "train", "-w", "ws", "--recipe", "huge", cwd=tmp_path, check=False)
+    missing = appliance(
+        "generator", "train", "-w", "ws", "--recipe", "huge", cwd=tmp_path, check=False
+    )
     assert missing.returncode == 3 and "no generator recipe named 'huge'" in missing.stderr
     assert "Traceback" not in missing.stderr
