@@ -172,10 +172,25 @@ def _check_presidio() -> Check:
         return Check(
             "presidio", "fail", f"{version} installed but import fails: {type(exc).__name__}: {exc}"
         )
+    try:
+        from appliance.config import IdentifierPolicy
+        from appliance.privacy.recognizers import build_recognizers, find_identifiers
+
+        sample = "isikukood 37605030299, tel +372 5123 4567"
+        found = find_identifiers(sample, build_recognizers(IdentifierPolicy()))
+    except Exception as exc:  # any failure here means identifiers would go undetected
+        return Check(
+            "presidio", "fail", f"{version}: offline recognizers fail: {type(exc).__name__}: {exc}"
+        )
+    kinds = sorted({f.type for f in found})
+    if kinds != ["NATIONAL_ID", "PHONE_NUMBER"]:
+        return Check(
+            "presidio", "fail", f"{version}: offline recognizers missed a test identifier ({kinds})"
+        )
     return Check(
         "presidio",
         "ok",
-        f"presidio-analyzer {version} (pattern and deny-list recognizers, no NLP model)",
+        f"presidio-analyzer {version}: offline pattern and deny-list recognizers work",
     )
 
 
