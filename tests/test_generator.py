@@ -242,3 +242,65 @@ def test_swedish_tokenizer_keeps_words_whole(shared_corpora):
         w for w in ("och", "är", "för", "också", "människor") if len(tok.encode(" " + w).ids) == 1
     ]
     assert len(single) >= 4, single
+
+
+class _FakeVllm:
+    """Stands in for the vllm package: loads the folder it is given with transformers,
+    as vLLM would, and records how it was called."""
+
+    calls: list = []
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class LLM:
+        def __init__(self, model, tokenizer, seed, gpu_memory_utilization, max_model_len):
+            from transformers import GPT2LMHeadModel
+
+            _FakeVllm.calls.append(("LLM", model, max_model_len))
+            self.folder = Path(model)
+            self.model = GPT2LMHeadModel.from_pretrained(model, local_files_only=True)
+            assert (self.folder / "tokenizer.json").exists()
+
+        def generate(self, prompts, params, use_tqdm=False):
+            import types
+
+            import torch
+
+            _FakeVllm.calls.append(("generate", [p.kwargs for p in params]))
+            outs = []
+            for prompt, p in zip(prompts, params, strict=True):
+                ids = torch.tensor([prompt["prompt_token_ids"]])
+                new = self.model.generate(
+                    ids, max_new_tokens=p.kwargs["max_tokens"], do_sample=False
+                )[0, ids.shape[1] :]
+                outs.append(
+                    types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=new.tolist())])
+                )
+            return outs
+
+
+def test_vllm_backend_with_a_stand_in_engine(trained, monkeypatch):
+    import sys
+
+    ws, _, _ = trained
+    monkeypatch.setitem(sys.modules, "vllm", _FakeVllm)
+    _FakeVllm.calls.clear()
+    result = sample.run(
+        ws,
+        count=3,
+        backend="vllm",
+        corpus="vllm",
+        settings=sample.SamplingSettings(batch_size=2, seed=4, max_new_tokens=12),
+    )
+    assert result.written == 3 and result.backend == "vllm"
+    kind, folder, max_len = _FakeVllm.calls[0]
+    assert kind == "LLM" and max_len == artifact.load_generator(ws).model.config.n_positions
+    assert not Path(folder).exists(), "the decrypted model folder must be removed after sampling"
+    params = [p for call in _FakeVllm.calls if call[0] == "generate" for p in call[1]]
+    assert len(params) == 3
+    assert len({p["seed"] for p in params}) == 3  # one seed per request
+    assert all(p["stop_token_ids"] == [0] and p["max_tokens"] <= 12 for p in params)
+    notes = list(sample.read_corpus(ws, "vllm"))
+    assert [n.id for n in notes] == ["S000001", "S000002", "S000003"]
