@@ -6,6 +6,7 @@ import dataclasses
 import json
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -248,7 +249,7 @@ class _FakeVllm:
     """Stands in for the vllm package: loads the folder it is given with transformers,
     as vLLM would, and records how it was called."""
 
-    calls: list = []
+    calls: ClassVar[list] = []
 
     class SamplingParams:
         def __init__(self, **kwargs):
