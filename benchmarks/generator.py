@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CORPORA = REPO.parent / "shared" / "corpora"
 MTS_FILES = ("MTS-Dialog-TrainingSet.csv", "MTS-Dialog-ValidationSet.csv")
 SHINGLE = 8
+SHORT_SHINGLE = 4
 
 
 # ---------------------------------------------------------------------------
@@ -160,6 +161,47 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "gpu": gpu,
     }
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """System-wide busy and steal CPU seconds (/proc/stat), this process's CPU seconds, wall clock."""
+
+    busy: float
+    steal: float
+    own: float
+    wall: float
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        busy = steal = float("nan")
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            tick = os.sysconf("SC_CLK_TCK")
+            # user nice system idle iowait irq softirq steal
+            busy = (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / tick
+            steal = fields[7] / tick if len(fields) > 7 else 0.0
+        except (OSError, ValueError, IndexError):
+            pass
+        t = os.times()
+        return cls(busy, steal, t.user + t.system, time.monotonic())
+
+    def since(self, start: CpuSnapshot) -> dict[str, float]:
+        """Shares of the machine's CPU capacity over the interval: ours, other processes', stolen."""
+        capacity = (self.wall - start.wall) * (os.cpu_count() or 1)
+        own = self.own - start.own
+        return {
+            "own": own / capacity,
+            "others": max(0.0, (self.busy - start.busy) - own) / capacity,
+            "steal": (self.steal - start.steal) / capacity,
+        }
+
+
+def cpu_note(shares: dict[str, float]) -> str:
+    return (
+        f"CPU capacity used: this run {shares['own']:.0%}, other processes {shares['others']:.0%}, "
+        f"hypervisor steal {shares['steal']:.0%}"
+    )
 
 
 def uptime() -> str:
@@ -285,12 +327,12 @@ def mean_words(texts: Sequence[str]) -> float:
 
 
 def shingle_overlap(
-    texts: Sequence[str], reference: set[tuple[str, ...]]
+    texts: Sequence[str], reference: set[tuple[str, ...]], n: int = SHINGLE
 ) -> tuple[float, float, int]:
-    """(share of SHINGLE-word shingles found in ``reference``, share of notes with ≥1, shingles)."""
+    """(share of ``n``-word shingles found in ``reference``, share of notes with ≥1, shingles)."""
     total = hits = notes_hit = 0
     for t in texts:
-        grams = list(ngrams(words(t), SHINGLE))
+        grams = list(ngrams(words(t), n))
         found = sum(1 for g in grams if g in reference)
         total += len(grams)
         hits += found
@@ -496,6 +538,7 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
     recipe = load_recipe(args.recipe).with_overrides(max_steps=args.max_steps, device=args.device)
     t = recipe.train
     step_times: list[tuple[int, float]] = []
+    loads: list[float] = []  # 1-minute load average, sampled every ~30 s while training
     last_print = [0.0]
 
     def progress(p: train.TrainProgress) -> None:
@@ -503,6 +546,7 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
         step_times.append((p.step, now))
         if p.val_loss is not None or now - last_print[0] > 30 or p.step == p.max_steps:
             last_print[0] = now
+            loads.append(os.getloadavg()[0])
             val = f", held-out loss {p.val_loss:.3f}" if p.val_loss is not None else ""
             log(
                 f"train step {p.step}/{p.max_steps} loss {p.loss:.3f}{val}, "
@@ -510,10 +554,13 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
             )
 
     load_before_train = os.getloadavg()
+    cpu_before_train = CpuSnapshot.take()
     t0 = time.monotonic()
     result = train.run(ws, recipe=recipe, progress=progress)
     train_s = time.monotonic() - t0
     load_after_train = os.getloadavg()
+    cpu_train = CpuSnapshot.take().since(cpu_before_train)
+    info["cpu_shares_training"] = cpu_train
     info["uptime_after_train"] = uptime()
     log(result.summary())
     manifest = json.loads((ws.models_dir / "generator" / "manifest.json").read_text())
@@ -527,6 +574,16 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
         (s0, t_first), (s1, t_last) = step_times[0], step_times[-1]
         if t_last > t_first:
             loop_rate = (s1 - s0) * tokens_per_step / (t_last - t_first)
+    # The median step is robust to other processes competing for the two cores part of the time.
+    durations = sorted(b - a for (sa, a), (sb, b) in itertools.pairwise(step_times) if sb == sa + 1)
+    median_rate = tokens_per_step / durations[len(durations) // 2] if durations else None
+    info["train_step_seconds"] = {
+        "min": durations[0] if durations else None,
+        "median": durations[len(durations) // 2] if durations else None,
+        "p90": durations[int(len(durations) * 0.9)] if durations else None,
+        "max": durations[-1] if durations else None,
+    }
+    info["train_load_samples"] = loads
 
     report.add("training", "recipe", f"{recipe.recipe.name} ({result.steps} steps)")
     report.add("training", "parameters", int(manifest["parameters"]))
@@ -553,6 +610,12 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
     report.add("training", "tokens/s (own clock, loop)", loop_rate, note="first to last step")
     report.add(
         "training",
+        "tokens/s (own clock, median step)",
+        median_rate,
+        note="robust to other processes competing part of the time",
+    )
+    report.add(
+        "training",
         "tokens/s (own clock, whole train call)",
         processed / train_s,
         note="incl. pseudonymization, tokenizer, saving",
@@ -560,10 +623,11 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
     report.add("training", "wall time, train call (s)", train_s)
     report.add(
         "training",
-        "load average before / after training",
-        f"{load_before_train[0]:.2f} / {load_after_train[0]:.2f}",
-        note="1-minute; 2 cores",
+        "load average before / max during / after training",
+        f"{load_before_train[0]:.2f} / {max(loads, default=float('nan')):.2f} / {load_after_train[0]:.2f}",
+        note="1-minute; 2 cores; this run alone adds ~2",
     )
+    report.add("training", "CPU contention during training", cpu_note(cpu_train))
 
     # 3a. perplexity vs n-gram baselines ------------------------------------------
     device = train._device(args.device)
@@ -624,6 +688,7 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
     # 3b. sampling speed ----------------------------------------------------------
     settings = sample.SamplingSettings(batch_size=args.batch_size, seed=args.seed)
     load_before_sample = os.getloadavg()
+    cpu_before_sample = CpuSnapshot.take()
     t0 = time.monotonic()
     gres = sample.run(ws, count=args.count, settings=settings, device=args.device)
     sample_s = time.monotonic() - t0
@@ -633,12 +698,18 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
         batches = min(args.naive_batches, math.ceil(args.count / args.batch_size))
         comparison = sampling_comparison(gen, settings, device, batches)
     load_after_sample = os.getloadavg()
+    cpu_sample = CpuSnapshot.take().since(cpu_before_sample)
+    info["cpu_shares_sampling"] = cpu_sample
     info["uptime_after_sampling"] = uptime()
     report.add(
         "sampling",
         f"appliance generate, {gres.written} notes: tokens/s",
         gres.tokens_per_second,
-        note=f"transformers backend, {device}, KV cache; {gres.tokens:,} tokens in {gres.seconds:.1f}s (incl. model load)",
+        note=(
+            f"transformers backend, {device}, KV cache; {gres.tokens:,} tokens in {gres.seconds:.1f}s "
+            f"(incl. model load); temperature {settings.temperature}, top-k {settings.top_k}, "
+            f"top-p {settings.top_p}, batch {settings.batch_size}, seed {settings.seed}"
+        ),
     )
     if comparison:
         report.add(
@@ -664,6 +735,7 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
         f"{load_before_sample[0]:.2f} / {load_after_sample[0]:.2f}",
         note="1-minute; 2 cores",
     )
+    report.add("sampling", "CPU contention during sampling", cpu_note(cpu_sample))
 
     # 3c. diversity and memorization ---------------------------------------------
     records = {r.id: r for r in open_store(ws)}
@@ -708,6 +780,17 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
         f"notes with ≥1 verbatim training {SHINGLE}-gram, generated vs real held-out",
         g_notes,
         r_notes,
+        note=f"notes shorter than {SHINGLE} words count as having none",
+    )
+    short = {g for body in train_bodies for g in ngrams(words(body), SHORT_SHINGLE)}
+    g4, _, g4_total = shingle_overlap(generated, short, SHORT_SHINGLE)
+    r4, _, r4_total = shingle_overlap(holdout_bodies, short, SHORT_SHINGLE)
+    report.add(
+        "memorization",
+        f"{SHORT_SHINGLE}-word shingles found in training notes, generated vs real held-out",
+        g4,
+        r4,
+        note=f"phrase reuse, for context; {g4_total:,} vs {r4_total:,} shingles",
     )
 
     total_s = time.monotonic() - t_start

@@ -279,6 +279,8 @@ class RecordStore:
             self._pending_marker(name).unlink(missing_ok=True)
         for marker in self.shard_dir.glob(".pending-*") if self.shard_dir.exists() else ():
             marker.unlink()  # a marker whose shard was never written
+        for partial in self.shard_dir.glob(".*.tmp") if self.shard_dir.exists() else ():
+            partial.unlink()  # half-written temporary files (ciphertext only) from a crash
         return names
 
 
