@@ -498,9 +498,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --workdir {work} is not empty", file=sys.stderr)
             return 2
         work.mkdir(parents=True, exist_ok=True)
-        return run(args, corpora, work)
+        return guarded(args, corpora, work)
     with tempfile.TemporaryDirectory(prefix="appliance-bench-generator-") as tmp:
-        return run(args, corpora, Path(tmp))
+        return guarded(args, corpora, Path(tmp))
+
+
+def guarded(args: argparse.Namespace, corpora: Path, work: Path) -> int:
+    """``run``, with the appliance's user-facing errors as one line instead of a traceback."""
+    from appliance.errors import ApplianceError
+
+    try:
+        return run(args, corpora, work)
+    except ApplianceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
 
 
 def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:

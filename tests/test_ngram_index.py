@@ -13,7 +13,27 @@ REAL = [
     "Colonoscopy showed a sessile polyp in the sigmoid colon which was removed with a cold snare without complications at all.",
     "Kroonilise neeruhaigusega patsient, kellel on südamepuudulikkus, sai ravi furosemiidiga ja seisund paranes oluliselt haiglas.",
 ]
-WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigma", "tau"]
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+    "pi",
+    "rho",
+    "sigma",
+    "tau",
+]
 
 
 def _index(k=4):

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from appliance.config import _bool, _build, _float, _int, _read_toml, _spec, _str
+from appliance.config import _build, _float, _int, _read_toml, _spec, _str
 from appliance.errors import ConfigError
 
 
@@ -53,7 +53,6 @@ class TrainSettings:
     seed: int = _spec(1337, "an integer", _int())
     device: str = _spec("auto", "'auto', 'cpu' or 'cuda'", lambda v: v in ("auto", "cpu", "cuda"))
     precision: str = _spec("fp32", "'fp32' or 'bf16'", lambda v: v in ("fp32", "bf16"))
-    compile: bool = _spec(False, "true or false", _bool)
 
 
 @dataclass(frozen=True)
