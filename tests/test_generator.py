@@ -85,7 +85,6 @@ def test_stored_generator_has_no_plaintext(trained):
     for word in ("Ġpatient", "Ġmg", "Ġdischarge"):
         if word in vocab:
             assert word.encode() not in blob
-    assert b"safetensors" not in blob.lower() or b"model.safetensors.enc" in blob
 
 
 def test_canaries_are_recorded_encrypted(trained):

@@ -66,6 +66,16 @@ def test_ingest_with_rejects_exit_code(tmp_path, strict):
 
 def test_generator_commands(tmp_path):
     appliance("init", "ws", cwd=tmp_path)
+    for args in (
+        ["generator", "train", "-w", "ws", "--recipe", "tiny"],
+        ["generate", "-w", "ws", "--count", 2],
+    ):
+        early = appliance(*args, cwd=tmp_path, check=False)
+        assert (
+            early.returncode == 4
+            and early.stderr.startswith("error: ")
+            and "Traceback" not in early.stderr
+        )
     appliance("demo-data", "export", "--notes", 40, "--format", "csv", "--seed", 2, cwd=tmp_path)
     appliance("ingest", "export/notes.csv", "-w", "ws", cwd=tmp_path)
     trained = appliance(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import WorkspaceError
+from appliance.errors import IntegrityError, WorkspaceError
 from appliance.generator.prefixes import PrefixSampler, PrefixSchema
 from appliance.security.crypto import read_encrypted, write_encrypted
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
@@ -114,8 +114,6 @@ def load_generator(ws: Workspace, device: str = "cpu") -> Generator:
     for entry in manifest.get("files", []):
         path = ws.root / entry["path"]
         if not path.exists() or hashed(path, ws.root)["sha256"] != entry["sha256"]:
-            from appliance.errors import IntegrityError
-
             raise IntegrityError(
                 f"{path}: generator file missing or changed since training (manifest hash differs)"
             )
@@ -125,8 +123,6 @@ def load_generator(ws: Workspace, device: str = "cpu") -> Generator:
     state = load(read_encrypted(folder / MODEL_FILE, key, label="generator/model"))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [m for m in missing if m != "lm_head.weight"]:
-        from appliance.errors import IntegrityError
-
         raise IntegrityError(f"{folder / MODEL_FILE}: weights do not match config.json")
     model.tie_weights()
     model.to(device).eval()  # type: ignore[arg-type]

@@ -27,7 +27,6 @@ from typing import Any, Protocol
 from appliance import quiet_transformers
 from appliance.errors import (
     ApplianceError,
-    ConfigError,
     UsageError,
     WorkspaceError,
     missing_dependency,
@@ -35,6 +34,7 @@ from appliance.errors import (
 from appliance.generator.artifact import Generator, load_generator, plain_model_folder
 from appliance.generator.prefixes import parse_prefix
 from appliance.generator.tokenizer import EOS
+from appliance.generator.train import resolve_device
 from appliance.security.audit import utc_now
 from appliance.security.crypto import read_encrypted, write_encrypted
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
@@ -271,16 +271,6 @@ def run(
     return result
 
 
-def _device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda requested but torch sees no CUDA GPU")
-    return requested
-
-
 def _generate(
     ws: Workspace,
     count: int,
@@ -322,7 +312,7 @@ def _generate(
     if backend_name == "vllm":
         backend = VllmBackend(gen, settings)
     else:
-        backend = TransformersBackend(gen, settings, _device(device))
+        backend = TransformersBackend(gen, settings, resolve_device(device))
 
     def manifest(status: str = STATUS_UNSCREENED) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ a resumed run sees the same batches the uninterrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -102,7 +103,8 @@ def make_canaries(count: int, repeats: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _device(requested: str) -> str:
+def resolve_device(requested: str) -> str:
+    """ "auto" is CUDA when torch sees a GPU, else the CPU; "cuda" without a GPU is an error."""
     import torch
 
     if requested == "auto":
@@ -340,6 +342,10 @@ def _train(
     folder = artifact.generator_dir(ws)
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint_path = folder / artifact.CHECKPOINT_FILE
+    if not (ws.records_dir / "store.json").exists():
+        raise WorkspaceError(
+            f"{ws.root}: the record store is empty; run `appliance ingest EXPORT` first"
+        )
     fingerprint = _fingerprint(ws, recipe, from_dir, n_canaries, canary_repeats)
     key = ws.data_key
 
@@ -397,7 +403,7 @@ def _train(
             torch.manual_seed(t.seed)  # reproducible initial weights
             model = _new_model(recipe, tokenizer.get_vocab_size(), eos_id)
     block = min(block, model.config.n_positions)
-    device = _device(t.device)
+    device = resolve_device(t.device)
     model.to(device)  # type: ignore[arg-type]
     optimizer = _optimizer(model, recipe)
     start_step = 0
@@ -418,7 +424,7 @@ def _train(
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         if device == "cuda" and t.precision == "bf16"
-        else _nullcontext()
+        else contextlib.nullcontext()
     )
 
     def evaluate() -> float | None:
@@ -565,14 +571,6 @@ def _train(
         manifest_path=folder / "manifest.json",
         history=history,
     )
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def holdout_ids(ws: Workspace, fraction: float) -> set[str]:
