@@ -649,6 +649,13 @@ def audit_show(workspace: Path | None, last: int | None, as_json: bool) -> None:
     click.echo(f"{len(entries)} entries shown")
 
 
+# The later stages register their commands on ``cli`` (they import the helpers above).
+from appliance.commands import annotate as _annotate  # noqa: E402,F401
+from appliance.commands import ner as _ner  # noqa: E402,F401
+from appliance.commands import pipeline as _pipeline  # noqa: E402,F401
+from appliance.commands import screen as _screen  # noqa: E402,F401
+
+
 def main() -> None:
     cli(prog_name="appliance")
 

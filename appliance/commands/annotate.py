@@ -1,0 +1,3 @@
+"""`appliance` commands of the annotate stage."""
+
+from __future__ import annotations

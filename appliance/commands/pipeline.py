@@ -1,0 +1,3 @@
+"""`appliance` commands of the pipeline stage."""
+
+from __future__ import annotations

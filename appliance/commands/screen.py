@@ -1,0 +1,3 @@
+"""`appliance` commands of the screen stage."""
+
+from __future__ import annotations
