@@ -208,11 +208,14 @@ class PseudonymizePolicy:
 class LeakagePolicy:
     ngram_tokens: int = _spec(8, "an integer from 3 to 64", _int(3, 64))
     verbatim_max_tokens: int = _spec(12, "an integer from 3 to 1000", _int(3, 1000))
+    boilerplate_records: int = _spec(10, "an integer ≥ 2", _int(2))
+    verbatim_calibrate: bool = _spec(True, "true or false", _bool)
     lcs_ratio_max: float = _spec(0.8, "a number from 0 to 1", _float(0.0, 1.0))
+    lcs_min_tokens: int = _spec(20, "an integer ≥ 1", _int(1))
     near_duplicate_jaccard: float = _spec(0.6, "a number from 0 to 1", _float(0.0, 1.0))
     shingle_tokens: int = _spec(5, "an integer from 1 to 32", _int(1, 32))
     minhash_permutations: int = _spec(128, "an integer from 16 to 1024", _int(16, 1024))
-    dcr_quantile: float = _spec(0.05, "a number from 0 to 0.5", _float(0.0, 0.5))
+    dcr_quantile: float = _spec(0.01, "a number from 0 to 0.5", _float(0.0, 0.5))
     canary_exposure_max_bits: float = _spec(10.0, "a number ≥ 0", _float(0.0))
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -391,3 +391,58 @@ def _generate(
         tokens=tokens,
         backend=backend_name,
     )
+
+
+def import_corpus(
+    ws: Workspace,
+    name: str,
+    notes: Iterable[tuple[str, str, dict[str, str]]],
+    *,
+    source: str,
+    batch: int = 1000,
+) -> Path:
+    """Store notes made elsewhere as an unscreened synthetic corpus (id, text, metadata each).
+
+    They are treated exactly like generated notes: encrypted, ``unscreened``,
+    and released only by ``appliance screen``. Refuses an existing corpus.
+    """
+    folder = corpus_dir(ws, name)
+    if read_manifest(folder) is not None:
+        raise UsageError(f"synthetic corpus '{name}' already exists; choose another name")
+    folder.mkdir(parents=True, exist_ok=True)
+    parts: list[dict[str, Any]] = []
+    pending: list[SyntheticNote] = []
+    seen: set[str] = set()
+
+    def flush() -> None:
+        path = folder / _part_name(len(parts) + 1)
+        payload = "\n".join(json.dumps(n.as_dict(), ensure_ascii=False) for n in pending)
+        write_encrypted(path, ws.data_key, payload.encode(), label="synthetic/part")
+        parts.append({"name": path.name, "notes": len(pending), "sha256": hashed(path)["sha256"]})
+        pending.clear()
+
+    for note_id, text, metadata in notes:
+        if note_id in seen:
+            raise UsageError(f"duplicate note id {note_id!r} in {source}")
+        seen.add(note_id)
+        pending.append(SyntheticNote(id=note_id, text=text, prefix="", metadata=metadata))
+        if len(pending) >= batch:
+            flush()
+    if pending:
+        flush()
+    write_manifest(
+        folder,
+        {
+            "stage": "import",
+            "status": STATUS_UNSCREENED,
+            "zone": "real until screened (notes encrypted at rest)",
+            "corpus": name,
+            "source": source,
+            "generator_sha256": None,
+            "count": len(seen),
+            "written": len(seen),
+            "parts": parts,
+            "updated": utc_now(),
+        },
+    )
+    return folder

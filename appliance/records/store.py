@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +238,19 @@ class RecordStore:
                 if id_mac == target:
                     return self._decrypt(info.name, id_mac, blob)
         return None
+
+    def get_many(self, record_ids: Iterable[str]) -> dict[str, Record]:
+        """Several records in one pass over the shards, decrypting only those asked for."""
+        targets = {self.id_mac(i): i for i in record_ids}
+        out: dict[str, Record] = {}
+        for info in self.shards:
+            if len(out) == len(targets):
+                break
+            for id_mac, _, blob in self._read_shard(info):
+                rid = targets.get(id_mac)
+                if rid is not None:
+                    out[rid] = self._decrypt(info.name, id_mac, blob)
+        return out
 
     def verify(self) -> int:
         """Authenticate every shard and decrypt every record; returns the record count."""

@@ -1,0 +1,619 @@
+"""Leakage detectors: each looks at a batch of candidate notes and returns, per note, a score and findings.
+
+The interface is small so detectors can be added, removed or thresholded by
+policy without touching the screen:
+
+    class Detector(Protocol):
+        name: str
+        def needs(self, batch, ctx) -> set[int]: ...        # real notes to decrypt for confirmation
+        def check(self, batch, ctx) -> list[Outcome]: ...   # one Outcome per candidate
+
+``needs`` runs first for every detector, so the real notes a whole batch
+needs are decrypted in one pass over the store (``ctx.real``); ``check``
+then confirms against the actual tokens, so a hash collision never makes a
+finding. Findings carry character spans in the *candidate* note only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from appliance.config import Policy
+from appliance.privacy.ngram_index import tokenize
+from appliance.privacy.reference import (
+    IDENT_MAX_TOKENS,
+    STRONG,
+    ReferenceIndex,
+    gram_hashes,
+    id_tokens,
+    phone_candidates,
+)
+
+
+@dataclass
+class Candidate:
+    """A note being screened, with its word tokens and their keyed hashes."""
+
+    id: str
+    text: str
+    tokens: list[str]
+    spans: list[tuple[int, int]]
+    hashes: np.ndarray
+
+    @classmethod
+    def of(cls, note_id: str, text: str, index: ReferenceIndex) -> Candidate:
+        tokens, spans = tokenize(text)
+        return cls(note_id, text, tokens, spans, index.hasher.many(tokens))
+
+    def char_span(self, first: int, length: int) -> tuple[int, int]:
+        return self.spans[first][0], self.spans[first + length - 1][1]
+
+
+@dataclass(frozen=True)
+class Finding:
+    detector: str
+    reason: str
+    score: float
+    start: int  # character span in the candidate (0, 0 when the finding is about the whole note)
+    end: int
+    quarantine: bool
+    record: int | None = None  # the real note involved (index number; never shown as text)
+    kind: str = ""  # e.g. the identifier type
+
+
+@dataclass
+class Outcome:
+    score: float | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    index: ReferenceIndex
+    policy: Policy
+    real: dict[int, list[str]] = field(default_factory=dict)  # record number -> word tokens
+    cache: dict[Any, Any] = field(default_factory=dict)  # per-batch scratch shared by detectors
+    exclude: np.ndarray | None = None  # real notes not to compare with (bool per record)
+
+
+class Detector(Protocol):
+    name: str
+    description: str
+
+    def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]: ...
+
+    def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]: ...
+
+
+# --------------------------------------------------------------------------- k-gram hits
+
+
+@dataclass
+class _Hits:
+    """Rare k-gram hits of one batch: parallel arrays over (note, posting) pairs."""
+
+    note: np.ndarray
+    cpos: np.ndarray
+    record: np.ndarray
+    rpos: np.ndarray
+
+
+def _gram_hits(batch: Sequence[Candidate], ctx: Context) -> _Hits:
+    cached = ctx.cache.get("hits")
+    if isinstance(cached, _Hits):
+        return cached
+    idx, k = ctx.index, ctx.index.k
+    grams, notes, cpos = [], [], []
+    for i, cand in enumerate(batch):
+        g = gram_hashes(cand.hashes, k)
+        grams.append(g)
+        notes.append(np.full(len(g), i, dtype=np.int64))
+        cpos.append(np.arange(len(g), dtype=np.int64))
+    empty = np.empty(0, dtype=np.int64)
+    if not grams or not len(idx.ukeys):
+        hits = _Hits(empty, empty, empty, empty)
+        ctx.cache["hits"] = hits
+        return hits
+    g = np.concatenate(grams)
+    note = np.concatenate(notes)
+    cp = np.concatenate(cpos)
+    pos = np.minimum(np.searchsorted(idx.ukeys, g), len(idx.ukeys) - 1)
+    rare = (idx.ukeys[pos] == g) & (idx.udf[pos] < ctx.policy.leakage.boilerplate_records)
+    pos, note, cp = pos[rare], note[rare], cp[rare]
+    counts = np.minimum(idx.ucount[pos], 64)
+    total = int(counts.sum())
+    first = np.repeat(idx.ustart[pos], counts)
+    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    post = first + within
+    hits = _Hits(
+        np.repeat(note, counts),
+        np.repeat(cp, counts),
+        idx.gram_records[post].astype(np.int64),
+        idx.gram_positions[post].astype(np.int64),
+    )
+    if ctx.exclude is not None:  # calibration: held-out notes against training notes only
+        keep = ~ctx.exclude[hits.record]
+        hits = _Hits(hits.note[keep], hits.cpos[keep], hits.record[keep], hits.rpos[keep])
+    ctx.cache["hits"] = hits
+    return hits
+
+
+def _alignments(
+    batch: Sequence[Candidate], ctx: Context, top: int
+) -> list[list[tuple[int, int, int]]]:
+    """Per note, the ``top`` (record, candidate pos, real pos) anchors with most hits on one diagonal."""
+    cached = ctx.cache.get(("align", top))
+    if isinstance(cached, list):
+        return cached
+    h = _gram_hits(batch, ctx)
+    out: list[list[tuple[int, int, int]]] = [[] for _ in batch]
+    if len(h.note):
+        diag = h.rpos - h.cpos
+        order = np.lexsort((h.cpos, diag, h.record, h.note))
+        note, rec, dg, cp = h.note[order], h.record[order], diag[order], h.cpos[order]
+        new = np.ones(len(note), dtype=bool)
+        new[1:] = (note[1:] != note[:-1]) | (rec[1:] != rec[:-1]) | (dg[1:] != dg[:-1])
+        starts = np.flatnonzero(new)
+        sizes = np.diff(np.append(starts, len(note)))
+        groups: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)
+        for s, size in zip(starts.tolist(), sizes.tolist(), strict=True):
+            groups[int(note[s])].append((size, int(rec[s]), int(cp[s]), int(cp[s] + dg[s])))
+        for n, items in groups.items():
+            items.sort(key=lambda t: -t[0])
+            out[n] = [(r, c, rp) for _, r, c, rp in items[:top]]
+    ctx.cache[("align", top)] = out
+    return out
+
+
+def _extend(cand: list[str], real: list[str], c: int, r: int, k: int) -> tuple[int, int] | None:
+    """Confirm a k-gram anchor against the real tokens and extend it both ways: (start, length)."""
+    if r < 0 or r + k > len(real) or cand[c : c + k] != real[r : r + k]:
+        return None
+    while c > 0 and r > 0 and cand[c - 1] == real[r - 1]:
+        c, r = c - 1, r - 1
+    n = 0
+    while c + n < len(cand) and r + n < len(real) and cand[c + n] == real[r + n]:
+        n += 1
+    return c, n
+
+
+class VerbatimDetector:
+    name = "verbatim"
+    description = "longest run of word tokens shared with a real note"
+
+    def __init__(self, anchors: int = 4, limit: int | None = None) -> None:
+        self.anchors = anchors
+        self.limit = limit  # effective threshold (None: the policy's)
+
+    def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
+        return {r for al in _alignments(batch, ctx, self.anchors) for r, _, _ in al}
+
+    def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]:
+        limit = self.limit or ctx.policy.leakage.verbatim_max_tokens
+        out = []
+        for cand, anchors in zip(batch, _alignments(batch, ctx, self.anchors), strict=True):
+            best: tuple[int, int, int] | None = None  # length, start token, record
+            for record, c, r in anchors:
+                span = _extend(cand.tokens, ctx.real[record], c, r, ctx.index.k)
+                if span is not None and (best is None or span[1] > best[0]):
+                    best = (span[1], span[0], record)
+            outcome = Outcome(score=float(best[0]) if best else 0.0)
+            if best is not None and best[0] >= limit:
+                start, end = cand.char_span(best[1], best[0])
+                outcome.findings.append(
+                    Finding(
+                        self.name,
+                        f"{best[0]} consecutive word tokens copied from a real note (limit {limit})",
+                        float(best[0]),
+                        start,
+                        end,
+                        True,
+                        best[2],
+                    )
+                )
+            out.append(outcome)
+        return out
+
+
+# --------------------------------------------------------------------------- LCS ratio
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists (bit-parallel, O(|a|·|b|/w))."""
+    if not a or not b:
+        return 0
+    masks: dict[str, int] = {}
+    for i, tok in enumerate(b):
+        masks[tok] = masks.get(tok, 0) | (1 << i)
+    full = (1 << len(b)) - 1
+    v = full
+    for tok in a:
+        u = v & masks.get(tok, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(b) - v.bit_count()
+
+
+class LcsRatioDetector:
+    name = "lcs_ratio"
+    description = "longest common subsequence with the closest real notes, over the note's length"
+
+    def __init__(self, closest: int = 3) -> None:
+        self.closest = closest
+
+    def _pairs(self, batch: Sequence[Candidate], ctx: Context) -> list[list[tuple[int, int]]]:
+        """Per note: (record, diagonal) of the closest real notes (most rare k-gram hits)."""
+        cached = ctx.cache.get("lcs_pairs")
+        if isinstance(cached, list):
+            return cached
+        h = _gram_hits(batch, ctx)
+        out: list[list[tuple[int, int]]] = [[] for _ in batch]
+        if len(h.note):
+            per: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+            for n, r, d in zip(
+                h.note.tolist(), h.record.tolist(), (h.rpos - h.cpos).tolist(), strict=True
+            ):
+                per[n][r].append(d)
+            for n, recs in per.items():
+                best = sorted(recs.items(), key=lambda kv: -len(kv[1]))[: self.closest]
+                out[n] = [(r, int(np.median(ds))) for r, ds in best]
+        for n, near in ctx.cache.get("near_records", {}).items():
+            have = {r for r, _ in out[n]}
+            out[n] += [(r, 0) for r in near if r not in have]
+        ctx.cache["lcs_pairs"] = out
+        return out
+
+    def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
+        return {r for pairs in self._pairs(batch, ctx) for r, _ in pairs}
+
+    def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]:
+        lk = ctx.policy.leakage
+        out = []
+        for cand, pairs in zip(batch, self._pairs(batch, ctx), strict=True):
+            n = len(cand.tokens)
+            if n < lk.lcs_min_tokens or not pairs:
+                out.append(Outcome(score=0.0 if n >= lk.lcs_min_tokens else None))
+                continue
+            best, best_rec = 0.0, None
+            for record, diag in pairs:
+                real = ctx.real[record]
+                # Only the part of the real note the candidate could be a copy of: a short
+                # text is a subsequence of almost any long one.
+                lo = max(0, diag - n // 2)
+                window = real[lo : diag + n + n // 2] if len(real) > 2 * n else real
+                ratio = lcs_length(cand.tokens, window) / n
+                if ratio > best:
+                    best, best_rec = ratio, record
+            outcome = Outcome(score=best)
+            if best >= lk.lcs_ratio_max:
+                outcome.findings.append(
+                    Finding(
+                        self.name,
+                        f"{best:.0%} of the note's words appear in order in one real note "
+                        f"(limit {lk.lcs_ratio_max:.0%}): a copy with small edits",
+                        best,
+                        0,
+                        0,
+                        True,
+                        best_rec,
+                    )
+                )
+            out.append(outcome)
+        return out
+
+
+# --------------------------------------------------------------------------- near duplicates
+
+
+class NearDuplicateDetector:
+    name = "near_duplicate"
+    description = "Jaccard similarity of word shingles with the nearest real note (MinHash/LSH)"
+
+    def _candidates(self, batch: Sequence[Candidate], ctx: Context) -> list[dict[int, float]]:
+        cached = ctx.cache.get("minhash")
+        if isinstance(cached, list):
+            return cached
+        idx = ctx.index
+        sh = idx.shingle
+        sigs = np.stack(
+            [
+                idx.minhash(
+                    gram_hashes(
+                        c.hashes
+                        if len(c.hashes) >= sh
+                        else np.concatenate([c.hashes, np.zeros(sh - len(c.hashes), np.uint64)]),
+                        sh,
+                    )
+                )
+                for c in batch
+            ]
+        )
+        bands = idx.band_hashes(sigs)
+        out: list[dict[int, float]] = [{} for _ in batch]
+        threshold = ctx.policy.leakage.near_duplicate_jaccard
+        if idx.band_keys.shape[1]:
+            found: list[set[int]] = [set() for _ in batch]
+            for b in range(idx.bands):
+                keys = idx.band_keys[b]
+                lo = np.searchsorted(keys, bands[b], side="left")
+                hi = np.searchsorted(keys, bands[b], side="right")
+                for n in np.flatnonzero(hi > lo).tolist():
+                    found[n].update(idx.band_records[b][lo[n] : hi[n]].tolist())
+            sig32 = sigs.astype(np.uint32)
+            for n, recs in enumerate(found):
+                if not recs:
+                    continue
+                rl = np.fromiter(recs, dtype=np.int64, count=len(recs))
+                if ctx.exclude is not None:
+                    rl = rl[~ctx.exclude[rl]]
+                est = (idx.signatures[rl] == sig32[n][None, :]).mean(axis=1)
+                keep = est >= max(0.0, threshold - 0.2)
+                out[n] = dict(zip(rl[keep].tolist(), est[keep].tolist(), strict=True))
+        ctx.cache["minhash"] = out
+        ctx.cache["near_records"] = {n: list(c) for n, c in enumerate(out) if c}
+        return out
+
+    def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
+        return {r for c in self._candidates(batch, ctx) for r in c}
+
+    def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]:
+        threshold = ctx.policy.leakage.near_duplicate_jaccard
+        sh = ctx.index.shingle
+        out = []
+        for cand, cands in zip(batch, self._candidates(batch, ctx), strict=True):
+            mine = _shingles(cand.tokens, sh)
+            best, best_rec = 0.0, None
+            for record in cands:
+                theirs = _shingles(ctx.real[record], sh)
+                union = len(mine | theirs)
+                j = len(mine & theirs) / union if union else 0.0
+                if j > best:
+                    best, best_rec = j, record
+            outcome = Outcome(score=best)
+            if best >= threshold:
+                outcome.findings.append(
+                    Finding(
+                        self.name,
+                        f"near-duplicate of a real note: {best:.0%} of word {sh}-shingles shared "
+                        f"(limit {threshold:.0%})",
+                        best,
+                        0,
+                        0,
+                        True,
+                        best_rec,
+                    )
+                )
+            out.append(outcome)
+        return out
+
+
+def _shingles(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    if len(tokens) < n:
+        return {tuple(tokens)}
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+# --------------------------------------------------------------------------- identifiers
+
+
+class IdentifierDetector:
+    name = "identifiers"
+    description = (
+        "real identifiers of records (deny-lists) and identifier-shaped strings (patterns)"
+    )
+
+    def __init__(self, policy: Policy) -> None:
+        from appliance.privacy.recognizers import build_recognizers
+
+        self.recognizers = build_recognizers(policy.identifiers)
+
+    def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
+        return set()
+
+    def _real_hits(
+        self, cand: Candidate, idx: ReferenceIndex
+    ) -> list[tuple[int, int, int, int, int]]:
+        """(start, end, type, record, strength) of every known real identifier in the note."""
+        toks = id_tokens(cand.text)
+        out: list[tuple[int, int, int, int, int]] = []
+        if toks and len(idx.id_keys):
+            th = idx.hasher.many([t for t, _, _ in toks])
+            first_ok = np.isin(th, idx.id_first) if len(idx.id_first) else np.ones(len(th), bool)
+            for length in range(1, min(IDENT_MAX_TOKENS, len(toks)) + 1):
+                g = gram_hashes(th, length)
+                if length > 1:
+                    g = g[first_ok[: len(g)]]
+                    starts = np.flatnonzero(first_ok[: len(th) - length + 1])
+                else:
+                    starts = np.arange(len(g))
+                lo = np.searchsorted(idx.id_keys, g, side="left")
+                hi = np.searchsorted(idx.id_keys, g, side="right")
+                for j in np.flatnonzero(hi > lo).tolist():
+                    s = int(starts[j])
+                    for e in range(int(lo[j]), int(hi[j])):
+                        out.append(
+                            (
+                                toks[s][1],
+                                toks[s + length - 1][2],
+                                int(idx.id_types[e]),
+                                int(idx.id_records[e]),
+                                int(idx.id_strength[e]),
+                            )
+                        )
+        for start, end, digits in phone_candidates(cand.text):
+            h = np.uint64(idx.hasher.digits(digits))
+            first = int(np.searchsorted(idx.id_keys, h, side="left"))
+            last = int(np.searchsorted(idx.id_keys, h, side="right"))
+            for e in range(first, last):
+                out.append(
+                    (
+                        start,
+                        end,
+                        int(idx.id_types[e]),
+                        int(idx.id_records[e]),
+                        int(idx.id_strength[e]),
+                    )
+                )
+        return out
+
+    def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]:
+        from appliance.privacy.recognizers import find_identifiers
+
+        idx = ctx.index
+        quarantine_generic = ctx.policy.identifiers.quarantine_generic
+        out = []
+        for cand in batch:
+            outcome = Outcome()
+            hits = self._real_hits(cand, idx)
+            strong = [h for h in hits if h[4] == STRONG]
+            weak_by_record: dict[int, set[tuple[int, int, int]]] = defaultdict(set)
+            person = idx.types.index("PERSON") if "PERSON" in idx.types else -1
+            weak_hits = []
+            for hit in hits:
+                s, e, t, r, strength = hit
+                # A name part written in lower case is a word ("per", "will"), not a name.
+                if strength != STRONG and not (t == person and not cand.text[s].isupper()):
+                    weak_by_record[r].add((s, e, t))
+                    weak_hits.append(hit)
+            reported: set[tuple[int, int]] = set()
+            for s, e, t, r, _ in strong:
+                if (s, e) in reported:
+                    continue
+                reported.add((s, e))
+                kind = idx.types[t]
+                what = (
+                    "a canary planted in the generator's training data"
+                    if kind == "CANARY"
+                    else f"a real {kind} of a record"
+                )
+                outcome.findings.append(
+                    Finding(
+                        self.name, f"replays {what}", 1.0, s, e, True, r if r >= 0 else None, kind
+                    )
+                )
+            for r, spans in weak_by_record.items():
+                distinct = {(s, e) for s, e, _ in spans}
+                values = {cand.text[s:e].casefold() for s, e in distinct}
+                if len(values) >= 2 and not distinct <= reported:
+                    kinds = sorted({idx.types[t] for _, _, t in spans})
+                    for s, e, t in sorted(spans):
+                        if (s, e) not in reported:
+                            reported.add((s, e))
+                            outcome.findings.append(
+                                Finding(
+                                    self.name,
+                                    f"{len(values)} quasi-identifiers ({', '.join(kinds)}) of the same real record together",
+                                    1.0,
+                                    s,
+                                    e,
+                                    True,
+                                    r,
+                                    idx.types[t],
+                                )
+                            )
+            weak_single = {(s, e) for s, e, _, _, _ in weak_hits} - reported
+            for s, e in sorted(weak_single):
+                outcome.findings.append(
+                    Finding(
+                        self.name,
+                        "matches a common value of real records (name part or date)",
+                        0.5,
+                        s,
+                        e,
+                        False,
+                        None,
+                        "WEAK",
+                    )
+                )
+                reported.add((s, e))
+            for f in find_identifiers(cand.text, self.recognizers):
+                if any(s < f.end and f.start < e for s, e in reported):
+                    continue
+                outcome.findings.append(
+                    Finding(
+                        self.name,
+                        f"{f.type}-shaped string that is no real record's identifier",
+                        f.score,
+                        f.start,
+                        f.end,
+                        quarantine_generic,
+                        None,
+                        f.type,
+                    )
+                )
+            outcome.score = float(sum(1 for f in outcome.findings if f.quarantine))
+            out.append(outcome)
+        return out
+
+
+# --------------------------------------------------------------------------- distance to closest record
+
+
+class DistanceToClosestDetector:
+    name = "dcr"
+    description = (
+        "cosine similarity (TF-IDF) to the nearest training note, against held-out real notes"
+    )
+
+    def __init__(self, index: ReferenceIndex, policy: Policy) -> None:
+        self.enabled = len(index.baseline) >= 5
+        q = policy.leakage.dcr_quantile
+        self.threshold = (
+            float(np.quantile(index.baseline, 1 - q)) if self.enabled and q > 0 else math.inf
+        )
+        train = np.flatnonzero(~index.holdout)
+        rng = np.random.default_rng(0)
+        size = min(len(train), int(index.holdout.sum()))
+        self.train_sample = np.zeros(len(index.holdout), dtype=bool)
+        if size:
+            self.train_sample[rng.choice(train, size=size, replace=False)] = True
+
+    def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
+        return set()
+
+    def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]:
+        if not self.enabled:
+            return [Outcome() for _ in batch]
+        idx = ctx.index
+        vecs = idx.vectorize([c.hashes for c in batch])
+        sim = idx.nearest(vecs, ~idx.holdout)
+        sim_train = idx.nearest(vecs, self.train_sample)
+        sim_hold = idx.nearest(vecs, idx.holdout)
+        ctx.cache["dcr_closer_to_training"] = (sim_train > sim_hold).tolist()
+        out = []
+        for cand, s in zip(batch, sim.tolist(), strict=True):
+            outcome = Outcome(score=float(s))
+            if s > self.threshold and len(cand.tokens) > 0:
+                outcome.findings.append(
+                    Finding(
+                        self.name,
+                        f"closer to a training note (similarity {s:.3f}) than "
+                        f"{1 - ctx.policy.leakage.dcr_quantile:.0%} of held-out real notes are "
+                        f"(threshold {self.threshold:.3f})",
+                        float(s),
+                        0,
+                        0,
+                        True,
+                    )
+                )
+            out.append(outcome)
+        return out
+
+
+def default_detectors(index: ReferenceIndex, policy: Policy) -> list[Detector]:
+    # Near duplicates first: the LCS detector also compares against its candidates.
+    return [
+        NearDuplicateDetector(),
+        VerbatimDetector(),
+        LcsRatioDetector(),
+        IdentifierDetector(policy),
+        DistanceToClosestDetector(index, policy),
+    ]
+
+
+FetchReal = Callable[[set[int]], dict[int, list[str]]]

@@ -1,0 +1,563 @@
+"""The reference index: what the leakage screen knows about the real records.
+
+Built in one streaming pass over the encrypted record store and kept,
+encrypted, in ``records/leakage-index/``; it is rebuilt only when the record
+store, the leakage policy or the key changes (its fingerprint). It holds no
+readable text:
+
+- **k-grams**: keyed 64-bit hashes of every word k-gram of every real note,
+  with note number and position, plus, per distinct k-gram, the number of
+  distinct notes it occurs in (a k-gram in many notes is boilerplate that
+  identifies nobody);
+- **MinHash**: one signature per note over keyed word shingles, and LSH band
+  keys (sorted arrays) to find near-duplicate candidates;
+- **identifiers**: keyed hashes of every real identifier and the variants a
+  note may write it in (from record metadata and from the offline presidio
+  pattern recognizers run over the real notes), with its type, its note and
+  whether it is *strong* (identifies by itself: an ID number, a phone, a full
+  name) or *weak* (a birth date, one name alone);
+- **distance to closest record**: a 256-dimensional random projection of
+  each note's TF-IDF word vector (cosine similarity), the training/held-out
+  split of the generator, and the held-out notes' similarity to their
+  nearest training note (the baseline synthetic notes are compared with).
+
+The real note texts themselves are fetched from the store only to confirm
+a finding (``RecordStore.get_many``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from appliance import __version__
+from appliance.config import Policy
+from appliance.errors import WorkspaceError
+from appliance.privacy.ngram_index import _P, tokenize
+from appliance.records.model import Identifier, Record
+from appliance.security.audit import utc_now
+from appliance.security.crypto import read_encrypted, write_encrypted
+from appliance.security.keys import PURPOSE_HOLDOUT, PURPOSE_LEAKAGE_INDEX, DataKey
+from appliance.workspace import Workspace
+
+INDEX_DIR = "leakage-index"
+INDEX_FILE = "index.npz.enc"
+INDEX_FORMAT = 2
+DCR_DIMENSIONS = 256
+IDENT_MAX_TOKENS = 10
+DEFAULT_HOLDOUT_FRACTION = 0.1
+
+# Identifier tokens: words and single punctuation marks, case-folded (as the deny-list recognizers).
+_ID_TOKEN = re.compile(r"\w+|[^\w\s]")
+_DIGIT_GROUP = re.compile(r"\+?\d+")
+_PHONE_GAP = re.compile(r"[ \t\-./()]{1,3}")
+_MAX_PHONE_GROUPS = 8
+
+STRONG, WEAK = 1, 0
+PHONE_TYPE = "PHONE_NUMBER"
+
+
+class TokenHasher:
+    """Keyed 64-bit token hashes (BLAKE2b), cached per distinct token."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key[:64]
+        self._cache: dict[str, int] = {}
+
+    def one(self, token: str) -> int:
+        h = self._cache.get(token)
+        if h is None:
+            digest = hashlib.blake2b(token.encode(), key=self.key, digest_size=8).digest()
+            h = self._cache[token] = int.from_bytes(digest, "little")
+            if len(self._cache) > 2_000_000:  # bounded memory on huge vocabularies
+                self._cache.clear()
+        return h
+
+    def many(self, tokens: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self.one(t) for t in tokens), dtype=np.uint64, count=len(tokens))
+
+    def digits(self, digits: str) -> int:
+        return self.one("\0phone:" + digits)
+
+
+def gram_hashes(th: np.ndarray, k: int) -> np.ndarray:
+    """Polynomial combination of ``k`` consecutive token hashes (mod 2**64)."""
+    n = len(th) - k + 1
+    if n <= 0:
+        return np.empty(0, dtype=np.uint64)
+    acc = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(k):
+            acc = acc * _P + th[j : j + n]
+    return acc
+
+
+def id_tokens(text: str) -> list[tuple[str, int, int]]:
+    return [(m.group().casefold(), m.start(), m.end()) for m in _ID_TOKEN.finditer(text)]
+
+
+def phone_candidates(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, digits) of every run of digit groups that could be a phone number."""
+    groups = [(m.start(), m.end(), m.group().lstrip("+")) for m in _DIGIT_GROUP.finditer(text)]
+    out = []
+    for i, (start, _, digits) in enumerate(groups):
+        acc = digits
+        for j in range(i, min(i + _MAX_PHONE_GROUPS, len(groups))):
+            if j > i:
+                gap = text[groups[j - 1][1] : groups[j][0]]
+                if not _PHONE_GAP.fullmatch(gap) or text[groups[j][0]] == "+":
+                    break
+                acc += groups[j][2]
+            if len(acc) >= 6:
+                out.append((start, groups[j][1], acc[2:] if acc.startswith("00") else acc))
+    return out
+
+
+def identifier_variants(ident: Identifier) -> list[tuple[str, int]]:
+    """(variant, strength) forms a note may write a real identifier in."""
+    from appliance.privacy.recognizers import _name_variants, date_variants, parse_dates
+
+    value = ident.value.strip()
+    if not value:
+        return []
+    if ident.type == "PERSON":
+        out = []
+        for v in _name_variants(value, ident.field, parts=True):
+            single = len(v.split()) == 1
+            out.append((v, WEAK if single else STRONG))
+        return out
+    if ident.type == "DATE_OF_BIRTH":
+        readings = parse_dates(value)
+        forms = [value, *date_variants(readings[0][0])] if readings else [value]
+        return [(f, WEAK) for f in dict.fromkeys(forms)]
+    if ident.type == "ADDRESS":
+        street = value.split(",")[0].strip()
+        return [(value, STRONG), *([(street, STRONG)] if street != value else [])]
+    return [(value, STRONG)]
+
+
+@dataclass
+class _Building:
+    """Accumulators of one build pass."""
+
+    ids: list[str]
+    gram_parts: list[np.ndarray]
+    gram_rec: list[np.ndarray]
+    gram_pos: list[np.ndarray]
+    signatures: list[np.ndarray]
+    token_ids: list[np.ndarray]
+    ident: dict[tuple[int, int, int, int], None]  # (hash, type, record, strength)
+    first: set[int]  # hash of the first token of every token-sequence variant
+
+
+class ReferenceIndex:
+    """Everything the screen needs about the real records (see the module docstring)."""
+
+    def __init__(self, key: DataKey, policy: Policy) -> None:
+        lk = policy.leakage
+        self.k = lk.ngram_tokens
+        self.shingle = lk.shingle_tokens
+        self.permutations = lk.minhash_permutations
+        self.bands = _bands(self.permutations)
+        self.rows = self.permutations // self.bands
+        secret = key.derive(PURPOSE_LEAKAGE_INDEX, 64)
+        self.hasher = TokenHasher(secret)
+        rng = np.random.default_rng(int.from_bytes(secret[:8], "little"))
+        self._a = rng.integers(1, 2**63, size=self.permutations, dtype=np.uint64) | np.uint64(1)
+        self._b = rng.integers(0, 2**63, size=self.permutations, dtype=np.uint64)
+        self._proj_seed = int.from_bytes(secret[8:16], "little")
+        self.types: list[str] = []
+        self.meta: dict[str, Any] = {}
+        self.record_ids: list[str] = []
+        self.holdout = np.zeros(0, dtype=bool)
+        # k-grams
+        self.gram_keys = np.empty(0, dtype=np.uint64)  # sorted, one per posting
+        self.gram_records = np.empty(0, dtype=np.uint32)
+        self.gram_positions = np.empty(0, dtype=np.uint32)
+        self.ukeys = np.empty(0, dtype=np.uint64)  # distinct k-grams
+        self.ustart = np.empty(0, dtype=np.int64)
+        self.ucount = np.empty(0, dtype=np.int64)
+        self.udf = np.empty(0, dtype=np.int64)  # distinct notes per k-gram
+        # MinHash
+        self.signatures = np.empty((0, self.permutations), dtype=np.uint64)
+        self.band_keys = np.empty((self.bands, 0), dtype=np.uint64)  # sorted per band
+        self.band_records = np.empty((self.bands, 0), dtype=np.uint32)
+        # identifiers
+        self.id_keys = np.empty(0, dtype=np.uint64)
+        self.id_types = np.empty(0, dtype=np.uint16)
+        self.id_records = np.empty(0, dtype=np.int64)
+        self.id_strength = np.empty(0, dtype=np.uint8)
+        self.id_first = np.empty(0, dtype=np.uint64)  # sorted first-token hashes
+        # distance to closest record
+        self.idf_keys = np.empty(0, dtype=np.uint64)
+        self.idf = np.empty(0, dtype=np.float32)
+        self.vectors = np.empty((0, DCR_DIMENSIONS), dtype=np.float32)
+        self.baseline = np.empty(
+            0, dtype=np.float32
+        )  # held-out notes: similarity to nearest training
+
+    # -- features shared by building and screening --------------------------------
+
+    def minhash(self, grams_shingle: np.ndarray) -> np.ndarray:
+        shingles = np.unique(grams_shingle)
+        if not len(shingles):
+            shingles = np.zeros(1, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            hashed = (self._a[:, None] * shingles[None, :] + self._b[:, None]) >> np.uint64(32)
+        return hashed.min(axis=1)
+
+    def band_hashes(self, signatures: np.ndarray) -> np.ndarray:
+        """(bands, n) uint64 key per band of each signature."""
+        n = signatures.shape[0]
+        sig = signatures.reshape(n, self.bands, self.rows)
+        acc = np.zeros((n, self.bands), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for r in range(self.rows):
+                acc = acc * _P + sig[:, :, r]
+        return np.ascontiguousarray(acc.T)
+
+    def _projection(self, token_hashes: np.ndarray) -> np.ndarray:
+        """A ±1 vector per token, derived from its keyed hash (no stored vocabulary)."""
+        bits = np.empty((len(token_hashes), DCR_DIMENSIONS), dtype=np.float32)
+        h = token_hashes.copy()
+        with np.errstate(over="ignore"):
+            for block in range(DCR_DIMENSIONS // 64):
+                h = h * _P + np.uint64(self._proj_seed + block)
+                h ^= h >> np.uint64(29)
+                raw = (
+                    (h[:, None] >> np.arange(64, dtype=np.uint64)[None, :]) & np.uint64(1)
+                ).astype(np.float32)
+                bits[:, block * 64 : (block + 1) * 64] = raw * 2 - 1
+        return bits
+
+    def vectorize(self, token_lists: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit TF-IDF random projections of notes given as arrays of token hashes."""
+        out = np.zeros((len(token_lists), DCR_DIMENSIONS), dtype=np.float32)
+        for i, th in enumerate(token_lists):
+            if not len(th):
+                continue
+            uniq, counts = np.unique(th, return_counts=True)
+            unseen = np.float32(self.meta.get("idf_unseen", 1.0))
+            if len(self.idf_keys):
+                pos = np.minimum(np.searchsorted(self.idf_keys, uniq), len(self.idf_keys) - 1)
+                idf = np.where(self.idf_keys[pos] == uniq, self.idf[pos], unseen)
+            else:
+                idf = np.full(len(uniq), unseen, dtype=np.float32)
+            weights = (1 + np.log(counts)).astype(np.float32) * idf
+            v = weights @ self._projection(uniq)
+            norm = float(np.linalg.norm(v))
+            if norm > 0:
+                out[i] = v / norm
+        return out
+
+    def nearest(self, vectors: np.ndarray, mask: np.ndarray, chunk: int = 16384) -> np.ndarray:
+        """Cosine similarity of each vector to its nearest indexed note among ``mask``."""
+        pool = self.vectors[mask]
+        best = np.full(len(vectors), -1.0, dtype=np.float32)
+        for s in range(0, len(pool), chunk):
+            sims = vectors @ pool[s : s + chunk].T
+            np.maximum(best, sims.max(axis=1), out=best)
+        return best
+
+    # -- building -----------------------------------------------------------------
+
+    def build(
+        self,
+        records: Iterable[Record],
+        *,
+        holdout_key: bytes,
+        holdout_fraction: float,
+        identifier_policy: Any,
+        canaries: Sequence[str] = (),
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        from appliance.generator.train import is_holdout
+        from appliance.privacy.recognizers import build_recognizers, find_identifiers
+
+        recognizers = build_recognizers(identifier_policy)
+        type_ids: dict[str, int] = {}
+        b = _Building([], [], [], [], [], [], {}, set())
+        holdout: list[bool] = []
+        df: dict[int, int] = {}
+        for n, record in enumerate(records):
+            b.ids.append(record.id)
+            holdout.append(is_holdout(holdout_key, record.id, holdout_fraction))
+            tokens, _ = tokenize(record.text)
+            th = self.hasher.many(tokens)
+            grams = gram_hashes(th, self.k)
+            b.gram_parts.append(grams)
+            b.gram_rec.append(np.full(len(grams), n, dtype=np.uint32))
+            b.gram_pos.append(np.arange(len(grams), dtype=np.uint32))
+            b.signatures.append(self.minhash(gram_hashes(_pad(th, self.shingle), self.shingle)))
+            b.token_ids.append(th)
+            for t in np.unique(th).tolist():
+                df[t] = df.get(t, 0) + 1
+            idents = list(record.identifiers)
+            for f in find_identifiers(record.text, recognizers):
+                idents.append(Identifier(f.type, record.text[f.start : f.end], "text"))
+            for ident in idents:
+                tid = type_ids.setdefault(ident.type, len(type_ids))
+                for h, strength in self._identifier_hashes(ident, b.first):
+                    b.ident[(h, tid, n, strength)] = None
+            if progress is not None:
+                progress(1)
+        ctype = type_ids.setdefault("CANARY", len(type_ids))
+        for secret in canaries:
+            for h, strength in self._identifier_hashes(
+                Identifier("CANARY", secret, "canary"), b.first
+            ):
+                b.ident[(h, ctype, -1, strength)] = None
+        self.types = [t for t, _ in sorted(type_ids.items(), key=lambda kv: kv[1])]
+        self.record_ids = b.ids
+        self.holdout = np.array(holdout, dtype=bool)
+        self._freeze_grams(b)
+        self._freeze_minhash(b)
+        self._freeze_identifiers(b)
+        self._freeze_dcr(b, df)
+        self.meta.update(
+            {
+                "records": len(b.ids),
+                "holdout_records": int(self.holdout.sum()),
+                "holdout_fraction": holdout_fraction,
+                "postings": len(self.gram_keys),
+                "identifier_keys": len(self.id_keys),
+                "built": utc_now(),
+            }
+        )
+
+    def _identifier_hashes(self, ident: Identifier, first: set[int]) -> list[tuple[int, int]]:
+        out = []
+        if ident.type == PHONE_TYPE:
+            from appliance.privacy.recognizers import _phone_numbers
+
+            for digits in _phone_numbers(ident.value, ("EE", "FI", "SE", "US", "GB", "DE")):
+                out.append((self.hasher.digits(digits), STRONG))
+            return out
+        for variant, strength in identifier_variants(ident):
+            toks = [t for t, _, _ in id_tokens(variant)]
+            if not toks or len(toks) > IDENT_MAX_TOKENS:
+                continue
+            th = self.hasher.many(toks)
+            first.add(int(th[0]))
+            out.append((int(gram_hashes(th, len(toks))[0]), strength))
+            # the digits of any ID-like value also match when written with other separators
+            digits = re.sub(r"\D", "", variant)
+            if ident.type not in ("DATE_OF_BIRTH", "PERSON") and len(digits) >= 6:
+                out.append((self.hasher.digits(digits), strength))
+        return out
+
+    def _freeze_grams(self, b: _Building) -> None:
+        if b.gram_parts:
+            keys = np.concatenate(b.gram_parts)
+            recs = np.concatenate(b.gram_rec)
+            pos = np.concatenate(b.gram_pos)
+        else:
+            keys = np.empty(0, np.uint64)
+            recs = np.empty(0, np.uint32)
+            pos = np.empty(0, np.uint32)
+        order = np.lexsort((pos, recs, keys))
+        self.gram_keys, self.gram_records, self.gram_positions = (
+            keys[order],
+            recs[order],
+            pos[order],
+        )
+        b.gram_parts.clear()
+        b.gram_rec.clear()
+        b.gram_pos.clear()
+        self._derive_unique()
+
+    def _derive_unique(self) -> None:
+        keys, recs = self.gram_keys, self.gram_records
+        if not len(keys):
+            self.ukeys = np.empty(0, np.uint64)
+            self.ustart = self.ucount = self.udf = np.empty(0, np.int64)
+            return
+        new_key = np.ones(len(keys), dtype=bool)
+        new_key[1:] = keys[1:] != keys[:-1]
+        new_pair = new_key.copy()
+        new_pair[1:] |= recs[1:] != recs[:-1]
+        starts = np.flatnonzero(new_key)
+        self.ukeys = keys[starts]
+        self.ustart = starts.astype(np.int64)
+        self.ucount = np.diff(np.append(starts, len(keys))).astype(np.int64)
+        self.udf = np.add.reduceat(new_pair.astype(np.int64), starts)
+
+    def _freeze_minhash(self, b: _Building) -> None:
+        sig = (
+            np.stack(b.signatures)
+            if b.signatures
+            else np.empty((0, self.permutations), dtype=np.uint64)
+        )
+        self.signatures = sig.astype(np.uint32)
+        bands = self.band_hashes(sig)
+        order = np.argsort(bands, axis=1, kind="stable")
+        self.band_keys = np.take_along_axis(bands, order, axis=1)
+        self.band_records = order.astype(np.uint32)
+        b.signatures.clear()
+
+    def _freeze_identifiers(self, b: _Building) -> None:
+        rows = sorted(b.ident)
+        self.id_keys = np.array([r[0] for r in rows], dtype=np.uint64)
+        self.id_types = np.array([r[1] for r in rows], dtype=np.uint16)
+        self.id_records = np.array([r[2] for r in rows], dtype=np.int64)
+        self.id_strength = np.array([r[3] for r in rows], dtype=np.uint8)
+        self.id_first = np.array(sorted(b.first), dtype=np.uint64)
+        b.ident.clear()
+
+    def _freeze_dcr(self, b: _Building, df: dict[int, int]) -> None:
+        n = max(1, len(b.ids))
+        keys = np.fromiter(df.keys(), dtype=np.uint64, count=len(df))
+        counts = np.fromiter(df.values(), dtype=np.float64, count=len(df))
+        order = np.argsort(keys)
+        self.idf_keys = keys[order]
+        self.idf = np.log((1 + n) / (1 + counts[order])).astype(np.float32) + 1
+        self.meta["idf_unseen"] = float(math.log(1 + n) + 1)
+        self.vectors = self.vectorize(b.token_ids)
+        b.token_ids.clear()
+        train = ~self.holdout
+        if self.holdout.any() and train.any():
+            self.baseline = self.nearest(self.vectors[self.holdout], train)
+        else:
+            self.baseline = np.empty(0, dtype=np.float32)
+
+    # -- persistence --------------------------------------------------------------
+
+    _ARRAYS: ClassVar[list[str]] = [
+        "holdout",
+        "gram_keys",
+        "gram_records",
+        "gram_positions",
+        "signatures",
+        "band_keys",
+        "band_records",
+        "id_keys",
+        "id_types",
+        "id_records",
+        "id_strength",
+        "id_first",
+        "idf_keys",
+        "idf",
+        "vectors",
+        "baseline",
+    ]
+
+    def save(self, folder: Path, key: DataKey, fingerprint: str) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, **{name: getattr(self, name) for name in self._ARRAYS})
+        header = {
+            "format": INDEX_FORMAT,
+            "fingerprint": fingerprint,
+            "types": self.types,
+            "record_ids": self.record_ids,
+            "meta": self.meta,
+        }
+        payload = json.dumps(header).encode() + b"\n" + buf.getvalue()
+        write_encrypted(folder / INDEX_FILE, key, payload, label="leakage-index")
+        (folder / "index.json").write_text(
+            json.dumps(
+                {
+                    "format": INDEX_FORMAT,
+                    "fingerprint": fingerprint,
+                    "appliance_version": __version__,
+                    "records": len(self.record_ids),
+                    "postings": len(self.gram_keys),
+                    "identifier_keys": len(self.id_keys),
+                    "built": self.meta.get("built"),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+    def load(self, folder: Path, key: DataKey, fingerprint: str) -> bool:
+        """Load the saved index if its fingerprint matches; False when it must be rebuilt."""
+        path = folder / INDEX_FILE
+        if not path.exists():
+            return False
+        payload = read_encrypted(path, key, label="leakage-index")
+        head, _, body = payload.partition(b"\n")
+        header = json.loads(head)
+        if header.get("format") != INDEX_FORMAT or header.get("fingerprint") != fingerprint:
+            return False
+        data = np.load(io.BytesIO(body))
+        for name in self._ARRAYS:
+            setattr(self, name, data[name])
+        self.types = list(header["types"])
+        self.record_ids = list(header["record_ids"])
+        self.meta = dict(header["meta"])
+        self._derive_unique()
+        return True
+
+
+def _pad(th: np.ndarray, n: int) -> np.ndarray:
+    if len(th) >= n:
+        return th
+    return np.concatenate([th, np.zeros(n - len(th), dtype=np.uint64)])
+
+
+def _bands(permutations: int) -> int:
+    for bands in (32, 16, 8, 4, 2, 1):
+        if permutations % bands == 0 and permutations // bands >= 2:
+            return bands
+    return 1
+
+
+def fingerprint(ws: Workspace, holdout_fraction: float, canaries: Sequence[str]) -> str:
+    from appliance.workspace import hashed
+
+    store = ws.records_dir / "store.json"
+    if not store.exists():
+        raise WorkspaceError(
+            f"{ws.root}: no real records to screen against; run `appliance ingest` first"
+        )
+    lk = ws.policy.leakage
+    material = {
+        "format": INDEX_FORMAT,
+        "store": hashed(store)["sha256"],
+        "k": lk.ngram_tokens,
+        "shingle": lk.shingle_tokens,
+        "permutations": lk.minhash_permutations,
+        "identifiers": ws.policy.identifiers.__dict__,
+        "holdout_fraction": holdout_fraction,
+        "canaries": hashlib.sha256("\n".join(canaries).encode()).hexdigest(),
+        "key": ws.data_key.key_id,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_or_build(
+    ws: Workspace,
+    *,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+    canaries: Sequence[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> tuple[ReferenceIndex, bool]:
+    """The workspace's reference index, built if missing or stale; (index, built now)."""
+    from appliance.records.ingest import open_store
+
+    fp = fingerprint(ws, holdout_fraction, canaries)
+    folder = ws.records_dir / INDEX_DIR
+    index = ReferenceIndex(ws.data_key, ws.policy)
+    if index.load(folder, ws.data_key, fp):
+        return index, False
+    store = open_store(ws)
+    index.build(
+        store,
+        holdout_key=ws.data_key.derive(PURPOSE_HOLDOUT),
+        holdout_fraction=holdout_fraction,
+        identifier_policy=ws.policy.identifiers,
+        canaries=canaries,
+        progress=progress,
+    )
+    index.save(folder, ws.data_key, fp)
+    return index, True
