@@ -59,3 +59,62 @@ def shared_corpora() -> Path:
     if not SHARED_CORPORA.is_dir():
         pytest.skip("../shared/corpora is not present")
     return SHARED_CORPORA
+
+
+class ReleasedCorpus:
+    """A workspace with ingested demo records and a screened, released synthetic corpus."""
+
+    def __init__(self, ws: Any, corpus: str, gold: dict[str, dict[str, Any]]) -> None:
+        self.ws = ws
+        self.corpus = corpus
+        self.gold = gold
+
+
+_RELEASED_TEMPLATE: dict[str, Any] = {}
+
+
+def _released_template(root: Path) -> tuple[Path, str, dict[str, dict[str, Any]]]:
+    """Built once per test session: 150 real demo notes ingested; 60 other demo notes screened."""
+    import json
+
+    from appliance.privacy import screen
+    from appliance.privacy.release import released_notes
+    from appliance.records import demo, ingest
+    from appliance.workspace import init
+
+    ws = init(root / "ws")
+    real = demo.run(root / "real", notes=150, fmt="jsonl", seed=11)
+    ingest.run(ws, real.export_path)
+    cand = demo.run(root / "cand", notes=60, fmt="jsonl", seed=12)
+    gold = {}
+    with open(root / "candidates.jsonl", "w", encoding="utf-8") as fh:
+        for line in cand.gold_path.read_text(encoding="utf-8").splitlines():
+            doc = json.loads(line)
+            doc["id"] = f"D{doc['id']}"
+            gold[doc["id"]] = doc
+            fh.write(json.dumps({"id": doc["id"], "text": doc["text"]}) + "\n")
+    screen.run(ws, input_path=root / "candidates.jsonl", import_as="demo")
+    released = {n.id for n in released_notes(ws, "demo")}
+    assert released, "the screen released none of the demo candidates"
+    return ws.root, "demo", {i: d for i, d in gold.items() if i in released}
+
+
+@pytest.fixture
+def released_corpus(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> ReleasedCorpus:
+    """A copy of a session-wide workspace whose synthetic corpus 'demo' was screened and released.
+
+    ``gold`` maps each released note's id to its demo gold document
+    (``{"id", "text", "entities": [{"start", "end", "label", "text", ...}]}``).
+    """
+    import shutil
+
+    from appliance.workspace import Workspace
+
+    if "root" not in _RELEASED_TEMPLATE:
+        root, corpus, gold = _released_template(tmp_path_factory.mktemp("released"))
+        _RELEASED_TEMPLATE.update(root=root, corpus=corpus, gold=gold)
+    dest = tmp_path / "released-ws"
+    shutil.copytree(_RELEASED_TEMPLATE["root"], dest)
+    return ReleasedCorpus(
+        Workspace.open(dest), _RELEASED_TEMPLATE["corpus"], dict(_RELEASED_TEMPLATE["gold"])
+    )
