@@ -1,3 +1,463 @@
 """`appliance` commands of the annotate stage."""
 
 from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from appliance.cli import (
+    ApplianceGroup,
+    _open,
+    _print_json,
+    _progress,
+    cli,
+    json_option,
+    workspace_option,
+)
+from appliance.errors import UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _annotator_options(f: F) -> F:
+    """Options shared by `annotate` and `annotate evaluate`: which annotator, and how."""
+    options = [
+        click.option(
+            "--annotator",
+            "annotators",
+            multiple=True,
+            type=click.Choice(["lexicon", "llm"]),
+            help="Annotator (repeatable for an ensemble; default: lexicon).",
+        ),
+        click.option(
+            "--lexicon",
+            "lexicons",
+            multiple=True,
+            type=click.Path(path_type=Path),
+            help="Lexicon file: TSV/CSV term list or OBO ontology, or TYPE=FILE (repeatable; default: the built-in demo vocabularies).",
+        ),
+        click.option(
+            "--label",
+            default=None,
+            help="Entity type for lexicon files without a label column (e.g. DIAGNOSIS).",
+        ),
+        click.option(
+            "--regex",
+            multiple=True,
+            metavar="TYPE=PATTERN",
+            help="Regular-expression rule for a type, added to the lexicon matches (repeatable).",
+        ),
+        click.option(
+            "--endpoint",
+            default=None,
+            help="OpenAI-compatible API of the LLM, e.g. http://127.0.0.1:8000/v1 (loopback or a host the policy allows).",
+        ),
+        click.option(
+            "--model", default=None, help="Served model name (as `appliance llm serve` printed it)."
+        ),
+        click.option(
+            "--prompt",
+            "prompts",
+            multiple=True,
+            type=click.Choice(["zero-shot", "few-shot", "retrieval"]),
+            help="Prompt strategy (repeatable: one ensemble member each; default: zero-shot).",
+        ),
+        click.option(
+            "--examples",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Annotated examples for few-shot/retrieval prompts (JSONL, BRAT or CoNLL; default: built-in ones).",
+        ),
+        click.option("--k", default=3, show_default=True, type=int, help="Examples per prompt."),
+        click.option(
+            "--retriever",
+            type=click.Choice(["bm25", "embedding"]),
+            default="bm25",
+            show_default=True,
+            help="How retrieval prompts choose examples.",
+        ),
+        click.option(
+            "--embedder",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Local encoder folder for --retriever embedding.",
+        ),
+        click.option(
+            "--combine",
+            type=click.Choice(["union", "intersection", "majority"]),
+            default="union",
+            show_default=True,
+            help="How an ensemble combines its members' spans.",
+        ),
+        click.option(
+            "--max-in-flight",
+            default=8,
+            show_default=True,
+            type=int,
+            help="LLM requests outstanding at once.",
+        ),
+        click.option(
+            "--timeout",
+            default=120.0,
+            show_default=True,
+            type=float,
+            help="Seconds per LLM request.",
+        ),
+        click.option(
+            "--retries",
+            default=4,
+            show_default=True,
+            type=int,
+            help="Retries of a request after a 5xx, timeout or connection error.",
+        ),
+        click.option(
+            "--max-failures",
+            default=10,
+            show_default=True,
+            type=int,
+            help="Stop after this many notes in a row failed to reach the LLM.",
+        ),
+        click.option("--temperature", default=0.0, show_default=True, type=float),
+        click.option(
+            "--max-tokens",
+            default=1024,
+            show_default=True,
+            type=int,
+            help="Token limit of an answer.",
+        ),
+        click.option(
+            "--api-key-env",
+            default=None,
+            metavar="VAR",
+            help="Environment variable holding an API key for the endpoint.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _options(kw: dict[str, Any]) -> Any:
+    from appliance.annotate.annotators import AnnotatorOptions
+
+    regex = []
+    for item in kw["regex"]:
+        label, sep, pattern = item.partition("=")
+        if not sep or not label or not pattern:
+            raise UsageError(f"--regex {item!r}: expected TYPE=PATTERN")
+        regex.append((label, pattern))
+    api_key = None
+    if kw["api_key_env"]:
+        api_key = os.environ.get(kw["api_key_env"])
+        if not api_key:
+            raise UsageError(f"--api-key-env: ${kw['api_key_env']} is not set")
+    return AnnotatorOptions(
+        annotators=tuple(kw["annotators"]) or ("lexicon",),
+        lexicons=tuple(kw["lexicons"]),
+        label=kw["label"],
+        regex=tuple(regex),
+        endpoint=kw["endpoint"],
+        model=kw["model"],
+        prompts=tuple(kw["prompts"]) or ("zero-shot",),
+        examples=kw["examples"],
+        k=kw["k"],
+        retriever=kw["retriever"],
+        embedder=kw["embedder"],
+        combine=kw["combine"],
+        max_in_flight=kw["max_in_flight"],
+        timeout=kw["timeout"],
+        retries=kw["retries"],
+        max_failures=kw["max_failures"],
+        temperature=kw["temperature"],
+        max_tokens=kw["max_tokens"],
+        api_key=api_key,
+    )
+
+
+@cli.group(cls=ApplianceGroup, invoke_without_command=True)
+@workspace_option
+@_annotator_options
+@click.option(
+    "--corpus",
+    default="default",
+    show_default=True,
+    help="Synthetic corpus whose released notes are annotated.",
+)
+@click.option(
+    "--name",
+    default="default",
+    show_default=True,
+    help="Name of this annotation run (folder under annotations/).",
+)
+@json_option
+@click.pass_context
+def annotate(
+    ctx: click.Context, workspace: Path | None, corpus: str, name: str, as_json: bool, **kw: Any
+) -> None:
+    """Annotate the released synthetic notes: lexicon (default), a local LLM, or an ensemble.
+
+    Only notes the leakage screen released are read. The LLM names entities
+    through the OpenAI-compatible chat API with a JSON-schema response format
+    and the appliance places them at exact character offsets; answers are
+    cached, so a rerun or a resumed run asks nothing twice. Writes
+    annotations/NAME/ (annotations.jsonl, rejected.jsonl, manifest.json).
+
+    \b
+    Example:
+      appliance annotate -w ./ws
+      appliance annotate -w ./ws --annotator llm --endpoint http://127.0.0.1:8000/v1 --model local-llm --prompt retrieval
+      appliance annotate evaluate --gold devel.tsv --lexicon doid.obo --label Disease
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from appliance.annotate import store
+
+    ws = _open(workspace)
+    options = _options(kw)
+    with _progress("annotating", "notes") as advance:
+        result = store.run(ws, options, corpus=corpus, name=name, progress=advance)
+    if as_json:
+        _print_json(
+            {
+                "folder": str(result.folder),
+                "notes": result.notes,
+                "annotated": result.annotated,
+                "rejected": result.rejected,
+                "entities": result.entities,
+                "qa": result.qa,
+            }
+        )
+    else:
+        click.echo(result.summary())
+
+
+@annotate.command("evaluate")
+@click.option(
+    "--gold",
+    "gold",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Gold set: CoNLL/IOB file, BRAT folder or .ann, or JSONL spans.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "conll", "brat", "jsonl"]),
+    default="auto",
+    show_default=True,
+    help="Gold format.",
+)
+@click.option(
+    "--map",
+    "label_map",
+    multiple=True,
+    metavar="GOLD=TYPE",
+    help="Rename a gold type (repeatable); with --map, unmapped gold types are ignored.",
+)
+@click.option(
+    "--predictions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the predictions as JSONL spans here.",
+)
+@workspace_option
+@_annotator_options
+@json_option
+def annotate_evaluate(
+    gold: Path,
+    fmt: str,
+    label_map: tuple[str, ...],
+    predictions: Path | None,
+    workspace: Path | None,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Score an annotator against a gold set: precision, recall and F1 per type, exact and partial.
+
+    Works on a gold file alone; with -w the workspace's policy (egress,
+    entity schema) and LLM answer cache are used. Only the gold set's entity
+    types are scored.
+
+    \b
+    Example:
+      appliance annotate evaluate --gold ncbi_devel.tsv --annotator lexicon --lexicon doid.obo --label Disease
+      appliance annotate evaluate --gold gold.jsonl --annotator llm --endpoint http://127.0.0.1:8000/v1 --model local-llm --json
+    """
+    from appliance.annotate.evaluate import evaluate
+
+    mapping = None
+    if label_map:
+        mapping = {}
+        for item in label_map:
+            src, sep, dst = item.partition("=")
+            if not sep or not src or not dst:
+                raise UsageError(f"--map {item!r}: expected GOLD=TYPE")
+            mapping[src] = dst
+    options = _options(kw)
+    kwargs: dict[str, Any] = {}
+    cache = None
+    if workspace is not None or os.environ.get("APPLIANCE_WORKSPACE"):
+        ws = _open(workspace)
+        kwargs = {
+            "egress": ws.policy.egress,
+            "schema": ws.policy.entity_schema(),
+            "language": ws.config.workspace.language,
+        }
+        if "llm" in options.annotators:
+            from appliance.annotate.cache import AnswerCache
+            from appliance.annotate.store import CACHE_NAME
+
+            cache = AnswerCache(ws.annotations_dir / CACHE_NAME)
+    try:
+        report = evaluate(
+            gold,
+            options,
+            fmt=fmt,
+            label_map=mapping,
+            cache=cache,
+            predictions_out=predictions,
+            **kwargs,
+        )
+    finally:
+        if cache is not None:
+            cache.close()
+    if as_json:
+        _print_json(report)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in (
+        "type",
+        "gold",
+        "pred",
+        "exact P",
+        "exact R",
+        "exact F1",
+        "partial P",
+        "partial R",
+        "partial F1",
+    ):
+        table.add_column(col, justify="left" if col == "type" else "right")
+    rows = [*report["exact"]["per_type"].keys(), "micro"]
+    for t in rows:
+        e = report["exact"]["micro"] if t == "micro" else report["exact"]["per_type"][t]
+        p = report["partial"]["micro"] if t == "micro" else report["partial"]["per_type"][t]
+        table.add_row(
+            t,
+            str(e["gold"]),
+            str(e["pred"]),
+            *(f"{e[k]:.3f}" for k in ("precision", "recall", "f1")),
+            *(f"{p[k]:.3f}" for k in ("precision", "recall", "f1")),
+        )
+    Console(highlight=False).print(table)
+    micro = report["exact"]["micro"]
+    failed = (
+        f", {report['failed_documents']} documents failed" if report["failed_documents"] else ""
+    )
+    click.echo(
+        f"evaluated on {report['gold']['documents']} documents: exact P {micro['precision']:.3f} "
+        f"R {micro['recall']:.3f} F1 {micro['f1']:.3f}, partial F1 {report['partial']['micro']['f1']:.3f}{failed}"
+    )
+
+
+@cli.group(cls=ApplianceGroup)
+def llm() -> None:
+    """Serve a local LLM for annotation (vLLM, loopback only)."""
+
+
+@llm.command("serve")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--port", default=8000, show_default=True, type=int, help="Port on 127.0.0.1.")
+@click.option(
+    "--served-model-name", default=None, help="Model name clients use (default: the folder's name)."
+)
+@click.option(
+    "--gpu-memory-utilization",
+    default=0.9,
+    show_default=True,
+    type=float,
+    help="Share of GPU memory vLLM may use.",
+)
+@click.option(
+    "--tensor-parallel-size",
+    default=1,
+    show_default=True,
+    type=int,
+    help="GPUs to split the model over.",
+)
+@click.option(
+    "--max-model-len", default=None, type=int, help="Context length (default: the model's)."
+)
+@click.option(
+    "--ready-timeout",
+    default=900.0,
+    show_default=True,
+    type=float,
+    help="Seconds to wait for the server to become healthy.",
+)
+def llm_serve(
+    model_dir: Path,
+    port: int,
+    served_model_name: str | None,
+    gpu_memory_utilization: float,
+    tensor_parallel_size: int,
+    max_model_len: int | None,
+    ready_timeout: float,
+) -> None:
+    """Start `vllm serve` on a local model folder, bound to 127.0.0.1, offline; Ctrl-C stops it.
+
+    Waits until the server is healthy and lists the model, then prints the
+    endpoint and model name to pass to `appliance annotate`. Needs the gpu
+    extra (vllm).
+
+    \b
+    Example:
+      appliance llm serve /models/Llama-3.1-8B-Instruct --served-model-name local-llm --max-model-len 8192
+    """
+    from appliance.annotate.serve import ServeOptions, VLLMServer
+
+    opts = ServeOptions(
+        model_dir=model_dir,
+        port=port,
+        served_model_name=served_model_name,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        max_model_len=max_model_len,
+    )
+    server = VLLMServer(opts)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    server.start()
+    try:
+        server.wait_ready(timeout=ready_timeout)
+        click.echo(
+            f"serving {opts.name} at {server.endpoint} (vllm pid {server.proc.pid if server.proc else '?'}); Ctrl-C stops it"
+        )
+        click.echo(
+            f"  appliance annotate --annotator llm --endpoint {server.endpoint} --model {opts.name}"
+        )
+        sys.stdout.flush()
+        code = server.wait()
+        if code != 0:
+            raise UsageError(f"vllm exited with code {code}")
+        click.echo("vllm exited")
+    except KeyboardInterrupt:
+        sig = stopping[0] if stopping else signal.SIGINT
+        code = server.stop(sig=sig)
+        click.echo(f"stopped vllm (exit code {code})")
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)

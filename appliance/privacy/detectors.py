@@ -561,8 +561,10 @@ class DistanceToClosestDetector:
     )
 
     def __init__(self, index: ReferenceIndex, policy: Policy) -> None:
-        self.enabled = len(index.baseline) >= 5
         q = policy.leakage.dcr_quantile
+        # The quantile means something only with enough held-out notes (1/q of them, at least 20).
+        self.min_holdout = max(20, math.ceil(1 / q)) if q > 0 else 20
+        self.enabled = len(index.baseline) >= self.min_holdout
         self.threshold = (
             float(np.quantile(index.baseline, 1 - q)) if self.enabled and q > 0 else math.inf
         )

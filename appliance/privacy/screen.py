@@ -340,10 +340,14 @@ def _run(
             from appliance.generator.sample import import_corpus
 
             good: list[tuple[str, str, dict[str, str]]] = []
+            ids: set[str] = set()
             for item in read_candidates(input_path):
                 if len(item) == 3:
                     rejected.append((item[0], str(item[2])))
+                elif item[0] in ids:
+                    rejected.append((item[0], "duplicate note id (the first one was screened)"))
                 else:
+                    ids.add(item[0])
                     good.append((item[0], str(item[1]), {}))
             import_corpus(ws, import_as, good, source=str(input_path))
             corpus = import_as
@@ -534,7 +538,12 @@ def _dcr_summary(screener: Screener, closer: Sequence[bool]) -> dict[str, Any]:
 
     det = next((d for d in screener.detectors if isinstance(d, DistanceToClosestDetector)), None)
     if det is None or not det.enabled:
-        return {"enabled": False, "why": "fewer than 5 held-out real notes to compare with"}
+        need = det.min_holdout if det is not None else 0
+        return {
+            "enabled": False,
+            "why": f"fewer than {need} held-out real notes to compare with "
+            f"({len(screener.index.baseline)}); the quantile would be noise",
+        }
     return {
         "enabled": True,
         "threshold_similarity": round(det.threshold, 4),

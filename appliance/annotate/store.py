@@ -1,0 +1,236 @@
+"""The annotate stage: label every released synthetic note, and read the result back.
+
+``run`` reads notes only through the release gate
+(:func:`appliance.privacy.release.released_notes`), so unscreened and
+quarantined notes can never reach an annotator, and writes::
+
+    annotations/NAME/
+      annotations.jsonl   one line per annotated note: {"id", "text", "entities",
+                          "annotator", "tokens", "tags"} (character spans, and
+                          word tokens with their IOB2 tags for NER training)
+      rejected.jsonl      {"id", "reason", "detail"} per note no annotation was made for
+      manifest.json       stage, annotator parameters, the release's hash, counts, QA stats
+    annotations/.llm-cache.sqlite   LLM answers, so a rerun re-asks nothing
+
+``read_annotations`` checks the file against its manifest and the manifest
+against the current signed release: annotations of an older release are
+stale and refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance.annotate.annotators import AnnotatorOptions, build_members, run_members
+from appliance.annotate.gold import (
+    Document,
+    bio_tags,
+    document_from_json,
+    document_to_json,
+    word_tokens,
+)
+from appliance.errors import ApplianceError, IntegrityError, UsageError, WorkspaceError
+from appliance.security.audit import utc_now
+from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
+
+__all__ = ["AnnotateResult", "annotations_path", "read_annotations", "run"]
+
+CACHE_NAME = ".llm-cache.sqlite"
+
+
+def annotations_path(ws: Workspace, name: str = "default") -> Path:
+    """The folder of the annotation run ``name``."""
+    if not name or "/" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r}: use a plain folder name such as 'default'")
+    return ws.annotations_dir / name
+
+
+@dataclass
+class AnnotateResult:
+    name: str
+    folder: Path
+    notes: int
+    annotated: int
+    rejected: int
+    entities: dict[str, int]
+    qa: dict[str, Any]
+
+    def summary(self) -> str:
+        ents = ", ".join(f"{k} {v}" for k, v in self.entities.items()) or "none"
+        rej = (
+            f", {self.rejected} rejected (see {self.folder / 'rejected.jsonl'})"
+            if self.rejected
+            else ""
+        )
+        return (
+            f"annotated {self.annotated} of {self.notes} released notes into {self.folder} "
+            f"(entities: {ents}){rej}"
+        )
+
+
+def _public_options(options: AnnotatorOptions) -> dict[str, Any]:
+    out = asdict(options)
+    out.pop("api_key", None)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
+
+
+def _annotator_record(records: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    if len(records) == 1:
+        return records[0]
+    return {"kind": "ensemble", "combine": mode, "members": records}
+
+
+def run(
+    ws: Workspace,
+    options: AnnotatorOptions,
+    *,
+    corpus: str = "default",
+    name: str = "default",
+    progress: Callable[[int], None] | None = None,
+) -> AnnotateResult:
+    """Annotate the released notes of ``corpus`` into ``annotations/NAME``."""
+    from appliance.annotate.cache import AnswerCache
+    from appliance.privacy.release import release_manifest, released_notes
+
+    folder = annotations_path(ws, name)
+    args = {**_public_options(options), "corpus": corpus, "name": name}
+    schema = ws.policy.entity_schema()
+    cache = AnswerCache(ws.annotations_dir / CACHE_NAME) if "llm" in options.annotators else None
+    started = utc_now()
+    try:
+        with ws.lock("annotate"):
+            members = build_members(
+                options,
+                schema,
+                ws.policy.egress,
+                cache=cache,
+                language=ws.config.workspace.language,
+            )
+            release = hashed(release_manifest(ws, corpus), ws.root)
+            notes = [(n.id, n.text) for n in released_notes(ws, corpus)]
+            spans, failures, results = run_members(members, notes, options.combine, progress)
+            folder.mkdir(parents=True, exist_ok=True)
+            record = _annotator_record([r.record for r in results], options.combine)
+            by_type: Counter[str] = Counter()
+            per_note_type: Counter[str] = Counter()
+            empty = 0
+            tmp = folder / "annotations.jsonl.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for note_id, text in notes:
+                    if note_id not in spans:
+                        continue
+                    doc = Document(note_id, text, spans[note_id])
+                    for s in doc.spans:
+                        by_type[s.label] += 1
+                    per_note_type.update({s.label for s in doc.spans})
+                    empty += not doc.spans
+                    line = document_to_json(
+                        doc, annotator=record, tokens=word_tokens(text), tags=bio_tags(doc)
+                    )
+                    fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, folder / "annotations.jsonl")
+            with open(folder / "rejected.jsonl", "w", encoding="utf-8") as fh:
+                for note_id, (kind, detail) in failures.items():
+                    fh.write(json.dumps({"id": note_id, "reason": kind, "detail": detail}) + "\n")
+            annotated = len(spans)
+            qa = {
+                "members": [r.qa for r in results],
+                "rejected_by_reason": dict(Counter(k for k, _ in failures.values())),
+                "entities_per_note": {
+                    t: round(n / annotated, 3) if annotated else 0.0
+                    for t, n in sorted(by_type.items())
+                },
+                "notes_with_type": dict(sorted(per_note_type.items())),
+                "notes_without_entities": empty,
+            }
+            outputs = {
+                "annotations": hashed(folder / "annotations.jsonl", ws.root),
+                "rejected": hashed(folder / "rejected.jsonl", ws.root),
+            }
+            manifest_path = write_manifest(
+                folder,
+                {
+                    "stage": "annotate",
+                    "name": name,
+                    "corpus": corpus,
+                    "release": release,
+                    "annotator": {
+                        "combine": options.combine,
+                        "members": [m.params() for m in members],
+                        "record": record,
+                    },
+                    "parameters": args,
+                    "entity_schema": schema.as_dict(),
+                    "started": started,
+                    "finished": utc_now(),
+                    "counts": {
+                        "notes": len(notes),
+                        "annotated": annotated,
+                        "rejected": len(failures),
+                        "entities": sum(by_type.values()),
+                        "entities_by_type": dict(sorted(by_type.items())),
+                    },
+                    "qa": qa,
+                    "outputs": outputs,
+                },
+            )
+    except ApplianceError as exc:
+        ws.log("annotate", args=args, result="failed", details={"error": exc.message})
+        raise
+    finally:
+        if cache is not None:
+            cache.close()
+    ws.log(
+        "annotate",
+        args=args,
+        inputs=[release],
+        outputs=[*outputs.values(), hashed(manifest_path, ws.root)],
+        details={"notes": len(notes), "annotated": annotated, "rejected": len(failures), "qa": qa},
+    )
+    return AnnotateResult(
+        name, folder, len(notes), annotated, len(failures), dict(sorted(by_type.items())), qa
+    )
+
+
+def read_annotations(ws: Workspace, name: str = "default") -> list[Document]:
+    """The annotated notes of run ``name``, checked against its manifest and the current release."""
+    from appliance.privacy.release import release_manifest
+
+    folder = annotations_path(ws, name)
+    manifest = read_manifest(folder)
+    if manifest is None or manifest.get("stage") != "annotate":
+        raise WorkspaceError(
+            f"no annotations '{name}' in {ws.annotations_dir}; run `appliance annotate` first"
+        )
+    path = folder / "annotations.jsonl"
+    expected = manifest.get("outputs", {}).get("annotations", {}).get("sha256")
+    if not path.exists() or hashed(path)["sha256"] != expected:
+        raise IntegrityError(
+            f"{path}: does not match its manifest (changed or replaced after `appliance annotate` wrote it)"
+        )
+    corpus = manifest.get("corpus", "default")
+    try:
+        current = hashed(release_manifest(ws, corpus), ws.root)["sha256"]
+    except WorkspaceError as exc:
+        raise WorkspaceError(
+            f"annotations are stale; rerun appliance annotate ({exc.message})"
+        ) from None
+    if current != manifest.get("release", {}).get("sha256"):
+        raise WorkspaceError(
+            f"annotations are stale; rerun appliance annotate (corpus '{corpus}' was screened again "
+            "after these annotations were made)"
+        )
+    docs = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                docs.append(document_from_json(json.loads(line), f"{path} line {lineno}"))
+    return docs

@@ -1,0 +1,198 @@
+"""Annotation benchmark: LLM client throughput, and lexicon annotator quality.
+
+Measures, each next to a baseline in the same run:
+
+* **client throughput**: notes/s of the LLM annotator (prompt building,
+  HTTP, schema validation, span alignment) against the OpenAI-compatible
+  test server of the test suite (``tests/annotate_server.py``, loopback,
+  fixed per-request latency standing in for the model), with 1 request in
+  flight (the sequential baseline) versus 32 and 128; no answer cache;
+* **lexicon quality on NCBI-disease devel** (``../shared/corpora``) with the
+  Disease Ontology as lexicon: exact and partial precision/recall/F1 of the
+  lexicon annotator versus an exact-match baseline (case-sensitive
+  dictionary lookup of the same strings, no inflection handling, generic
+  terms kept);
+* **demo-data F1**: the default annotator (built-in demo vocabularies) on
+  freshly generated demo notes against their gold spans, with the same
+  exact-match baseline.
+
+Usage::
+
+    .venv/bin/python benchmarks/annotate.py
+    .venv/bin/python benchmarks/annotate.py --notes 200 --latency 0.05 --json-out annotate.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from appliance.annotate.client import LLMClient, LLMSettings  # noqa: E402
+from appliance.annotate.gold import Document, read_gold  # noqa: E402
+from appliance.annotate.lexicon import LexiconAnnotator, demo_lexicon, load_lexicon  # noqa: E402
+from appliance.annotate.metrics import score  # noqa: E402
+from appliance.annotate.prompts import PromptBuilder  # noqa: E402
+from appliance.config import load_policy  # noqa: E402
+from appliance.records import demo  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def throughput(gold_path: Path, latency: float, levels: list[int]) -> list[dict[str, Any]]:
+    policy = load_policy()
+    schema = policy.entity_schema()
+    gold = [json.loads(x) for x in gold_path.read_text().splitlines()]
+    notes = [(g["id"], g["text"]) for g in gold]
+    rows = []
+    # The server runs in its own process, so it does not compete with the
+    # client for this interpreter's GIL.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.annotate_server", str(gold_path), "--latency", str(latency)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert server.stdout is not None and server.stdin is not None
+    url = server.stdout.readline().strip()
+    try:
+        for n in levels:
+            client = LLMClient(
+                url,
+                policy.egress,
+                LLMSettings(model="test-model", max_in_flight=n, timeout=60.0),
+                PromptBuilder(schema, "zero-shot"),
+            )
+            start = time.perf_counter()
+            answers = asyncio.run(client.annotate(notes))
+            wall = time.perf_counter() - start
+            ok = sum(a.mentions is not None for a in answers)
+            rows.append(
+                {
+                    "in_flight": n,
+                    "notes": len(notes),
+                    "answered": ok,
+                    "seconds": round(wall, 3),
+                    "notes_per_s": round(len(notes) / wall, 1),
+                    "ceiling_notes_per_s": round(n / latency, 1) if latency else None,
+                }
+            )
+            log(f"in flight {n}: {rows[-1]['notes_per_s']} notes/s")
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+    return rows
+
+
+def quality(gold: list[Document], ours: LexiconAnnotator, base: LexiconAnnotator) -> dict[str, Any]:
+    out = {}
+    for name, ann in (("lexicon annotator", ours), ("exact-match baseline", base)):
+        start = time.perf_counter()
+        pred = [Document(d.id, d.text, ann.annotate_text(d.text)) for d in gold]
+        secs = time.perf_counter() - start
+        s = score(gold, pred)
+        out[name] = {
+            "exact": s["exact"]["micro"],
+            "partial": s["partial"]["micro"],
+            "per_type_f1": {t: c["f1"] for t, c in s["exact"]["per_type"].items()},
+            "seconds": round(secs, 3),
+            "terms": ann.size,
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--notes", type=int, default=200, help="demo notes for the throughput test")
+    ap.add_argument(
+        "--latency", type=float, default=0.05, help="test server latency per request (s)"
+    )
+    ap.add_argument("--in-flight", default="1,32,128", help="comma-separated levels")
+    ap.add_argument("--demo-notes", type=int, default=300, help="demo notes for the demo F1")
+    ap.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
+    ap.add_argument("--json-out", type=Path, default=None)
+    args = ap.parse_args()
+
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_before": os.getloadavg(),
+        }
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        r = demo.run(Path(tmp) / "tp", notes=args.notes, fmt="jsonl", seed=21)
+        levels = [int(x) for x in args.in_flight.split(",")]
+        results["throughput"] = throughput(r.gold_path, args.latency, levels)
+        results["throughput_latency_s"] = args.latency
+
+        r = demo.run(Path(tmp) / "demo", notes=args.demo_notes, fmt="jsonl", seed=7)
+        demo_gold = read_gold(r.gold_path)
+    lex = demo_lexicon()
+    results["demo"] = quality(
+        demo_gold,
+        LexiconAnnotator(lex),
+        LexiconAnnotator(lex, case_insensitive=False, inflection=False, skip_generic=False),
+    )
+    ncbi = args.corpora / "ncbi-disease" / "conll" / "devel.tsv"
+    if ncbi.exists():
+        gold_docs = read_gold(ncbi)
+        doid = load_lexicon(args.corpora / "doid" / "doid.obo", "Disease")
+        results["ncbi_devel_doid"] = quality(
+            gold_docs,
+            LexiconAnnotator(doid),
+            LexiconAnnotator(doid, case_insensitive=False, inflection=False, skip_generic=False),
+        )
+    else:
+        log(f"{ncbi} not found: NCBI-disease figures skipped")
+    results["machine"]["load_after"] = os.getloadavg()
+
+    print(
+        f"## LLM client throughput (test server, {args.latency * 1000:g} ms per request, {args.notes} notes)\n"
+    )
+    print("| in flight | seconds | notes/s | ceiling (in flight / latency) | speed-up vs 1 |")
+    print("|---:|---:|---:|---:|---:|")
+    one = results["throughput"][0]["notes_per_s"]
+    for row in results["throughput"]:
+        print(
+            f"| {row['in_flight']} | {row['seconds']} | {row['notes_per_s']} | "
+            f"{row['ceiling_notes_per_s']} | {row['notes_per_s'] / one:.1f}× |"
+        )
+    for key, title in (
+        ("ncbi_devel_doid", "NCBI-disease devel, Disease Ontology lexicon"),
+        ("demo", "demo notes, built-in vocabularies"),
+    ):
+        if key not in results:
+            continue
+        print(f"\n## {title}\n")
+        print(
+            "| annotator | exact P | exact R | exact F1 | partial F1 | per-type exact F1 | seconds |"
+        )
+        print("|---|---:|---:|---:|---:|---|---:|")
+        for name, q in results[key].items():
+            e = q["exact"]
+            per = ", ".join(f"{t} {f:.3f}" for t, f in q["per_type_f1"].items())
+            print(
+                f"| {name} | {e['precision']:.3f} | {e['recall']:.3f} | {e['f1']:.3f} | "
+                f"{q['partial']['f1']:.3f} | {per} | {q['seconds']} |"
+            )
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

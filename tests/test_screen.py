@@ -1,0 +1,400 @@
+"""The leakage screen: each detector on planted leaks (table-driven), the release gate, the report."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.errors import InputError, IntegrityError, UsageError, WorkspaceError
+from appliance.privacy.detectors import lcs_length
+from appliance.privacy.national_ids import isikukood_is_valid, make_isikukood
+
+SYLLABLES = [
+    "ka",
+    "ri",
+    "lu",
+    "ve",
+    "ta",
+    "mo",
+    "sa",
+    "ne",
+    "ko",
+    "pi",
+    "ro",
+    "la",
+    "mi",
+    "tu",
+    "se",
+    "va",
+    "no",
+    "re",
+    "ki",
+    "du",
+    "bo",
+    "ge",
+    "fa",
+    "hu",
+]
+
+
+def _words(rng: random.Random, n: int) -> list[str]:
+    return ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))) for _ in range(n)]
+
+
+def _note(rng: random.Random, n: int) -> str:
+    words = _words(rng, n)
+    out = []
+    for i in range(0, n, 9):
+        out.append(" ".join(words[i : i + 9]).capitalize() + ".")
+    return " ".join(out)
+
+
+REAL_NAMES = [("Mari", "Tamm"), ("Jaan", "Kask"), ("Liis", "Saar"), ("Peeter", "Mets")]
+
+
+def _real_records(n: int = 60) -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    out = []
+    from datetime import date
+
+    for i in range(n):
+        given, family = REAL_NAMES[i % len(REAL_NAMES)]
+        family = f"{family}{'e' * (i // len(REAL_NAMES))}"
+        code = make_isikukood(date(1950 + i % 40, 1 + i % 12, 1 + i % 27), i % 2 == 0, 100 + i)
+        out.append(
+            {
+                "id": f"R{i:03d}",
+                "text": _note(rng, rng.randint(60, 110)),
+                "patient_name": f"{given} {family}",
+                "national_id": code,
+                "phone": f"+372 5{i:03d} {1000 + i}",
+            }
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def screened_ws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[dict[str, Any]]]:
+    from appliance.records import ingest
+    from appliance.workspace import init
+
+    root = tmp_path_factory.mktemp("screen")
+    ws = init(root / "ws")
+    records = _real_records()
+    export = root / "export.jsonl"
+    export.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    ingest.run(ws, export)
+    return ws, records
+
+
+def _edit(text: str, fraction: float, seed: int) -> str:
+    rng = random.Random(seed)
+    words = text.split()
+    for i in rng.sample(range(len(words)), max(1, int(len(words) * fraction))):
+        words[i] = _words(rng, 1)[0] + "x"
+    return " ".join(words)
+
+
+def _span(text: str, n: int, start: int = 5) -> str:
+    return " ".join(re.findall(r"\w+", text)[start : start + n])
+
+
+def _clean(seed: int, n: int = 80) -> str:
+    return _note(random.Random(1000 + seed), n)
+
+
+CASES: list[tuple[str, Any, set[str]]] = [
+    ("clean new text", lambda R: _clean(1), set()),
+    ("short clean text", lambda R: "Kalu veta mosa.", set()),
+    ("verbatim 12 tokens inside new text", lambda R: f"{_clean(2, 30)} {_span(R[3]['text'], 12)} {_clean(3, 30)}", {"verbatim"}),
+    ("verbatim 11 tokens stays below the limit", lambda R: f"{_clean(4, 30)} {_span(R[3]['text'], 11)} {_clean(5, 30)}", set()),
+    ("verbatim 50 tokens", lambda R: f"{_clean(6, 20)} {_span(R[4]['text'], 50)} {_clean(7, 20)}", {"verbatim"}),
+    ("whole note copied", lambda R: R[5]["text"], {"verbatim", "lcs_ratio", "near_duplicate"}),
+    ("copy with 10% of words edited", lambda R: _edit(R[6]["text"], 0.10, 1), {"lcs_ratio"}),
+    ("real isikukood replayed", lambda R: f"{_clean(8, 30)} Isikukood {R[7]['national_id']}. {_clean(9, 10)}", {"identifiers"}),
+    ("real phone replayed in national format", lambda R: f"{_clean(10, 30)} Call 5{7:03d}{1000 + 7}. {_clean(11, 10)}", {"identifiers"}),
+    ("real full name replayed", lambda R: f"{_clean(12, 30)} Patient {R[9]['patient_name']} seen. {_clean(13, 10)}", {"identifiers"}),
+    ("family name, comma, given name", lambda R: f"{_clean(14, 30)} {R[9]['patient_name'].split()[1]}, {R[9]['patient_name'].split()[0]} seen.", {"identifiers"}),
+    ("one common given name alone is not enough", lambda R: f"{_clean(15, 30)} Mari was seen.", set()),
+    ("a valid isikukood of nobody is reported, not quarantined", lambda R: f"{_clean(16, 30)} Isikukood 38001085718.", set()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "make", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_detector_cases(screened_ws: Any, what: str, make: Any, expected: set[str]) -> None:
+    from appliance.privacy.reference import load_or_build
+    from appliance.privacy.screen import Screener
+
+    ws, records = screened_ws
+    index, _ = load_or_build(ws)
+    text = make(records)
+    (decision,) = Screener(ws, index).screen([("C1", text)])
+    fired = {f.detector for f in decision.findings if f.quarantine}
+    assert fired == expected, [f.reason for f in decision.findings]
+    assert decision.released == (not expected)
+    for f in decision.findings:
+        assert 0 <= f.start <= f.end <= len(text)
+
+
+def test_generic_identifier_is_reported_with_its_span(screened_ws: Any) -> None:
+    from appliance.privacy.reference import load_or_build
+    from appliance.privacy.screen import Screener
+
+    ws, _ = screened_ws
+    assert isikukood_is_valid("38001085718")
+    text = "Kalu veta mosa. Isikukood 38001085718."
+    (d,) = Screener(ws, load_or_build(ws)[0]).screen([("C", text)])
+    (f,) = [f for f in d.findings if f.kind == "NATIONAL_ID"]
+    assert text[f.start : f.end] == "38001085718" and not f.quarantine
+
+
+def test_verbatim_reports_the_exact_longest_span(screened_ws: Any) -> None:
+    from appliance.privacy.reference import load_or_build
+    from appliance.privacy.screen import Screener
+
+    ws, records = screened_ws
+    leak = _span(records[20]["text"], 23, start=2)
+    text = f"{_clean(30, 25)} {leak} {_clean(31, 25)}"
+    (d,) = Screener(ws, load_or_build(ws)[0]).screen([("C", text)])
+    (f,) = [f for f in d.findings if f.detector == "verbatim"]
+    assert f.score == 23 and d.scores["verbatim"] == 23
+    assert text[f.start : f.end] == leak
+
+
+def test_canary_in_a_note_is_a_replayed_identifier(screened_ws: Any) -> None:
+    from appliance.privacy.reference import ReferenceIndex
+    from appliance.privacy.screen import Screener
+    from appliance.records.ingest import open_store
+    from appliance.security.keys import PURPOSE_HOLDOUT
+
+    ws, _ = screened_ws
+    index = ReferenceIndex(ws.data_key, ws.policy)
+    index.build(
+        open_store(ws),
+        holdout_key=ws.data_key.derive(PURPOSE_HOLDOUT),
+        holdout_fraction=0.1,
+        identifier_policy=ws.policy.identifiers,
+        canaries=["4 8 1 5 1 6 2 3 4"],
+    )
+    (d,) = Screener(ws, index).screen(
+        [("C", "Kalu veta. The reference code is 4 8 1 5 1 6 2 3 4.")]
+    )
+    assert [f.kind for f in d.findings if f.quarantine] == ["CANARY"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_lcs_length_matches_dynamic_programming(seed: int) -> None:
+    rng = random.Random(seed)
+    a = [rng.choice("abcde") for _ in range(rng.randint(0, 40))]
+    b = [rng.choice("abcde") for _ in range(rng.randint(0, 70))]
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a)):
+        for j in range(len(b)):
+            table[i + 1][j + 1] = (
+                table[i][j] + 1 if a[i] == b[j] else max(table[i][j + 1], table[i + 1][j])
+            )
+    assert lcs_length(a, b) == table[-1][-1]
+
+
+# --------------------------------------------------------------------------- runs, report, gate
+
+
+def _write_candidates(path: Path, records: list[dict[str, Any]]) -> list[str]:
+    """Clean notes and planted leaks; returns the leaked real strings the report must not show."""
+    leaks = [
+        records[30]["text"],
+        f"{_clean(40, 20)} {_span(records[31]['text'], 20)} {_clean(41, 20)}",
+        f"{_clean(42, 20)} Isikukood {records[32]['national_id']}.",
+        f"{_clean(43, 20)} Patient {records[33]['patient_name']} seen.",
+    ]
+    rows = [{"id": f"clean{i}", "text": _clean(50 + i)} for i in range(12)]
+    rows += [{"id": f"leak{i}", "text": t} for i, t in enumerate(leaks)]
+    rows += [{"id": "clean0", "text": "a duplicate id"}, {"id": "empty", "text": "   "}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return [
+        records[30]["text"],
+        _span(records[31]["text"], 20),
+        records[32]["national_id"],
+        records[33]["patient_name"],
+    ]
+
+
+def test_screen_input_file_report_and_no_real_text(screened_ws: Any, tmp_path: Path) -> None:
+    from appliance.privacy import screen
+
+    ws, records = screened_ws
+    path = tmp_path / "cands.jsonl"
+    secrets = _write_candidates(path, records)
+    result = screen.run(ws, corpus=None, input_path=path)
+    assert (result.screened, result.released, result.quarantined) == (16, 12, 4)
+    assert sorted(r for _, r in result.rejected) == [
+        "duplicate note id (the first one was screened)",
+        "empty text",
+    ]
+    assert result.release is None  # an external file is only reported on
+    report = json.loads(result.report_json.read_text())
+    assert {q["id"] for q in report["quarantined"]} == {"leak0", "leak1", "leak2", "leak3"}
+    page = result.report_html.read_bytes()
+    assert b"<script" not in page and b"http://" not in page.replace(b"http://www.w3.org", b"")
+    for blob in (page, result.report_json.read_bytes()):
+        text = blob.decode()
+        for secret in secrets:
+            assert secret not in text
+        for rec in records:  # no real sentence, identifier or name
+            for sentence in re.split(r"(?<=\.)\s+", rec["text"]):
+                assert sentence not in text
+            assert rec["national_id"] not in text and rec["patient_name"] not in text
+            assert rec["phone"] not in text
+    assert (
+        ws.audit.last_entry()["outputs"][0]["sha256"]
+        == __import__("hashlib").sha256(result.report_json.read_bytes()).hexdigest()
+    )
+
+
+def test_index_is_reused_and_rebuilt_when_records_change(tmp_path: Path) -> None:
+    from appliance.privacy import screen
+    from appliance.records import ingest
+    from appliance.workspace import init
+
+    ws = init(tmp_path / "ws")
+    recs = _real_records(20)
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in recs[:10]) + "\n")
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in recs[10:]) + "\n")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "c", "text": recs[15]["text"]}) + "\n")
+    ingest.run(ws, tmp_path / "a.jsonl")
+    first = screen.run(ws, corpus=None, input_path=tmp_path / "c.jsonl")
+    second = screen.run(ws, corpus=None, input_path=tmp_path / "c.jsonl")
+    assert first.index_built and not second.index_built
+    assert first.released == 1  # record 15 is not ingested yet
+    ingest.run(ws, tmp_path / "b.jsonl")
+    third = screen.run(ws, corpus=None, input_path=tmp_path / "c.jsonl")
+    assert third.index_built and third.quarantined == 1
+
+
+def test_screen_refuses_bad_input(screened_ws: Any, tmp_path: Path) -> None:
+    from appliance.privacy import screen
+
+    ws, _ = screened_ws
+    with pytest.raises(InputError, match="no such file"):
+        screen.run(ws, corpus=None, input_path=tmp_path / "missing.jsonl")
+    (tmp_path / "x.csv").write_text("id,text\n1,a\n")
+    with pytest.raises(InputError, match="JSONL"):
+        screen.run(ws, corpus=None, input_path=tmp_path / "x.csv")
+    with pytest.raises(WorkspaceError, match="no synthetic corpus"):
+        screen.run(ws, corpus="nothing-here")
+    with pytest.raises(UsageError):
+        screen.run(ws, corpus="x", batch_size=0)
+
+
+def test_screen_without_records_says_ingest_first(workspace: Any, tmp_path: Path) -> None:
+    from appliance.privacy import screen
+
+    (tmp_path / "c.jsonl").write_text(json.dumps({"id": "c", "text": "x y z"}) + "\n")
+    with pytest.raises(WorkspaceError, match="ingest"):
+        screen.run(workspace, corpus=None, input_path=tmp_path / "c.jsonl")
+
+
+def test_gate_releases_only_passing_notes_and_refuses_tampering(
+    screened_ws: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    from appliance.generator.sample import corpus_dir, import_corpus
+    from appliance.privacy import screen
+    from appliance.privacy.release import RELEASE_FILE, SIGNATURE_FILE, released_notes
+    from appliance.workspace import Workspace
+
+    base, records = screened_ws
+    root = tmp_path / "ws"
+    shutil.copytree(base.root, root)
+    ws = Workspace.open(root)
+    path = tmp_path / "cands.jsonl"
+    _write_candidates(path, records)
+
+    import_corpus(ws, "unscreened", [("u1", "text", {})], source="test")
+    with pytest.raises(WorkspaceError, match="has not been screened"):
+        list(released_notes(ws, "unscreened"))
+
+    screen.run(ws, input_path=path, import_as="cand")
+    released = {n.id for n in released_notes(ws, "cand")}
+    assert released == {f"clean{i}" for i in range(12)}
+
+    folder = corpus_dir(ws, "cand")
+    good = (folder / RELEASE_FILE).read_bytes()
+    body = json.loads(good)
+    body["released"].append({"id": "leak0", "sha256": "0" * 64})
+    (folder / RELEASE_FILE).write_text(json.dumps(body))
+    with pytest.raises(IntegrityError, match="signature"):
+        list(released_notes(ws, "cand"))
+    (folder / RELEASE_FILE).write_bytes(good)
+
+    sig = (folder / SIGNATURE_FILE).read_bytes()
+    (folder / SIGNATURE_FILE).unlink()
+    with pytest.raises(IntegrityError, match="not signed"):
+        list(released_notes(ws, "cand"))
+    (folder / SIGNATURE_FILE).write_bytes(sig)
+
+    # An authentic but older release put back after a newer screen is refused.
+    old_release, old_sig = good, sig
+    screen.run(ws, corpus="cand")
+    (folder / RELEASE_FILE).write_bytes(old_release)
+    (folder / SIGNATURE_FILE).write_bytes(old_sig)
+    with pytest.raises(IntegrityError, match="audit log"):
+        list(released_notes(ws, "cand"))
+
+
+def test_cli_screen_and_one_line_errors(screened_ws: Any, tmp_path: Path) -> None:
+    import shutil
+
+    base, records = screened_ws
+    root = tmp_path / "ws"
+    shutil.copytree(base.root, root)
+    path = tmp_path / "cands.jsonl"
+    _write_candidates(path, records)
+    run = [sys.executable, "-m", "appliance", "screen", "-w", str(root)]
+    ok = subprocess.run([*run, "--input", str(path), "--json"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert (out["released"], out["quarantined"], out["release"]) == (12, 4, None)
+    bad = subprocess.run(
+        [*run, "--input", str(tmp_path / "nope.jsonl")], capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0 and "no such file" in bad.stderr
+    unscreened = subprocess.run([*run, "--corpus", "none"], capture_output=True, text=True)
+    assert unscreened.returncode == 4 and "no synthetic corpus" in unscreened.stderr
+
+
+def test_distance_to_closest_record_against_held_out_notes(tmp_path: Path) -> None:
+    """With enough held-out notes the DCR threshold applies: a copy is closer than any of them."""
+    from appliance.privacy import screen
+    from appliance.records import ingest
+    from appliance.workspace import init
+
+    ws = init(tmp_path / "ws")
+    rng = random.Random(3)
+    records = [{"id": f"R{i}", "text": _note(rng, 40)} for i in range(1100)]
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    ingest.run(ws, tmp_path / "r.jsonl")
+    near = " ".join(records[0]["text"].split()[::-1])  # same words, no shared run
+    rows = [{"id": f"clean{i}", "text": _note(random.Random(90 + i), 40)} for i in range(30)]
+    rows.append({"id": "reordered", "text": near})
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = screen.run(ws, corpus=None, input_path=tmp_path / "c.jsonl")
+    report = json.loads(result.report_json.read_text())
+    assert report["dcr"]["enabled"] and report["index"]["holdout_records"] >= 100
+    quarantined = {
+        q["id"]: {f["detector"] for f in q["findings"] if f["quarantine"]}
+        for q in report["quarantined"]
+    }
+    assert quarantined.get("reordered") == {"dcr"}
+    assert sum(1 for i in quarantined if i.startswith("clean")) <= 1
+    share = report["dcr"]["share_closer_to_training_than_holdout"]
+    assert 0.2 <= share <= 0.8
