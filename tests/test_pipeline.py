@@ -1,0 +1,112 @@
+"""A reduced pipeline end to end: every stage runs, a rerun skips what is current, bad configs fail cleanly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.errors import ConfigError
+
+CONFIG = """
+[pipeline]
+export = "export/notes.csv"
+
+[generator]
+recipe = "tiny"
+max_steps = 40
+
+[generate]
+count = 40
+batch_size = 20
+
+[annotate]
+annotator = ["lexicon"]
+
+[ner]
+base = "scratch"
+epochs = 3
+max_steps = {ner_steps}
+batch_size = 8
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Any, Path]:
+    from appliance.records import demo
+    from appliance.workspace import init
+
+    demo.run(tmp_path / "export", notes=120, fmt="csv", seed=5)
+    (tmp_path / "pipeline.toml").write_text(CONFIG.format(ner_steps=30))
+    return init(tmp_path / "ws"), tmp_path
+
+
+def test_pipeline_runs_every_stage_then_skips_what_is_current(project: tuple[Any, Path]) -> None:
+    from appliance.pipeline import STAGES, load_config, run
+
+    ws, root = project
+    first = run(ws, load_config(root / "pipeline.toml"))
+    assert [s.name for s in first.stages] == list(STAGES)
+    assert all(s.status == "ran" for s in first.stages)
+    assert first.records == 120
+    assert first.generated == 40 and first.released + first.quarantined == 40
+    assert first.released > 0 and first.annotated > 0
+    assert first.package is not None and (first.package / "model.onnx").exists()
+    assert first.report is not None and first.report.suffix == ".html" and first.report.exists()
+
+    # Only the NER stage's parameters change: it and export run again, nothing before them.
+    (root / "pipeline.toml").write_text(CONFIG.format(ner_steps=20))
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", "pipeline", "run", "-w", str(ws.root), "--config", str(root / "pipeline.toml")],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    status = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines()[: len(STAGES)]}
+    assert status == {
+        "ingest": "skipped",
+        "generator": "skipped",
+        "generate": "skipped",
+        "screen": "skipped",
+        "annotate": "skipped",
+        "ner": "ran",
+        "export": "ran",
+    }
+    assert "model package:" in proc.stdout and "privacy report:" in proc.stdout
+    entries = [e for _, e in ws.audit.entries() if e["command"] == "pipeline run"]
+    assert len(entries) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[pipeline]\n", "export is required"),
+        ('[pipeline]\nexport = "x.csv"\n[generat]\n', "unknown section"),
+        ('[pipeline]\nexport = "x.csv"\n[generate]\ncount = "many"\n', "generate.count must be"),
+        ('[pipeline]\nexport = "x.csv"\n[ner]\nbse = "scratch"\n', "unknown key ner.bse"),
+        ('[pipeline]\nexport = "x.csv"\n[generate]\ncount = 0\n', "at least 1"),
+    ],
+)
+def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    from appliance.pipeline import load_config
+
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_cli_missing_export_and_config(workspace: Any, tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[pipeline]\nexport = "nothing.csv"\n')
+    base = [sys.executable, "-m", "appliance", "pipeline", "run", "-w", str(workspace.root)]
+    proc = subprocess.run([*base, "--config", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 5 and "export not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [*base, "--config", str(tmp_path / "no.toml")], capture_output=True, text=True
+    )
+    assert proc.returncode != 0 and "not found" in proc.stderr and "Traceback" not in proc.stderr
