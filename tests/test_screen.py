@@ -380,10 +380,15 @@ def test_distance_to_closest_record_against_held_out_notes(tmp_path: Path) -> No
 
     ws = init(tmp_path / "ws")
     rng = random.Random(3)
-    records = [{"id": f"R{i}", "text": _note(rng, 40)} for i in range(1100)]
+    records = [{"id": f"R{i}", "text": _note(rng, 40)} for i in range(1400)]
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     ingest.run(ws, tmp_path / "r.jsonl")
-    near = " ".join(records[0]["text"].split()[::-1])  # same words, no shared run
+    from appliance.generator.train import is_holdout
+    from appliance.security.keys import PURPOSE_HOLDOUT
+
+    key = ws.data_key.derive(PURPOSE_HOLDOUT)
+    train = next(r for r in records if not is_holdout(key, r["id"], 0.1))
+    near = " ".join(train["text"].split()[::-1])  # same words as a training note, no shared run
     rows = [{"id": f"clean{i}", "text": _note(random.Random(90 + i), 40)} for i in range(30)]
     rows.append({"id": "reordered", "text": near})
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -395,6 +400,6 @@ def test_distance_to_closest_record_against_held_out_notes(tmp_path: Path) -> No
         for q in report["quarantined"]
     }
     assert quarantined.get("reordered") == {"dcr"}
-    assert sum(1 for i in quarantined if i.startswith("clean")) <= 1
+    assert sum(1 for i in quarantined if i.startswith("clean")) <= 2
     share = report["dcr"]["share_closer_to_training_than_holdout"]
     assert 0.2 <= share <= 0.8

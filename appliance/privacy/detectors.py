@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from appliance.config import Policy
-from appliance.privacy.ngram_index import tokenize
+from appliance.privacy.ngram_index import _P, tokenize
 from appliance.privacy.reference import (
     IDENT_MAX_TOKENS,
     STRONG,
@@ -423,28 +423,47 @@ class IdentifierDetector:
         out: list[tuple[int, int, int, int, int]] = []
         if toks and len(idx.id_keys):
             th = idx.hasher.many([t for t, _, _ in toks])
-            first_ok = np.isin(th, idx.id_first) if len(idx.id_first) else np.ones(len(th), bool)
+            tok_start = np.array([t[1] for t in toks], dtype=np.int64)
+            tok_end = np.array([t[2] for t in toks], dtype=np.int64)
+            if len(idx.id_first):
+                pos = np.minimum(np.searchsorted(idx.id_first, th), len(idx.id_first) - 1)
+                first_ok = np.flatnonzero(idx.id_first[pos] == th)
+            else:
+                first_ok = np.arange(len(th))
             for length in range(1, min(IDENT_MAX_TOKENS, len(toks)) + 1):
-                g = gram_hashes(th, length)
                 if length > 1:
-                    g = g[first_ok[: len(g)]]
-                    starts = np.flatnonzero(first_ok[: len(th) - length + 1])
+                    # Only where a known identifier's first token starts.
+                    starts = first_ok[first_ok <= len(th) - length]
+                    g = np.zeros(len(starts), dtype=np.uint64)
+                    with np.errstate(over="ignore"):
+                        for j in range(length):
+                            g = g * _P + th[starts + j]
                 else:
+                    g = th
                     starts = np.arange(len(g))
                 lo = np.searchsorted(idx.id_keys, g, side="left")
                 hi = np.searchsorted(idx.id_keys, g, side="right")
-                for j in np.flatnonzero(hi > lo).tolist():
-                    s = int(starts[j])
-                    for e in range(int(lo[j]), int(hi[j])):
-                        out.append(
-                            (
-                                toks[s][1],
-                                toks[s + length - 1][2],
-                                int(idx.id_types[e]),
-                                int(idx.id_records[e]),
-                                int(idx.id_strength[e]),
-                            )
-                        )
+                found = np.flatnonzero(hi > lo)
+                if not len(found):
+                    continue
+                # Every (match, index entry) pair, in match then entry order, without a
+                # Python loop: a common name part can be the identifier of thousands of records.
+                counts = (hi - lo)[found]
+                begin = np.repeat(lo[found], counts)
+                entry = begin + (
+                    np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+                )
+                tok = np.repeat(starts[found], counts)
+                out.extend(
+                    zip(
+                        tok_start[tok].tolist(),
+                        tok_end[tok + length - 1].tolist(),
+                        idx.id_types[entry].tolist(),
+                        idx.id_records[entry].tolist(),
+                        idx.id_strength[entry].tolist(),
+                        strict=True,
+                    )
+                )
         for start, end, digits in phone_candidates(cand.text):
             h = np.uint64(idx.hasher.digits(digits))
             first = int(np.searchsorted(idx.id_keys, h, side="left"))

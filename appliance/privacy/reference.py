@@ -42,7 +42,7 @@ import numpy as np
 from appliance import __version__
 from appliance.config import Policy
 from appliance.errors import WorkspaceError
-from appliance.privacy.ngram_index import _P, tokenize
+from appliance.privacy.ngram_index import _P, _TOKEN
 from appliance.records.model import Identifier, Record
 from appliance.security.audit import utc_now
 from appliance.security.crypto import read_encrypted, write_encrypted
@@ -63,6 +63,8 @@ _PHONE_GAP = re.compile(r"[ \t\-./()]{1,3}")
 _MAX_PHONE_GROUPS = 8
 
 STRONG, WEAK = 1, 0
+_MASK = (1 << 64) - 1
+_P_INT = int(_P)
 PHONE_TYPE = "PHONE_NUMBER"
 
 
@@ -83,7 +85,11 @@ class TokenHasher:
         return h
 
     def many(self, tokens: Sequence[str]) -> np.ndarray:
-        return np.fromiter((self.one(t) for t in tokens), dtype=np.uint64, count=len(tokens))
+        cache = self._cache
+        found = [cache.get(t) for t in tokens]
+        if None in found:
+            found = [self.one(t) if h is None else h for t, h in zip(tokens, found, strict=True)]
+        return np.array(found, dtype=np.uint64)
 
     def digits(self, digits: str) -> int:
         return self.one("\0phone:" + digits)
@@ -98,6 +104,19 @@ def gram_hashes(th: np.ndarray, k: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         for j in range(k):
             acc = acc * _P + th[j : j + n]
+    return acc
+
+
+def word_tokens(text: str) -> list[str]:
+    """The word tokens of :func:`appliance.privacy.ngram_index.tokenize`, without their spans."""
+    return [t.lower() for t in _TOKEN.findall(text)]
+
+
+def combine(token_hashes: Sequence[int]) -> int:
+    """``gram_hashes(th, len(th))[0]`` for one short sequence, in Python integers (no array overhead)."""
+    acc = 0
+    for h in token_hashes:
+        acc = (acc * _P_INT + h) & _MASK
     return acc
 
 
@@ -242,22 +261,34 @@ class ReferenceIndex:
     def vectorize(self, token_lists: Sequence[np.ndarray]) -> np.ndarray:
         """Unit TF-IDF random projections of notes given as arrays of token hashes."""
         out = np.zeros((len(token_lists), DCR_DIMENSIONS), dtype=np.float32)
-        for i, th in enumerate(token_lists):
-            if not len(th):
+        unseen = np.float32(self.meta.get("idf_unseen", 1.0))
+        for s in range(0, len(token_lists), 1024):
+            self._vectorize_chunk(token_lists[s : s + 1024], out[s : s + 1024], unseen)
+        return out
+
+    def _vectorize_chunk(
+        self, token_lists: Sequence[np.ndarray], out: np.ndarray, unseen: np.float32
+    ) -> None:
+        # Each distinct token's projection is computed once per chunk, not once per note.
+        per_note = [np.unique(th, return_counts=True) for th in token_lists]
+        nonempty = [u for u, _ in per_note if len(u)]
+        if not nonempty:
+            return
+        vocab = np.unique(np.concatenate(nonempty))
+        proj = self._projection(vocab)
+        for i, (uniq, counts) in enumerate(per_note):
+            if not len(uniq):
                 continue
-            uniq, counts = np.unique(th, return_counts=True)
-            unseen = np.float32(self.meta.get("idf_unseen", 1.0))
             if len(self.idf_keys):
                 pos = np.minimum(np.searchsorted(self.idf_keys, uniq), len(self.idf_keys) - 1)
                 idf = np.where(self.idf_keys[pos] == uniq, self.idf[pos], unseen)
             else:
                 idf = np.full(len(uniq), unseen, dtype=np.float32)
             weights = (1 + np.log(counts)).astype(np.float32) * idf
-            v = weights @ self._projection(uniq)
+            v = weights @ proj[np.searchsorted(vocab, uniq)]
             norm = float(np.linalg.norm(v))
             if norm > 0:
                 out[i] = v / norm
-        return out
 
     def nearest(self, vectors: np.ndarray, mask: np.ndarray, chunk: int = 16384) -> np.ndarray:
         """Cosine similarity of each vector to its nearest indexed note among ``mask``."""
@@ -287,26 +318,37 @@ class ReferenceIndex:
         type_ids: dict[str, int] = {}
         b = _Building([], [], [], [], [], [], {}, set())
         holdout: list[bool] = []
-        df: dict[int, int] = {}
+        distinct: list[np.ndarray] = []  # distinct token hashes per note (document frequency)
+        ident_cache: dict[tuple[str, str, str], tuple[list[tuple[int, int]], list[int]]] = {}
         for n, record in enumerate(records):
             b.ids.append(record.id)
             holdout.append(is_holdout(holdout_key, record.id, holdout_fraction))
-            tokens, _ = tokenize(record.text)
-            th = self.hasher.many(tokens)
+            th = self.hasher.many(word_tokens(record.text))
             grams = gram_hashes(th, self.k)
             b.gram_parts.append(grams)
             b.gram_rec.append(np.full(len(grams), n, dtype=np.uint32))
             b.gram_pos.append(np.arange(len(grams), dtype=np.uint32))
             b.signatures.append(self.minhash(gram_hashes(_pad(th, self.shingle), self.shingle)))
             b.token_ids.append(th)
-            for t in np.unique(th).tolist():
-                df[t] = df.get(t, 0) + 1
+            distinct.append(np.unique(th))
             idents = list(record.identifiers)
             for f in find_identifiers(record.text, recognizers):
                 idents.append(Identifier(f.type, record.text[f.start : f.end], "text"))
             for ident in idents:
                 tid = type_ids.setdefault(ident.type, len(type_ids))
-                for h, strength in self._identifier_hashes(ident, b.first):
+                # The same value recurs across a patient's notes (names, dates): hash it once.
+                memo_key = (ident.type, ident.value, ident.field)
+                memo = ident_cache.get(memo_key)
+                if memo is None:
+                    firsts: set[int] = set()
+                    memo = ident_cache[memo_key] = (
+                        self._identifier_hashes(ident, firsts),
+                        list(firsts),
+                    )
+                    if len(ident_cache) > 1_000_000:  # bounded memory on huge record sets
+                        ident_cache.clear()
+                b.first.update(memo[1])
+                for h, strength in memo[0]:
                     b.ident[(h, tid, n, strength)] = None
             if progress is not None:
                 progress(1)
@@ -322,7 +364,7 @@ class ReferenceIndex:
         self._freeze_grams(b)
         self._freeze_minhash(b)
         self._freeze_identifiers(b)
-        self._freeze_dcr(b, df)
+        self._freeze_dcr(b, distinct)
         self.meta.update(
             {
                 "records": len(b.ids),
@@ -346,9 +388,9 @@ class ReferenceIndex:
             toks = [t for t, _, _ in id_tokens(variant)]
             if not toks or len(toks) > IDENT_MAX_TOKENS:
                 continue
-            th = self.hasher.many(toks)
-            first.add(int(th[0]))
-            out.append((int(gram_hashes(th, len(toks))[0]), strength))
+            th = [self.hasher.one(t) for t in toks]
+            first.add(th[0])
+            out.append((combine(th), strength))
             # the digits of any ID-like value also match when written with other separators
             digits = re.sub(r"\D", "", variant)
             if ident.type not in ("DATE_OF_BIRTH", "PERSON") and len(digits) >= 6:
@@ -413,13 +455,15 @@ class ReferenceIndex:
         self.id_first = np.array(sorted(b.first), dtype=np.uint64)
         b.ident.clear()
 
-    def _freeze_dcr(self, b: _Building, df: dict[int, int]) -> None:
+    def _freeze_dcr(self, b: _Building, distinct: list[np.ndarray]) -> None:
         n = max(1, len(b.ids))
-        keys = np.fromiter(df.keys(), dtype=np.uint64, count=len(df))
-        counts = np.fromiter(df.values(), dtype=np.float64, count=len(df))
-        order = np.argsort(keys)
-        self.idf_keys = keys[order]
-        self.idf = np.log((1 + n) / (1 + counts[order])).astype(np.float32) + 1
+        if distinct:
+            keys, df = np.unique(np.concatenate(distinct), return_counts=True)
+        else:
+            keys, df = np.empty(0, np.uint64), np.empty(0, np.int64)
+        distinct.clear()
+        self.idf_keys = keys
+        self.idf = np.log((1 + n) / (1 + df.astype(np.float64))).astype(np.float32) + 1
         self.meta["idf_unseen"] = float(math.log(1 + n) + 1)
         self.vectors = self.vectorize(b.token_ids)
         b.token_ids.clear()

@@ -136,7 +136,7 @@ class Screener:
         self.closer_to_training: list[bool] = []
 
     def _fetch(self, records: set[int]) -> dict[int, list[str]]:
-        from appliance.privacy.ngram_index import tokenize
+        from appliance.privacy.reference import word_tokens
 
         missing = [r for r in records if r not in self._real_cache]
         if missing:
@@ -145,7 +145,7 @@ class Screener:
             ids = {self.index.record_ids[r]: r for r in missing}
             found = self.store.get_many(ids)
             for rid, rec in found.items():
-                self._real_cache[ids[rid]] = tokenize(rec.text)[0]
+                self._real_cache[ids[rid]] = word_tokens(rec.text)
             lost = set(ids) - set(found)
             if lost:
                 from appliance.errors import IntegrityError
