@@ -1,3 +1,493 @@
-"""`appliance` commands of the ner stage."""
+"""`appliance` commands of the ner stage: ``ner train``, ``ner evaluate``, ``export``, ``infer``."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.cli import ApplianceGroup, _open, _print_json, cli, json_option, workspace_option
+from appliance.errors import UsageError
+
+_DEVICE = click.Choice(["auto", "cpu", "cuda"])
+_GOLD_FORMAT = click.Choice(["auto", "conll", "brat", "jsonl"])
+
+
+@contextmanager
+def _train_progress() -> Iterator[Callable[[Any], None]]:
+    """Steps, loss, tokens/s, dev F1: a live bar on a terminal, a line every 10% otherwise."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    if not sys.stderr.isatty():
+        last: list[Any] = [None]
+
+        def log(p: Any) -> None:
+            tenth = (p.phase, p.step * 10 // max(1, p.max_steps))
+            if tenth != last[0] or p.dev_f1 is not None:
+                last[0] = tenth
+                f1 = f" dev F1 {100 * p.dev_f1:.1f}" if p.dev_f1 is not None else ""
+                click.echo(
+                    f"{p.phase} step {p.step}/{p.max_steps} loss {p.loss:.3f}{f1} "
+                    f"{p.tokens_per_second:.0f} tok/s eta {p.eta_seconds:.0f}s",
+                    err=True,
+                )
+
+        yield log
+        return
+    progress = Progress(
+        TextColumn("{task.fields[phase]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "loss {task.fields[loss]} · dev F1 {task.fields[f1]} · {task.fields[rate]} tok/s"
+        ),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("train", total=None, phase="training", loss="-", f1="-", rate="-")
+        best: list[str] = ["-"]
+
+        def update(p: Any) -> None:
+            if p.dev_f1 is not None:
+                best[0] = f"{100 * p.dev_f1:.1f}"
+            progress.update(
+                task,
+                completed=p.step,
+                total=p.max_steps,
+                phase=p.phase,
+                loss=f"{p.loss:.3f}",
+                f1=best[0],
+                rate=f"{p.tokens_per_second:.0f}",
+            )
+
+        yield update
+
+
+@contextmanager
+def _infer_progress() -> Iterator[Callable[[int, float], None]]:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("inferring {task.completed} notes · {task.fields[rate]} notes/s"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
+    with progress:
+        task = progress.add_task("infer", total=None, rate="-")
+        yield lambda n, rate: progress.update(task, completed=n, rate=f"{rate:.1f}")
+
+
+@cli.group(cls=ApplianceGroup)
+def ner() -> None:
+    """Train and evaluate the NER model (token classification on annotated synthetic notes)."""
+
+
+@ner.command("train")
+@workspace_option
+@click.option(
+    "--base",
+    default="scratch",
+    show_default=True,
+    help="Local Hugging Face encoder folder, or 'scratch' for a small BERT with a WordPiece tokenizer trained here.",
+)
+@click.option(
+    "--annotations", default="default", show_default=True, help="Annotation set to train on."
+)
+@click.option(
+    "--train",
+    "train_gold",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Train on this gold file (CoNLL, BRAT or JSONL) instead of the annotations; the model card says so.",
+)
+@click.option(
+    "--dev",
+    "dev_gold",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Development gold set for early stopping (default: a split of the training notes).",
+)
+@click.option("--gold-format", type=_GOLD_FORMAT, default="auto", show_default=True)
+@click.option(
+    "--epochs",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Most epochs (early stopping may end sooner).",
+)
+@click.option("--max-steps", type=int, default=None, help="Most optimizer steps.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option(
+    "--lr",
+    type=float,
+    default=None,
+    help="Peak learning rate (default 1e-3 scratch, 5e-5 pretrained).",
+)
+@click.option(
+    "--max-length", type=int, default=128, show_default=True, help="Sub-word tokens per window."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--name", default="default", show_default=True, help="Model folder: models/ner/NAME/."
+)
+@click.option(
+    "--mlm-on-records",
+    is_flag=True,
+    help="First pretrain the encoder by masked language modelling on the real records (the model joins the real zone).",
+)
+@click.option("--mlm-steps", type=int, default=300, show_default=True)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+def ner_train(
+    workspace: Path | None,
+    base: str,
+    annotations: str,
+    train_gold: Path | None,
+    dev_gold: Path | None,
+    gold_format: str,
+    epochs: int,
+    max_steps: int | None,
+    batch_size: int,
+    lr: float | None,
+    max_length: int,
+    seed: int,
+    name: str,
+    mlm_on_records: bool,
+    mlm_steps: int,
+    device: str,
+) -> None:
+    """Fine-tune a token-classification model on the workspace's annotations.
+
+    Long notes are split into overlapping windows; early stopping on the
+    development set keeps the best weights; an interrupted run resumes from
+    its checkpoint. The model, its config, labels, data manifest and metrics
+    go to models/ner/NAME/.
+
+    \b
+    Example:
+      appliance ner train -w ./ws
+      appliance ner train -w ./ws --base /models/all-MiniLM-L6-v2 --dev gold.jsonl --epochs 5
+    """
+    from appliance.ner import train as train_mod
+    from appliance.ner.settings import NerSettings
+
+    settings = NerSettings(
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length,
+        stride=min(32, max_length // 4),
+        seed=seed,
+        device=device,
+        mlm_steps=mlm_steps,
+    )
+    ws = _open(workspace)
+    with _train_progress() as update:
+        result = train_mod.run(
+            ws,
+            base=base,
+            annotations=annotations,
+            train_gold=train_gold,
+            dev_gold=dev_gold,
+            gold_format=gold_format,
+            name=name,
+            mlm_on_records=mlm_on_records,
+            settings=settings,
+            progress=update,
+        )
+    click.echo(result.summary())
+
+
+@ner.command("evaluate")
+@workspace_option
+@click.option(
+    "--gold",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Gold set: CoNLL/IOB, BRAT or JSONL.",
+)
+@click.option("--gold-format", type=_GOLD_FORMAT, default="auto", show_default=True)
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A package folder (ONNX, verified first) or a trained model folder (PyTorch); default: the workspace's package, else its trained model.",
+)
+@click.option(
+    "--name",
+    default="default",
+    show_default=True,
+    help="Workspace model name when --model is not given.",
+)
+@click.option(
+    "--label",
+    "label_map",
+    multiple=True,
+    help="Rename a gold type, e.g. Disease=DIAGNOSIS (repeatable; others are dropped).",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Trusted public key to verify a package with (default: the workspace's).",
+)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@json_option
+def ner_evaluate(
+    workspace: Path | None,
+    gold: Path,
+    gold_format: str,
+    model: Path | None,
+    name: str,
+    label_map: tuple[str, ...],
+    public_key: Path | None,
+    device: str,
+    as_json: bool,
+) -> None:
+    """Entity-level precision, recall and F1 per type (seqeval, strict) on a gold set.
+
+    Works for PyTorch model folders and ONNX packages alike.
+
+    \b
+    Example:
+      appliance ner evaluate -w ./ws --gold real-gold.jsonl
+      appliance ner evaluate --gold devel.tsv --label Disease=DIAGNOSIS --model ./package --public-key signing.pub --json
+    """
+    from appliance.ner import evaluate as ev
+
+    ws = _workspace_or_none(workspace, public_key is not None and model is not None)
+    report = ev.run(
+        ws,
+        gold=gold,
+        model=model,
+        name=name,
+        gold_format=gold_format,
+        labels=ev.parse_label_map(label_map),
+        public_key=public_key,
+        device=device,
+    )
+    if as_json:
+        _print_json(report)
+        return
+    rows = report["seqeval"]
+    for t, c in sorted(rows.get("per_type", {}).items()):
+        click.echo(
+            f"{t:<14} P {c['precision']:.3f}  R {c['recall']:.3f}  F1 {c['f1']:.3f}  ({c['support']} gold)"
+        )
+    micro = rows.get("micro", {})
+    click.echo(
+        f"evaluated {report['model'].get('backend')} model on {report['documents']} documents: "
+        f"micro P {micro.get('precision', 0):.3f} R {micro.get('recall', 0):.3f} F1 {micro.get('f1', 0):.3f} (seqeval strict)"
+    )
+
+
+def _workspace_or_none(workspace: Path | None, can_do_without: bool) -> Any:
+    from appliance.errors import WorkspaceError
+
+    try:
+        return _open(workspace)
+    except WorkspaceError:
+        if can_do_without and workspace is None:
+            return None
+        raise
+
+
+@cli.command("export")
+@workspace_option
+@click.option(
+    "--name", default="default", show_default=True, help="Model to export: models/ner/NAME/."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Package folder (default: models/ner/NAME/package/).",
+)
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="Quantize to int8 when the dev F1 loss is within the policy's limit.",
+)
+@click.option(
+    "--dev",
+    "dev_gold",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Development gold set for the int8 check (default: the model's own development notes).",
+)
+@click.option("--gold-format", type=_GOLD_FORMAT, default="auto", show_default=True)
+def export_cmd(
+    workspace: Path | None,
+    name: str,
+    out: Path | None,
+    int8: bool,
+    dev_gold: Path | None,
+    gold_format: str,
+) -> None:
+    """Write a signed ONNX package: model, tokenizer, labels, model card, manifest, signature.
+
+    Fails unless ONNX and PyTorch agree on sample notes (logits within
+    tolerance, identical labels). With --int8, keeps the quantized model only
+    if the dev F1 loss is within the policy's limit, else falls back to fp32.
+
+    \b
+    Example:
+      appliance export -w ./ws
+      appliance export -w ./ws --int8 --out /srv/models/ner-2026-11
+    """
+    from appliance.ner import export as export_mod
+
+    ws = _open(workspace)
+    result = export_mod.run(
+        ws, name=name, out=out, int8=int8, dev_gold=dev_gold, gold_format=gold_format
+    )
+    click.echo(result.summary())
+
+
+@cli.command("infer")
+@click.argument("export", type=click.Path(path_type=Path))
+@workspace_option
+@click.option(
+    "--model",
+    "package",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Signed model package (default: the workspace's models/ner/NAME/package/).",
+)
+@click.option(
+    "--name",
+    default="default",
+    show_default=True,
+    help="Workspace model name when --model is not given.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Output file (a folder for brat)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "brat", "fhir"]),
+    default="jsonl",
+    show_default=True,
+)
+@click.option(
+    "--input-format",
+    type=click.Choice(["auto", "csv", "jsonl", "txt", "fhir"]),
+    default="auto",
+    show_default=True,
+    help="Export format, as for ingest.",
+)
+@click.option("--id-column", default=None, help="Column/field holding the note id.")
+@click.option("--text-column", default=None, help="Column/field holding the note text.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the export.")
+@click.option("--delimiter", default=None, help="CSV delimiter.")
+@click.option(
+    "--batch-size", type=int, default=32, show_default=True, help="Windows per model call."
+)
+@click.option(
+    "--threads", type=int, default=None, help="CPU threads for onnxruntime (default: all cores)."
+)
+@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--encrypt", is_flag=True, help="Write the output encrypted with the workspace key.")
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Trusted public key to verify the package with (default: the workspace's; allows use without a workspace).",
+)
+def infer_cmd(
+    export: Path,
+    workspace: Path | None,
+    package: Path | None,
+    name: str,
+    out: Path,
+    fmt: str,
+    input_format: str,
+    id_column: str | None,
+    text_column: str | None,
+    encoding: str,
+    delimiter: str | None,
+    batch_size: int,
+    threads: int | None,
+    device: str,
+    encrypt: bool,
+    public_key: Path | None,
+) -> None:
+    """Run a signed model package over a record export (CSV, JSONL, .txt folder, FHIR).
+
+    Refuses a tampered or unsigned package. Writes per note its entities with
+    character offsets, type, text and confidence; an interrupted run resumes
+    with no note written twice or missed; rejected rows are listed with their
+    reasons beside the output.
+
+    \b
+    Example:
+      appliance infer ./export/notes.csv -w ./ws --out ./out/entities.jsonl
+      appliance infer notes.ndjson --model ./package --public-key signing.pub --out ./brat --format brat
+    """
+    from appliance.ner import infer as infer_mod
+    from appliance.records.readers import ReaderOptions
+
+    ws = _workspace_or_none(workspace, public_key is not None and package is not None)
+    if ws is None and encrypt:
+        raise UsageError("--encrypt needs a workspace (its data key encrypts the output)")
+    options = ReaderOptions(
+        id_column=id_column,
+        text_column=text_column,
+        encoding=encoding,
+        delimiter=delimiter,
+        max_note_chars=ws.policy.ingest.max_note_chars if ws is not None else 1_000_000,
+    )
+    with _infer_progress() as advance:
+        if ws is None:
+            from appliance.security.keys import load_public_key
+
+            assert package is not None and public_key is not None
+            result = infer_mod.run(
+                export,
+                package,
+                out,
+                fmt,
+                trusted_public_key=load_public_key(public_key),
+                reader_format=input_format,
+                options=options,
+                batch_size=batch_size,
+                device=device,
+                threads=threads,
+                progress=advance,
+            )
+        else:
+            result = infer_mod.run_ws(
+                ws,
+                export,
+                package=package,
+                out=out,
+                fmt=fmt,
+                name=name,
+                encrypt=encrypt,
+                public_key=public_key,
+                reader_format=input_format,
+                options=options,
+                batch_size=batch_size,
+                device=device,
+                threads=threads,
+                progress=advance,
+            )
+    click.echo(result.summary())

@@ -1,0 +1,17 @@
+"""The NER stage: token classification trained on annotated synthetic notes.
+
+    settings.py   NerSettings (what a run was asked for) and the label scheme
+    encoding.py   sub-word tokens, label alignment, overlapping windows, stitching spans back
+    model.py      scratch BERT + WordPiece tokenizer, local encoders, the saved model folder
+    train.py      training loop (early stopping, resumable checkpoints), MLM on records
+    runtime.py    one tagger over PyTorch or onnxruntime backends, batched by length
+    package.py    signed model package: manifest of hashes, Ed25519 signature, verification
+    export.py     ONNX export, parity check, int8 quantization, model card
+    evaluate.py   entity-level P/R/F1 of a model or package on a gold set
+    infer.py      batch inference over record exports: JSONL, CSV, BRAT, FHIR; resumable
+
+The workspace-free core (``train_model``, ``export_package``, ``evaluate``,
+``infer.run``) takes plain documents and paths, so the pipeline and
+experiments can call it; each module's ``run(ws, ...)`` adds the workspace's
+inputs, audit log entries, manifests and locks.
+"""

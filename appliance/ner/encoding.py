@@ -1,0 +1,197 @@
+"""Sub-word tokens, label alignment, overlapping windows and stitching predictions back.
+
+A note is tokenized once, whole, with character offsets and no special
+tokens. Training labels are aligned to those sub-word tokens by character
+overlap (the first token of a span gets ``B-``, the rest ``I-``). Long notes
+are cut into windows of ``max_length`` tokens (special tokens included) that
+overlap by ``stride`` tokens; each token then takes its prediction from the
+window where it sits farthest from an edge, so every token is judged with as
+much context as the windows give. Predicted token tags become character spans
+through the token offsets, snapped outwards to whole words.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from appliance.annotate.gold import Span, word_tokens
+
+IGNORE = -100  # label of special and padding positions: no loss
+
+
+@dataclass(frozen=True)
+class Special:
+    """The special tokens a window is wrapped in (``[CLS] … [SEP]``, ``<s> … </s>``)."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    pad_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"prefix": list(self.prefix), "suffix": list(self.suffix), "pad_id": self.pad_id}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Special:
+        return cls(tuple(d["prefix"]), tuple(d["suffix"]), int(d["pad_id"]))
+
+
+def special_tokens(tokenizer: Any, pad_id: int | None = None) -> Special:
+    """Read the wrapping from the tokenizer's own post-processor, whatever the model family."""
+    plain = tokenizer.encode("a", add_special_tokens=False).ids
+    full = tokenizer.encode("a", add_special_tokens=True).ids
+    i = full.index(plain[0]) if plain and plain[0] in full else 0
+    prefix, suffix = tuple(full[:i]), tuple(full[i + len(plain) :])
+    if pad_id is None:
+        for name in ("[PAD]", "<pad>", "<PAD>"):
+            found = tokenizer.token_to_id(name)
+            if found is not None:
+                pad_id = int(found)
+                break
+    return Special(prefix, suffix, int(pad_id if pad_id is not None else 0))
+
+
+@dataclass
+class EncodedNote:
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+
+
+def encode_notes(tokenizer: Any, texts: Sequence[str]) -> list[EncodedNote]:
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [EncodedNote(list(e.ids), [tuple(o) for o in e.offsets]) for e in encodings]
+
+
+def window_ranges(n_tokens: int, body: int, stride: int) -> list[tuple[int, int]]:
+    """Token ranges ``[start, end)`` of the windows over a note; the last one ends at the end."""
+    if n_tokens == 0:
+        return []
+    if n_tokens <= body:
+        return [(0, n_tokens)]
+    step = max(1, body - stride)
+    starts = [*range(0, n_tokens - body, step), n_tokens - body]
+    return [(s, s + body) for s in starts]
+
+
+def owners(n_tokens: int, ranges: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """For each token, the window to read it from and its position there (farthest from an edge)."""
+    window = np.full(n_tokens, -1, dtype=np.int64)
+    position = np.zeros(n_tokens, dtype=np.int64)
+    best = np.full(n_tokens, -1, dtype=np.int64)
+    for w, (s, e) in enumerate(ranges):
+        t = np.arange(s, e)
+        margin = np.minimum(t - s, e - 1 - t)
+        better = margin > best[s:e]
+        best[s:e][better] = margin[better]
+        window[s:e][better] = w
+        position[s:e][better] = (t - s)[better]
+    return window, position
+
+
+def align_labels(
+    offsets: Sequence[tuple[int, int]], spans: Sequence[Span], label2id: dict[str, int]
+) -> list[int]:
+    """Sub-word BIO label ids: a token inside a span (by character overlap) is B- if first, else I-."""
+    labels = [label2id["O"]] * len(offsets)
+    starts = [s for s, _ in offsets]
+    for span in sorted(spans, key=lambda s: (s.start, -(s.end - s.start))):
+        if f"B-{span.label}" not in label2id:
+            continue
+        i = max(0, bisect.bisect_right(starts, span.start) - 1)
+        first = True
+        while i < len(offsets) and offsets[i][0] < span.end:
+            s, e = offsets[i]
+            if e > span.start and e > s:
+                if labels[i] != label2id["O"] and first:
+                    break  # overlapped by an earlier span: it keeps the tokens
+                labels[i] = label2id[("B-" if first else "I-") + span.label]
+                first = False
+            i += 1
+    return labels
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A predicted entity: character offsets into the note, type, text and confidence."""
+
+    start: int
+    end: int
+    label: str
+    text: str
+    confidence: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "label": self.label,
+            "text": self.text,
+            "confidence": round(self.confidence, 4),
+        }
+
+    def span(self) -> Span:
+        return Span(self.start, self.end, self.label, self.text)
+
+
+def decode(
+    text: str, offsets: Sequence[tuple[int, int]], probs: np.ndarray, labels: Sequence[str]
+) -> list[Entity]:
+    """Token probabilities ``(T, L)`` to entities; I- after a different tag starts an entity."""
+    if len(offsets) == 0:
+        return []
+    tags = probs.argmax(axis=-1)
+    raw: list[tuple[int, int, str, list[float]]] = []
+    current: tuple[int, int, str, list[float]] | None = None
+    for (s, e), tag, p in zip(offsets, tags.tolist(), probs, strict=True):
+        if e <= s:
+            continue  # a token with no characters (a stray special) says nothing
+        name = labels[tag]
+        if name == "O":
+            if current is not None:
+                raw.append(current)
+            current = None
+            continue
+        kind, label = name[:1], name[2:]
+        if kind == "I" and current is not None and current[2] == label:
+            current = (current[0], e, label, [*current[3], float(p[tag])])
+        else:
+            if current is not None:
+                raw.append(current)
+            current = (s, e, label, [float(p[tag])])
+    if current is not None:
+        raw.append(current)
+    return _snap(text, raw)
+
+
+def _snap(text: str, raw: list[tuple[int, int, str, list[float]]]) -> list[Entity]:
+    """Widen spans that start or end inside a word to the whole word; drop overlaps (first wins)."""
+    words = word_tokens(text)
+    starts = [s for s, _ in words]
+    out: list[Entity] = []
+    for s, e, label, scores in raw:
+        i = bisect.bisect_right(starts, s) - 1
+        if i >= 0 and words[i][0] < s < words[i][1]:
+            s = words[i][0]
+        j = bisect.bisect_right(starts, e - 1) - 1
+        if j >= 0 and words[j][0] < e < words[j][1]:
+            e = words[j][1]
+        conf = sum(scores) / len(scores)
+        if out and s < out[-1].end:
+            prev = out[-1]
+            if prev.label == label:  # two pieces of one word-snapped entity
+                merged_conf = (prev.confidence + conf) / 2
+                out[-1] = Entity(prev.start, max(e, prev.end), label, "", merged_conf)
+            continue
+        out.append(Entity(s, e, label, "", conf))
+    return [Entity(x.start, x.end, x.label, text[x.start : x.end], x.confidence) for x in out]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    ez = np.exp(z)
+    out: np.ndarray = ez / ez.sum(axis=-1, keepdims=True)
+    return out

@@ -1,0 +1,146 @@
+"""``appliance ner evaluate``: entity-level P/R/F1 of a model on a gold set.
+
+The same report for a trained PyTorch model folder and for a signed ONNX
+package (verified first): seqeval's strict IOB2 entity scores on word-level
+tags, plus exact and partial span matches per type (``metrics.score``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from appliance.annotate.gold import Document
+from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
+from appliance.ner.runtime import Tagger
+
+
+def load_tagger(model: Path, *, public_key: Any = None, device: str = "auto") -> Tagger:
+    """A package folder (verified with ``public_key``), a model folder, or ``models/ner/<name>``."""
+    from appliance.ner.model import is_model_folder
+    from appliance.ner.package import is_package, verify_package
+    from appliance.ner.runtime import onnx_tagger, torch_tagger
+
+    if is_package(model) or (model / "manifest.sig").exists():
+        if public_key is None:
+            raise UsageError(
+                f"{model}: a package is verified before use; give its trusted public key"
+            )
+        verify_package(model, public_key)
+        return onnx_tagger(model, device=device)
+    if is_model_folder(model):
+        return torch_tagger(model, device=device)
+    if is_model_folder(model / "model"):
+        return torch_tagger(model / "model", device=device)
+    raise InputError(
+        f"{model}: neither a model package (model.onnx, manifest.json) nor a trained model folder"
+    )
+
+
+def evaluate(
+    model_or_tagger: Path | Tagger,
+    gold_docs: Sequence[Document],
+    *,
+    public_key: Any = None,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Predict every gold document and score: ``{"model", "documents", "seqeval", "spans"}``."""
+    from appliance.annotate.metrics import score, seqeval_report
+
+    if not gold_docs:
+        raise InputError("the gold set holds no documents")
+    tagger = (
+        model_or_tagger
+        if isinstance(model_or_tagger, Tagger)
+        else load_tagger(Path(model_or_tagger), public_key=public_key, device=device)
+    )
+    predictions = tagger.predict([d.text for d in gold_docs], batch_size=batch_size)
+    pred_docs = [
+        Document(d.id, d.text, [e.span() for e in p])
+        for d, p in zip(gold_docs, predictions, strict=True)
+    ]
+    gold_types = sorted({s.label for d in gold_docs for s in d.spans})
+    model_types = [label[2:] for label in tagger.labels if label.startswith("B-")]
+    return {
+        "model": {k: v for k, v in tagger.info.items()},
+        "documents": len(gold_docs),
+        "gold_types": gold_types,
+        "model_types": model_types,
+        "types_not_in_model": sorted(set(gold_types) - set(model_types)),
+        "seqeval": seqeval_report(gold_docs, pred_docs),
+        "spans": score(gold_docs, pred_docs),
+    }
+
+
+def parse_label_map(pairs: Sequence[str]) -> dict[str, str] | None:
+    """``["Disease=DIAGNOSIS"]`` → ``{"Disease": "DIAGNOSIS"}`` (None when empty)."""
+    if not pairs:
+        return None
+    out: dict[str, str] = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise UsageError(
+                f"--label {pair!r}: expected GOLD_TYPE=MODEL_TYPE, e.g. Disease=DIAGNOSIS"
+            )
+        out[source.strip()] = target.strip()
+    return out
+
+
+def run(
+    ws: Any,
+    *,
+    gold: Path,
+    model: Path | None = None,
+    name: str = "default",
+    gold_format: str = "auto",
+    labels: Mapping[str, str] | None = None,
+    public_key: Path | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate a package or model on a gold file; ``ws`` may be None when ``model`` and ``public_key`` are given."""
+    from appliance.annotate.gold import read_gold
+    from appliance.security.keys import load_public_key
+
+    if model is None:
+        if ws is None:
+            raise UsageError("--model is required outside a workspace")
+        from appliance.ner.train import model_root
+
+        root = model_root(ws, name)
+        model = (
+            root / "package" if (root / "package" / "manifest.json").exists() else root / "model"
+        )
+        if not model.exists():
+            raise WorkspaceError(
+                f"{root}: no trained NER model named '{name}'; run `appliance ner train`"
+            )
+    key_path = public_key or (ws.signing_key_path.with_suffix(".pub") if ws is not None else None)
+    args = {
+        "gold": str(gold),
+        "model": str(model),
+        "format": gold_format,
+        "labels": dict(labels or {}),
+    }
+    try:
+        docs = read_gold(gold, gold_format, labels)
+        report = evaluate(
+            model, docs, public_key=load_public_key(key_path) if key_path else None, device=device
+        )
+    except ApplianceError as exc:
+        if ws is not None:
+            ws.log("ner evaluate", args=args, result=f"error: {exc.message}")
+        raise
+    if ws is not None:
+        from appliance.workspace import hashed
+
+        micro = report["seqeval"].get("micro", {})
+        ws.log(
+            "ner evaluate",
+            args=args,
+            inputs=[hashed(gold, ws.root), hashed(model, ws.root)],
+            details={"documents": report["documents"], "f1": micro.get("f1")},
+        )
+    return report

@@ -1,0 +1,477 @@
+"""``appliance export``: a signed ONNX package of a trained NER model.
+
+The model is exported with torch's ONNX exporter (dynamic batch and sequence
+axes), then run side by side with PyTorch on the same padded windows of
+sample notes: the export fails unless the largest logit difference is within
+tolerance and every predicted label is identical. ``int8`` quantizes the
+weights with onnxruntime's dynamic quantization and keeps the int8 model only
+when its entity F1 on the development set is within the policy's limit of
+the fp32 model's; otherwise the package stays fp32 and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance import __version__
+from appliance.annotate.gold import Document
+from appliance.errors import (
+    ApplianceError,
+    IntegrityError,
+    UsageError,
+    WorkspaceError,
+    missing_dependency,
+)
+from appliance.ner.model import NER_META, TOKENIZER_FILE, NerModel, load_model
+from appliance.ner.package import sign_package
+from appliance.ner.runtime import Tagger, TorchBackend, onnx_tagger
+from appliance.security.audit import utc_now
+from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
+
+PARITY_TOLERANCE = 1e-3  # largest |logit difference| allowed between PyTorch and ONNX fp32
+
+
+@dataclass
+class ExportResult:
+    package: Path
+    precision: str
+    parity: dict[str, Any]
+    int8: dict[str, Any] | None = None
+    files: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        size = sum(self.files.values()) / 2**20
+        p = self.parity
+        text = (
+            f"exported {self.precision} ONNX package to {self.package} ({size:.1f} MiB, signed); "
+            f"parity with PyTorch on {p['windows']} windows: max logit difference {p['max_abs_diff']:.2e}, "
+            f"labels identical"
+        )
+        if self.int8 is not None:
+            q = self.int8
+            verdict = "kept int8" if q["kept"] else "int8 exceeded the limit, fell back to fp32"
+            text += (
+                f"; int8 dev F1 {100 * q['f1_int8']:.1f} vs fp32 {100 * q['f1_fp32']:.1f} "
+                f"(drop {q['drop_points']:.2f} points, limit {q['max_drop_points']}): {verdict}"
+            )
+        return text
+
+
+class _Wrapper:
+    """Plain (ids, mask) -> logits, the signature the package promises."""
+
+    @staticmethod
+    def build(model: Any) -> Any:
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+        return Wrapper(model).eval()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter reports its progress on stdout/stderr; keep CLI output to one line."""
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnxruntime", "")
+    loggers = [logging.getLogger(n) if n else logging.getLogger() for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_onnx(m: NerModel, path: Path) -> None:
+    """Write ``model.onnx`` with inputs input_ids/attention_mask (batch, sequence) and output logits."""
+    import torch
+
+    try:
+        import onnxscript  # noqa: F401  - the exporter's dependency; fail with an install hint
+    except ImportError:
+        raise missing_dependency("onnxscript", "cpu", "ONNX export") from None
+    model = m.model.to("cpu").eval()
+    n = max(8, min(16, m.max_length))
+    ids = torch.full((2, n), m.special.pad_id, dtype=torch.long)
+    ids[:, : min(n, 3)] = 1
+    mask = torch.ones((2, n), dtype=torch.long)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("sequence", min=2, max=max(m.max_length, 16))
+    try:
+        with _quiet():
+            torch.onnx.export(
+                _Wrapper.build(model),
+                (ids, mask),
+                str(path),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_shapes={
+                    "input_ids": {0: batch, 1: seq},
+                    "attention_mask": {0: batch, 1: seq},
+                },
+                opset_version=18,
+                dynamo=True,
+                external_data=False,
+            )
+    except Exception as exc:  # the exporter raises many internal error types
+        raise ApplianceError(
+            f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
+
+
+def check_parity(
+    reference: Tagger, candidate: Tagger, texts: Sequence[str], tolerance: float = PARITY_TOLERANCE
+) -> dict[str, Any]:
+    """Run both on the same padded windows (batch sizes 1 and 4); compare logits and labels."""
+    _, rows, _ = reference._windows(texts)
+    if not rows:
+        raise UsageError("parity check: the sample notes hold no tokens")
+    worst, differing, windows, tokens = 0.0, 0, 0, 0
+    for batch_size in (1, 4):
+        for batch in reference.batches(rows[: 4 * batch_size + 4], batch_size):
+            a = reference.backend(batch.ids, batch.mask)
+            b = candidate.backend(batch.ids, batch.mask)
+            real = batch.mask.astype(bool)
+            worst = max(worst, float(np.abs(a - b)[real].max()))
+            differing += int((a.argmax(-1) != b.argmax(-1))[real].sum())
+            windows += len(batch.items)
+            tokens += int(real.sum())
+    result = {
+        "windows": windows,
+        "tokens": tokens,
+        "max_abs_diff": worst,
+        "differing_labels": differing,
+        "tolerance": tolerance,
+        "labels_identical": differing == 0,
+    }
+    if worst > tolerance or differing:
+        raise IntegrityError(
+            f"export parity check failed: max logit difference {worst:.2e} (tolerance {tolerance:.0e}), "
+            f"{differing} of {tokens} token labels differ; the package was not written"
+        )
+    return result
+
+
+def _f1(tagger: Tagger, docs: Sequence[Document]) -> float:
+    from appliance.ner.train import dev_scores
+
+    return float(dev_scores(tagger, docs)["exact"]["micro"]["f1"])
+
+
+def quantize(src: Path, dst: Path) -> None:
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise missing_dependency("onnxruntime", "cpu", "int8 quantization") from None
+    with _quiet():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+
+
+_CARD = """\
+# NER model card: {{ name }}
+
+- **Exported:** {{ created }} by appliance {{ version }}
+- **Precision:** {{ precision }}{% if int8 %} (int8 requested: dev F1 {{ "%.1f"|format(100 * int8.f1_int8) }} vs fp32 {{ "%.1f"|format(100 * int8.f1_fp32) }}, drop {{ "%.2f"|format(int8.drop_points) }} points, limit {{ int8.max_drop_points }}; {{ "kept int8" if int8.kept else "fell back to fp32" }}){% endif %}
+- **Architecture:** {{ meta.architecture }}, {{ "{:,}".format(meta.parameters) }} parameters; encoder {{ meta.base }}
+- **Entity types:** {{ meta.types|join(", ") }} (BIO labels over sub-word tokens, windows of {{ meta.max_length }} tokens overlapping by {{ meta.stride }})
+- **Zone:** {{ meta.zone }}
+
+## Training data
+
+{% set source = data.get("source") or {} -%}
+{% set dev_kind = (data.get("dev") or {}).get("kind", "none") -%}
+{% if source.kind == "annotations" -%}
+Annotated synthetic notes: annotation set `{{ source.name }}`{% if source.annotator %} by annotator `{{ source.annotator.get("name", source.annotator) if source.annotator is mapping else source.annotator }}`{% endif %}, made from notes released by the leakage screen. {{ data.train_notes }} training notes, {{ data.dev_notes }} development notes ({{ dev_kind }}).
+{%- elif source.kind == "gold file" -%}
+**Gold file `{{ source.path }}`** (sha256 `{{ source.sha256[:16] }}`): the model saw this data, not the workspace's annotated synthetic notes. {{ data.train_notes }} training notes, {{ data.dev_notes }} development notes ({{ dev_kind }}).
+{%- else -%}
+Documents given to the training function directly: {{ data.train_notes }} training notes, {{ data.dev_notes }} development notes.
+{%- endif %}
+
+{% if meta.mlm_on_records -%}
+**The encoder was pretrained by masked language modelling on {{ meta.mlm_on_records.notes }} real notes of this hospital** ({{ meta.mlm_on_records.steps }} steps). This model belongs to the real zone: it may have memorized real text and must stay inside the hospital like the records themselves.
+{%- else -%}
+**What it was never shown:** real notes. No real record reached training{% if source.kind == "annotations" %}; only screened synthetic notes and their annotations{% endif %}.
+{%- endif %}
+
+## Metrics (development set, exact span match)
+
+{% if dev %}| type | precision | recall | F1 | gold |
+|---|---:|---:|---:|---:|
+{% for t, c in dev.exact.per_type.items() -%}
+| {{ t }} | {{ "%.3f"|format(c.precision) }} | {{ "%.3f"|format(c.recall) }} | {{ "%.3f"|format(c.f1) }} | {{ c.gold }} |
+{% endfor -%}
+| micro | {{ "%.3f"|format(dev.exact.micro.precision) }} | {{ "%.3f"|format(dev.exact.micro.recall) }} | {{ "%.3f"|format(dev.exact.micro.f1) }} | {{ dev.exact.micro.gold }} |
+{% else %}No development set was evaluated.
+{% endif %}
+Parity with PyTorch: max logit difference {{ "%.2e"|format(parity.max_abs_diff) }} over {{ parity.tokens }} tokens, labels identical.
+
+## Intended use
+
+Batch extraction of {{ meta.types|join(", ") }} mentions from clinical notes of the
+hospital that trained it, with `appliance infer`, as a first pass a person
+reviews. Not for decisions about individual patients without review. Its
+figures come from synthetic development notes{% if dev_kind == "gold file" %} and the named gold file{% endif %}; measure it on a small real gold set (`appliance ner evaluate --gold`) before relying on it.
+"""
+
+
+def render_card(
+    name: str,
+    meta: dict[str, Any],
+    precision: str,
+    parity: dict[str, Any],
+    int8: dict[str, Any] | None,
+) -> str:
+    import jinja2
+
+    env = jinja2.Environment(autoescape=False, keep_trailing_newline=True)
+    return env.from_string(_CARD).render(
+        name=name,
+        created=utc_now(),
+        version=__version__,
+        precision=precision,
+        meta=meta,
+        data=meta.get("data", {}),
+        dev=meta.get("metrics", {}).get("dev"),
+        parity=parity,
+        int8=int8,
+    )
+
+
+def export_package(
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    signing_key: Any,
+    int8: bool = False,
+    dev_docs: Sequence[Document] | None = None,
+    max_f1_drop: float = 0.5,
+    sample_texts: Sequence[str] | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+    details: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Export ``model_dir`` to a signed package in ``out_dir`` (replaced only when all checks pass)."""
+    dev_docs = list(dev_docs or [])
+    if int8 and not dev_docs:
+        raise UsageError("--int8 needs development notes to measure the F1 loss; pass --dev GOLD")
+    m = load_model(model_dir)
+    texts = list(sample_texts or [d.text for d in dev_docs[:8]])
+    if not texts:
+        raise UsageError(
+            "export needs sample notes for the parity check (development notes or --dev GOLD)"
+        )
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        export_onnx(m, tmp / "model.onnx")
+        for name in (TOKENIZER_FILE,):
+            shutil.copyfile(model_dir / name, tmp / name)
+        meta = dict(m.meta)
+        runtime_meta = {
+            k: meta[k]
+            for k in (
+                "labels",
+                "types",
+                "special",
+                "max_length",
+                "stride",
+                "zone",
+                "base",
+                "architecture",
+            )
+        }
+        (tmp / NER_META).write_text(
+            json.dumps({**runtime_meta, "precision": "fp32"}, indent=2) + "\n", encoding="utf-8"
+        )
+        reference = Tagger(
+            TorchBackend(m.model, "cpu"), m.tokenizer, m.labels, m.special, m.max_length, m.stride
+        )
+        fp32 = onnx_tagger(tmp, device="cpu")
+        parity = check_parity(reference, fp32, texts, tolerance)
+        precision = "fp32"
+        int8_info: dict[str, Any] | None = None
+        if int8:
+            quantize(tmp / "model.onnx", tmp / "model.int8.onnx")
+            q = onnx_tagger(tmp, model_file="model.int8.onnx", device="cpu")
+            f1_fp32, f1_int8 = _f1(fp32, dev_docs), _f1(q, dev_docs)
+            drop = 100 * (f1_fp32 - f1_int8)
+            kept = drop <= max_f1_drop
+            int8_info = {
+                "f1_fp32": f1_fp32,
+                "f1_int8": f1_int8,
+                "drop_points": round(drop, 4),
+                "max_drop_points": max_f1_drop,
+                "kept": kept,
+                "dev_notes": len(dev_docs),
+            }
+            if kept:
+                (tmp / "model.int8.onnx").replace(tmp / "model.onnx")
+                precision = "int8"
+            else:
+                (tmp / "model.int8.onnx").unlink()
+        (tmp / NER_META).write_text(
+            json.dumps({**runtime_meta, "precision": precision}, indent=2) + "\n", encoding="utf-8"
+        )
+        (tmp / "labels.json").write_text(json.dumps(m.labels, indent=2) + "\n", encoding="utf-8")
+        (tmp / "MODEL_CARD.md").write_text(
+            render_card(
+                out_dir.parent.name if out_dir.name == "package" else out_dir.name,
+                meta,
+                precision,
+                parity,
+                int8_info,
+            ),
+            encoding="utf-8",
+        )
+        sign_package(
+            tmp,
+            signing_key,
+            {
+                "created": utc_now(),
+                "appliance_version": __version__,
+                "precision": precision,
+                "zone": meta.get("zone", "screened"),
+                "parity": parity,
+                "int8": int8_info,
+                "training_data": meta.get("data"),
+                "metrics": meta.get("metrics"),
+                **(details or {}),
+            },
+        )
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir())}
+    return ExportResult(out_dir, precision, parity, int8_info, files)
+
+
+def load_dev_docs(
+    ws: Workspace, root: Path, dev_gold: Path | None, gold_format: str = "auto"
+) -> list[Document]:
+    """The model's development notes: --dev GOLD, else the kept synthetic split, else the gold file it was trained with."""
+    from appliance.annotate.gold import read_gold
+
+    if dev_gold is not None:
+        return read_gold(dev_gold, gold_format)
+    if (root / "dev.jsonl").is_file():
+        return read_gold(root / "dev.jsonl", "jsonl")
+    manifest = read_manifest(root) or {}
+    dev = (manifest.get("data") or {}).get("dev") or {}
+    if dev.get("kind") == "gold file" and dev.get("path"):
+        path = Path(dev["path"])
+        if path.is_file() and hashed(path)["sha256"] == dev.get("sha256"):
+            return read_gold(path, gold_format)
+        raise WorkspaceError(
+            f"{path}: the development gold file changed or is gone since training; pass --dev GOLD"
+        )
+    return []
+
+
+def run(
+    ws: Workspace,
+    *,
+    name: str = "default",
+    out: Path | None = None,
+    int8: bool = False,
+    dev_gold: Path | None = None,
+    gold_format: str = "auto",
+) -> ExportResult:
+    """Export ``models/ner/<name>/model`` to ``models/ner/<name>/package`` (or ``out``), signed."""
+    from appliance.ner.train import model_root
+    from appliance.security.keys import load_signing_key
+
+    root = model_root(ws, name)
+    model_dir = root / "model"
+    package = (out or root / "package").expanduser()
+    args = {
+        "name": name,
+        "out": str(package),
+        "int8": int8,
+        "dev": str(dev_gold) if dev_gold else None,
+    }
+    inputs: list[dict[str, Any]] = []
+    try:
+        with ws.lock("export"):
+            if not (model_dir / NER_META).is_file():
+                raise WorkspaceError(
+                    f"{model_dir}: no trained NER model named '{name}'; run `appliance ner train` first"
+                )
+            inputs.append(hashed(model_dir, ws.root))
+            trained = read_manifest(root) or {}
+            if (trained.get("model") or {}).get("sha256") not in (None, inputs[0]["sha256"]):
+                raise IntegrityError(
+                    f"{model_dir}: the model folder changed since `appliance ner train` wrote it; retrain it"
+                )
+            dev_docs = load_dev_docs(ws, root, dev_gold, gold_format)
+            if dev_gold is not None:
+                inputs.append(hashed(dev_gold, ws.root))
+            started = utc_now()
+            result = export_package(
+                model_dir,
+                package,
+                signing_key=load_signing_key(ws.signing_key_path),
+                int8=int8,
+                dev_docs=dev_docs,
+                max_f1_drop=ws.policy.export.int8_max_f1_drop,
+                details={"model_sha256": inputs[0]["sha256"], "policy_sha256": ws.policy.sha256},
+            )
+            (root / "export").mkdir(exist_ok=True)
+            write_manifest(
+                root / "export",
+                {
+                    "stage": "export",
+                    "started": started,
+                    "finished": utc_now(),
+                    "inputs": inputs,
+                    "package": hashed(package, ws.root),
+                    "precision": result.precision,
+                    "parity": result.parity,
+                    "int8": result.int8,
+                },
+            )
+    except ApplianceError as exc:
+        ws.log("export", args=args, inputs=inputs, result=f"error: {exc.message}")
+        raise
+    ws.log(
+        "export",
+        args=args,
+        inputs=inputs,
+        outputs=[hashed(package, ws.root)],
+        details={
+            "precision": result.precision,
+            "parity_max_abs_diff": result.parity["max_abs_diff"],
+            "int8": result.int8,
+        },
+    )
+    return result

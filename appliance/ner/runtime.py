@@ -1,0 +1,237 @@
+"""One tagger over two backends: PyTorch (a trained model folder) and onnxruntime (a package).
+
+The tagger tokenizes notes once, cuts them into windows, sorts the windows
+of a batch of notes by length (so padding stays small), runs the backend and
+stitches each token's prediction back from its best window. Both backends
+see exactly the same padded batches, which is what the export parity check
+compares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.errors import ConfigError, InputError, missing_dependency
+from appliance.ner.encoding import (
+    Entity,
+    Special,
+    decode,
+    encode_notes,
+    owners,
+    softmax,
+    window_ranges,
+)
+
+Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ids, mask) (B, T) -> logits (B, T, L)
+
+
+def resolve_device(requested: str) -> str:
+    """ "auto" is CUDA when torch sees a GPU, else the CPU; "cuda" without a GPU is an error."""
+    from appliance.generator.train import resolve_device as _resolve
+
+    return _resolve(requested)
+
+
+class TorchBackend:
+    """Eager PyTorch inference on a loaded token-classification model."""
+
+    name = "pytorch"
+
+    def __init__(self, model: Any, device: str = "cpu") -> None:
+        import torch
+
+        self.torch = torch
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.from_numpy(ids).to(self.device),
+                attention_mask=torch.from_numpy(mask).to(self.device),
+            )
+            logits: np.ndarray = out.logits.float().cpu().numpy()
+        return logits
+
+
+class OnnxBackend:
+    """onnxruntime: the CUDA provider with IO binding when present, else CPU threads."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, device: str = "auto", threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise missing_dependency("onnxruntime", "cpu", "ONNX inference") from None
+        available = ort.get_available_providers()
+        self.cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available
+        if device == "cuda" and not self.cuda:
+            raise ConfigError(
+                "device 'cuda' requested but onnxruntime has no CUDA provider here "
+                f"(available: {', '.join(available)}); install the gpu extra or use --device cpu"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.log_severity_level = 3
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if self.cuda
+            else ["CPUExecutionProvider"]
+        )
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise InputError(f"{path}: onnxruntime cannot load the model: {exc}") from exc
+        self.ort = ort
+        self.providers = self.session.get_providers()
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if not self.cuda:
+            out: np.ndarray = self.session.run(
+                ["logits"], {"input_ids": ids, "attention_mask": mask}
+            )[0]
+            return out
+        # IO binding: inputs copied to the GPU once, logits left there until fetched.
+        binding = self.session.io_binding()
+        for name, arr in (("input_ids", ids), ("attention_mask", mask)):
+            binding.bind_ortvalue_input(
+                name, self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", 0)
+            )
+        binding.bind_output("logits", "cuda")
+        self.session.run_with_iobinding(binding)
+        result: np.ndarray = binding.copy_outputs_to_cpu()[0]
+        return result
+
+
+@dataclass
+class Batch:
+    ids: np.ndarray  # (B, T) int64
+    mask: np.ndarray  # (B, T) int64
+    items: list[int]  # which window each row is
+    lengths: list[int]  # real tokens per row (special tokens included)
+
+
+@dataclass
+class Tagger:
+    """Notes in, entities out; the backend only ever sees padded windows."""
+
+    backend: Backend
+    tokenizer: Any
+    labels: list[str]
+    special: Special
+    max_length: int
+    stride: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def body(self) -> int:
+        return self.max_length - len(self.special.prefix) - len(self.special.suffix)
+
+    def _windows(
+        self, texts: Sequence[str]
+    ) -> tuple[list[Any], list[list[int]], list[tuple[int, int, int]]]:
+        notes = encode_notes(self.tokenizer, texts)
+        ranges = [window_ranges(len(n.ids), self.body, self.stride) for n in notes]
+        rows: list[list[int]] = []
+        where: list[tuple[int, int, int]] = []  # (note, window, n tokens)
+        for i, (note, rs) in enumerate(zip(notes, ranges, strict=True)):
+            for w, (s, e) in enumerate(rs):
+                rows.append([*self.special.prefix, *note.ids[s:e], *self.special.suffix])
+                where.append((i, w, e - s))
+        return list(zip(notes, ranges, strict=True)), rows, where
+
+    def batches(self, rows: list[list[int]], batch_size: int) -> Iterator[Batch]:
+        """Windows sorted by length, padded per batch."""
+        order = sorted(range(len(rows)), key=lambda k: len(rows[k]))
+        for b in range(0, len(order), batch_size):
+            chunk = order[b : b + batch_size]
+            width = max(len(rows[k]) for k in chunk)
+            ids = np.full((len(chunk), width), self.special.pad_id, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for r, k in enumerate(chunk):
+                ids[r, : len(rows[k])] = rows[k]
+                mask[r, : len(rows[k])] = 1
+            yield Batch(ids, mask, chunk, [len(rows[k]) for k in chunk])
+
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[list[Entity]]:
+        """Entities of each text, with character offsets into it."""
+        notes, rows, where = self._windows(texts)
+        window_logits: list[np.ndarray | None] = [None] * len(rows)
+        first = len(self.special.prefix)
+        for batch in self.batches(rows, batch_size):
+            logits = self.backend(batch.ids, batch.mask)
+            for r, k in enumerate(batch.items):
+                window_logits[k] = logits[r, first : first + where[k][2]]
+        index = {(i, w): k for k, (i, w, _) in enumerate(where)}
+        out: list[list[Entity]] = []
+        for i, (note, rs) in enumerate(notes):
+            if not note.ids:
+                out.append([])
+                continue
+            window, position = owners(len(note.ids), rs)
+            token_logits = np.stack(
+                [
+                    window_logits[index[(i, int(w))]][int(p)]  # type: ignore[index]
+                    for w, p in zip(window, position, strict=True)
+                ]
+            )
+            out.append(decode(texts[i], note.offsets, softmax(token_logits), self.labels))
+        return out
+
+
+def torch_tagger(folder: Path, device: str = "auto") -> Tagger:
+    from appliance.ner.model import load_model
+
+    m = load_model(folder)
+    backend = TorchBackend(m.model, device)
+    return Tagger(
+        backend,
+        m.tokenizer,
+        m.labels,
+        m.special,
+        m.max_length,
+        m.stride,
+        info={"backend": "pytorch", "device": backend.device, "path": str(folder)},
+    )
+
+
+def onnx_tagger(
+    package: Path,
+    *,
+    model_file: str = "model.onnx",
+    device: str = "auto",
+    threads: int | None = None,
+) -> Tagger:
+    """A tagger over a package folder's ONNX model (verify the package before calling this)."""
+    from tokenizers import Tokenizer
+
+    from appliance.ner.model import NER_META, TOKENIZER_FILE
+
+    meta = json.loads((package / NER_META).read_text(encoding="utf-8"))
+    tok = Tokenizer.from_file(str(package / TOKENIZER_FILE))
+    tok.no_truncation()
+    tok.no_padding()
+    backend = OnnxBackend(package / model_file, device, threads)
+    return Tagger(
+        backend,
+        tok,
+        list(meta["labels"]),
+        Special.from_dict(meta["special"]),
+        int(meta["max_length"]),
+        int(meta["stride"]),
+        info={
+            "backend": "onnx",
+            "providers": backend.providers,
+            "path": str(package),
+            "precision": meta.get("precision", "fp32"),
+        },
+    )

@@ -1,0 +1,81 @@
+"""Training settings and the BIO label scheme of an NER model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.errors import UsageError
+
+
+@dataclass(frozen=True)
+class NerSettings:
+    """Everything a training run was asked for; written into the model's manifest."""
+
+    epochs: int = 20  # upper bound: early stopping on the dev set usually ends sooner
+    max_steps: int | None = None  # hard cap on optimizer steps (None: epochs decide)
+    batch_size: int = 16  # windows per optimizer step
+    lr: float | None = None  # None: 1e-3 for a scratch encoder, 5e-5 for a pretrained one
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06  # share of steps with linear warmup, then linear decay
+    grad_clip: float = 1.0
+    max_length: int = 128  # sub-word tokens per window, special tokens included
+    stride: int = 32  # tokens two neighbouring windows share (context at the seams)
+    seed: int = 0
+    patience: int = 3  # evaluations without a better dev F1 before stopping
+    eval_every: int | None = None  # steps between dev evaluations (None: once per epoch)
+    dev_fraction: float = 0.15  # share of annotated notes held out as dev set (no --dev)
+    checkpoint_every: int = 200  # steps between resumable checkpoints
+    device: str = "auto"  # auto | cpu | cuda
+    # Scratch encoder (a small BERT); ignored for a pretrained --base.
+    vocab_size: int = 4000  # WordPiece vocabulary trained on the training notes
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 256
+    dropout: float = 0.1
+    # Masked-language-model pretraining on the real records (--mlm-on-records).
+    mlm_steps: int = 300
+    mlm_probability: float = 0.15
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.lr is None or self.lr > 0, "--lr must be positive"),
+            (self.max_length >= 8, "max_length must be at least 8 tokens"),
+            (0 <= self.stride < self.max_length // 2, "stride must be below half of max_length"),
+            (self.patience >= 1, "patience must be at least 1"),
+            (0 < self.dev_fraction < 1, "dev_fraction must be between 0 and 1"),
+            (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
+            (self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads"),
+            (self.mlm_steps >= 1, "mlm_steps must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    def learning_rate(self, scratch: bool) -> float:
+        return self.lr if self.lr is not None else (1e-3 if scratch else 5e-5)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NerSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def bio_labels(types: list[str]) -> list[str]:
+    """``O`` then ``B-T``/``I-T`` for each entity type, in the schema's order."""
+    out = ["O"]
+    for t in types:
+        out += [f"B-{t}", f"I-{t}"]
+    return out
+
+
+def entity_types(labels: list[str]) -> list[str]:
+    return [label[2:] for label in labels if label.startswith("B-")]
