@@ -28,7 +28,7 @@ def _invoke(*args):
     return result.output
 
 
-def test_annotations_to_signed_package_to_inference(released_corpus, tmp_path):
+def test_annotations_to_signed_package_to_inference(released_corpus, tmp_path, monkeypatch):
     from appliance.annotate.annotators import AnnotatorOptions
     from appliance.annotate.store import run as annotate
 
@@ -54,24 +54,26 @@ def test_annotations_to_signed_package_to_inference(released_corpus, tmp_path):
 
     # Without a workspace: the trusted key is given explicitly.
     pub = ws.signing_key_path.with_suffix(".pub")
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        r = runner.invoke(
-            cli,
-            [
-                "infer",
-                str(export),
-                "--model",
-                str(root / "package"),
-                "--public-key",
-                str(pub),
-                "--out",
-                "x.csv",
-                "--format",
-                "csv",
-            ],
-        )
-        assert r.exit_code == 0, r.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = CliRunner().invoke(
+        cli,
+        [
+            "infer",
+            str(export),
+            "--model",
+            str(root / "package"),
+            "--public-key",
+            str(pub),
+            "--out",
+            "x.csv",
+            "--format",
+            "csv",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert (elsewhere / "x.csv").read_text().startswith("note_id,start,end,label,text,confidence")
 
     # Encrypted with the workspace key.
     _invoke("infer", export, "-w", ws.root, "--out", tmp_path / "e.jsonl", "--encrypt")

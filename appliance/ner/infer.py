@@ -226,6 +226,13 @@ def fhir_bundle(record: Record, entities: Sequence[Entity], model: str = "") -> 
 # Writers with a commit journal
 
 
+def _private(path: Path, mode: str) -> Any:
+    """Open for writing with mode 0600: inference outputs are real-zone data."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    return os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")
+
+
 class _Journal:
     """``<out>.progress``: one line per committed note (id, or its keyed hash when encrypting)."""
 
@@ -244,7 +251,7 @@ class _Journal:
             if len(good) != len(raw):
                 with open(path, "r+b") as fh:
                     fh.truncate(len(good))
-        self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self.fh = _private(path, "a")
 
     def tag(self, note_id: str) -> str:
         if self.mac_key is None:
@@ -281,7 +288,7 @@ class _StreamWriter:
             journal_path.unlink(missing_ok=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         self.journal = _Journal(journal_path, key)
-        self.fh = open(out, "ab")  # noqa: SIM115
+        self.fh = _private(out, "ab")
         self.fh.truncate(self.journal.offset)  # drop a note written but not committed
         self.fh.seek(self.journal.offset)
         self.aead = key.derive(PURPOSE_ARTIFACT_AEAD) if key is not None else None
@@ -470,7 +477,7 @@ def run(
             progress(result.notes + result.resumed, result.notes_per_second)
 
     try:
-        with open(rejects_tmp, "w", encoding="utf-8") as rej:
+        with _private(rejects_tmp, "w") as rej:
             chunk: list[Record] = []
             for item in items:
                 if isinstance(item, Reject):
