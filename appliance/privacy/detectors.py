@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -635,6 +635,3 @@ def default_detectors(index: ReferenceIndex, policy: Policy) -> list[Detector]:
         IdentifierDetector(policy),
         DistanceToClosestDetector(index, policy),
     ]
-
-
-FetchReal = Callable[[set[int]], dict[int, list[str]]]

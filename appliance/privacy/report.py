@@ -8,7 +8,6 @@ context, and real records referred to by a keyed alias only.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import re
@@ -265,7 +264,3 @@ def write_report(
     atomic_write(json_path, body, 0o640)
     atomic_write(html_path, page, 0o640)
     return json_path, html_path
-
-
-def report_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

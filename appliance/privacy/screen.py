@@ -554,7 +554,3 @@ def _dcr_summary(screener: Screener, closer: Sequence[bool]) -> dict[str, Any]:
         ),
         "expected_share": 0.5,
     }
-
-
-def dumps(report: dict[str, Any]) -> bytes:
-    return (json.dumps(report, indent=1, ensure_ascii=False) + "\n").encode()
