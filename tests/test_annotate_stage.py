@@ -51,6 +51,31 @@ def test_lexicon_default_through_the_cli(released_corpus):
     assert all(doc.text not in json.dumps(entry) for doc in docs)  # no note text in the log
 
 
+def test_lexicon_file_through_the_cli_is_recorded_by_path(released_corpus, tmp_path):
+    ws = released_corpus.ws
+    terms = tmp_path / "terms.tsv"
+    terms.write_text("term\tlabel\nhypertension\tDIAGNOSIS\nmetformin\tDRUG\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "annotate",
+            "-w",
+            str(ws.root),
+            "--corpus",
+            "demo",
+            "--lexicon",
+            str(terms),
+            "--name",
+            "terms",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((annotations_path(ws, "terms") / "manifest.json").read_text())
+    assert manifest["parameters"]["lexicons"] == [str(terms)]
+    labels = {s.label for d in read_annotations(ws, "terms") for s in d.spans}
+    assert labels <= {"DIAGNOSIS", "DRUG"}
+
+
 def test_llm_run_rejects_failed_notes_and_a_rerun_asks_only_those(released_corpus):
     ws, gold = released_corpus.ws, released_corpus.gold
     docs = list(gold.values())

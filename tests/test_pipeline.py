@@ -25,6 +25,7 @@ batch_size = 20
 
 [annotate]
 annotator = ["lexicon"]
+lexicons = ["terms.tsv"]
 
 [ner]
 base = "scratch"
@@ -41,6 +42,9 @@ def project(tmp_path: Path) -> tuple[Any, Path]:
 
     demo.run(tmp_path / "export", notes=120, fmt="csv", seed=5)
     (tmp_path / "pipeline.toml").write_text(CONFIG.format(ner_steps=30))
+    # A 40-step generator writes barely a word of the demo vocabularies, so the
+    # lexicon names what it does write often (this test is about the stages, not quality).
+    (tmp_path / "terms.tsv").write_text("term\tlabel\nmg\tDRUG\nwith\tDIAGNOSIS\nand\tDIAGNOSIS\n")
     return init(tmp_path / "ws"), tmp_path
 
 

@@ -77,7 +77,15 @@ class AnnotateResult:
 def _public_options(options: AnnotatorOptions) -> dict[str, Any]:
     out = asdict(options)
     out.pop("api_key", None)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in out.items()}
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return {k: plain(v) for k, v in out.items()}
 
 
 def _annotator_record(records: list[dict[str, Any]], mode: str) -> dict[str, Any]:
