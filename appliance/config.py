@@ -208,8 +208,9 @@ class PseudonymizePolicy:
 class LeakagePolicy:
     ngram_tokens: int = _spec(8, "an integer from 3 to 64", _int(3, 64))
     verbatim_max_tokens: int = _spec(12, "an integer from 3 to 1000", _int(3, 1000))
-    boilerplate_records: int = _spec(10, "an integer ≥ 2", _int(2))
-    verbatim_calibrate: bool = _spec(True, "true or false", _bool)
+    boilerplate_patients: int = _spec(5, "an integer ≥ 2", _int(2))
+    verbatim_counts_boilerplate: bool = _spec(False, "true or false", _bool)
+    verbatim_calibrate: bool = _spec(False, "true or false", _bool)
     lcs_ratio_max: float = _spec(0.8, "a number from 0 to 1", _float(0.0, 1.0))
     lcs_min_tokens: int = _spec(20, "an integer ≥ 1", _int(1))
     near_duplicate_jaccard: float = _spec(0.6, "a number from 0 to 1", _float(0.0, 1.0))
@@ -302,6 +303,13 @@ def load_policy(path: Path | None = None) -> Policy:
     """Read and validate a policy file (the built-in default when ``path`` is None)."""
     path = path or default_policy_path()
     doc = _read_toml(path, "policy")
+    leakage = doc.get("leakage")
+    if isinstance(leakage, Mapping) and "boilerplate_records" in leakage:
+        raise ConfigError(
+            f"{path}: [leakage] boilerplate_records was replaced by boilerplate_patients "
+            "(a k-gram in the notes of at least this many distinct patients is boilerplate; "
+            "the default policy uses 5)"
+        )
     sections = _sections(doc, str(path), _POLICY_SECTIONS, required=("policy",))
     pol = Policy(**sections, path=path, sha256=file_sha256(path))
     from appliance.security.egress import parse_allowed_host

@@ -24,16 +24,18 @@ scored from its JSON report: per kind, the share quarantined (recall) and
 which detectors fired; for clean notes, the share quarantined (the
 false-quarantine rate) and why. For span plants the script also checks,
 with the workspace's own index, which spans are pure boilerplate (every
-word k-gram in at least ``boilerplate_records`` real notes: by design not a
-leak). When the calibration raised the verbatim threshold (see
-``verbatim_limit`` in ``appliance/privacy/screen.py``), the same set is
-screened again with ``verbatim_calibrate = false`` (the workspace policy
-copy edited; the index is reused).
+word k-gram in the notes of at least ``boilerplate_patients`` patients: by
+design not a leak). With ``--variant KEY=VALUE`` (repeatable) the same set
+is screened again under a policy with that [leakage] value (the workspace
+policy copy edited; the index is reused, or rebuilt when the value is part
+of its fingerprint), e.g. ``--variant boilerplate_patients=3
+--variant verbatim_calibrate=true``.
 
 Usage::
 
     .venv/bin/python benchmarks/screen_planted.py --source mts-dialog --json-out planted.json
     .venv/bin/python benchmarks/screen_planted.py --source demo --notes 3000
+    .venv/bin/python benchmarks/screen_planted.py --source mtsamples --variant boilerplate_patients=10
 """
 
 from __future__ import annotations
@@ -332,27 +334,71 @@ def write_plants(plants: list[Plant], path: Path) -> None:
 
 
 def boilerplate_only(ws: Any, plants: list[Plant]) -> set[str]:
-    """Ids of span plants whose every word k-gram is in ≥ boilerplate_records real notes."""
+    """Ids of span plants that are boilerplate by the policy's own rule, i.e. not a leak by design.
+
+    With ``verbatim_counts_boilerplate`` on, a span whose every word k-gram is in
+    the notes of ≥ ``boilerplate_patients`` patients; off (the default), a span
+    with fewer than ``verbatim_max_tokens`` tokens outside such k-grams.
+    """
     import numpy as np
 
+    from appliance.privacy.detectors import _rare_tokens
     from appliance.privacy.reference import gram_hashes, load_or_build
 
     index, _ = load_or_build(ws)
-    limit = ws.policy.leakage.boilerplate_records
+    lk = ws.policy.leakage
     out = set()
     for p in plants:
         if p.kind not in SPAN_KINDS or p.leaked is None:
             continue
-        grams = gram_hashes(index.hasher.many(tokenize(p.leaked)[0]), index.k)
+        tokens = tokenize(p.leaked)[0]
+        grams = gram_hashes(index.hasher.many(tokens), index.k)
         pos = np.minimum(np.searchsorted(index.ukeys, grams), len(index.ukeys) - 1)
-        found = index.ukeys[pos] == grams
-        rare = found & (index.udf[pos] < limit)
-        if not rare.any():
+        common = (index.ukeys[pos] == grams) & (index.udf[pos] >= lk.boilerplate_patients)
+        if lk.verbatim_counts_boilerplate:
+            if common.all():
+                out.add(p.id)
+        elif _rare_tokens(common, 0, len(tokens), index.k) < lk.verbatim_max_tokens:
             out.add(p.id)
     return out
 
 
-def score(report: dict[str, Any], plants: list[Plant], boilerplate: set[str]) -> dict[str, Any]:
+def near_copies(real: list[Note], plants: list[Plant], *, ratio: float = 0.8) -> set[str]:
+    """Ids of clean plants that are edited copies of an ingested note (the corpus's own duplicates).
+
+    A clean note of at least ``MIN_COPY_TOKENS`` words is a near copy when one
+    ingested note sharing a word 8-gram with it holds ``ratio`` of its words in
+    order (the LCS ratio rule's default): the same encounter twice in the
+    corpus with small edits, which the split by opening words did not group.
+    Counted separately, as pure-boilerplate spans are; read from the plain
+    texts, not from the screen.
+    """
+    from appliance.privacy.detectors import lcs_length
+
+    grams: dict[tuple[str, ...], set[int]] = {}
+    real_tokens = [tokenize(n.text)[0] for n in real]
+    for i, toks in enumerate(real_tokens):
+        for j in range(len(toks) - 7):
+            grams.setdefault(tuple(toks[j : j + 8]), set()).add(i)
+    out = set()
+    for p in plants:
+        if p.kind != "clean":
+            continue
+        toks = tokenize(p.text)[0]
+        if len(toks) < MIN_COPY_TOKENS:
+            continue
+        near = {i for j in range(len(toks) - 7) for i in grams.get(tuple(toks[j : j + 8]), ())}
+        if any(lcs_length(toks, real_tokens[i]) >= ratio * len(toks) for i in near):
+            out.add(p.id)
+    return out
+
+
+def score(
+    report: dict[str, Any],
+    plants: list[Plant],
+    boilerplate: set[str],
+    copies: set[str] | None = None,
+) -> dict[str, Any]:
     """Per kind: planted, quarantined, recall (or false-quarantine rate), detectors that fired."""
     decided = {n["id"]: n["decision"] for n in report["notes"]}
     fired: dict[str, set[str]] = {
@@ -374,6 +420,14 @@ def score(report: dict[str, Any], plants: list[Plant], boilerplate: set[str]) ->
             "rate": len(caught) / len(mine),
             "detectors": dict(why.most_common()),
         }
+        if kind == "clean" and copies is not None:
+            fresh = [p for p in mine if p.id not in copies]
+            row["near_copies"] = len(mine) - len(fresh)
+            row["rate_without_near_copies"] = (
+                sum(1 for p in fresh if decided.get(p.id) == "quarantined") / len(fresh)
+                if fresh
+                else None
+            )
         if kind in SPAN_KINDS:
             leaks = [p for p in mine if p.id not in boilerplate]
             row["boilerplate_only"] = len(mine) - len(leaks)
@@ -392,6 +446,19 @@ def score(report: dict[str, Any], plants: list[Plant], boilerplate: set[str]) ->
     }
 
 
+def _set_policy(ws: Any, key: str, value: str) -> Any:
+    """The workspace reopened with ``[leakage] key = value`` in its policy copy."""
+    from appliance.workspace import Workspace
+
+    policy = ws.root / "policy.toml"
+    text = policy.read_text(encoding="utf-8")
+    new, n = re.subn(rf"(?m)^{re.escape(key)}\s*=.*$", f"{key} = {value}", text)
+    if n != 1:
+        raise SystemExit(f"{policy}: no [leakage] {key} to change")
+    policy.write_text(new, encoding="utf-8")
+    return Workspace.open(ws.root)
+
+
 def run_planted(
     work: Path,
     notes: list[Note],
@@ -400,12 +467,12 @@ def run_planted(
     clean: int,
     per_kind: int,
     seed: int,
-    uncalibrated: str = "auto",
+    variants: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Ingest, plant, screen and score; ``uncalibrated``: 'auto' (when raised), 'always' or 'never'."""
+    """Ingest, plant, screen and score; then once more per ``KEY=VALUE`` policy variant."""
     from appliance.privacy import screen
     from appliance.records import ingest
-    from appliance.workspace import Workspace, init
+    from appliance.workspace import init
 
     real, held = split(notes, holdout, seed)
     plants = make_plants(real, held, clean=clean, per_kind=per_kind, seed=seed)
@@ -415,39 +482,42 @@ def run_planted(
     ing = ingest.run(ws, export)
     cand = work / "synthetic.jsonl"
     write_plants(plants, cand)
-    t0 = time.perf_counter()
-    result = screen.run(ws, corpus=None, input_path=cand)
-    seconds = time.perf_counter() - t0
-    assert result.report_json is not None
-    report = json.loads(result.report_json.read_text())
-    boiler = boilerplate_only(ws, plants)
-    out: dict[str, Any] = {
-        "real_notes": len(real),
-        "real_stored": ing.stored,
-        "held_out_notes": len(held),
-        "index_records": report["index"]["records"],
-        "index_holdout_records": report["index"]["holdout_records"],
-        "dcr": {k: report["dcr"].get(k) for k in ("enabled", "threshold_similarity", "why")},
-        "runs": {"default": {**score(report, plants, boiler), "wall_seconds": round(seconds, 2)}},
-    }
-    raised = (report["verbatim_threshold"]["tokens"] or 0) > ws.policy.leakage.verbatim_max_tokens
-    if uncalibrated == "always" or (uncalibrated == "auto" and raised):
-        policy = ws.root / "policy.toml"
-        text = policy.read_text(encoding="utf-8")
-        new, n = re.subn(r"(?m)^verbatim_calibrate\s*=\s*true", "verbatim_calibrate = false", text)
-        if n != 1:
-            raise SystemExit(f"{policy}: could not switch verbatim_calibrate off")
-        policy.write_text(new, encoding="utf-8")
-        ws = Workspace.open(ws.root)
+    out: dict[str, Any] = {"runs": {}}
+    copies = near_copies(real, plants)
+    original = (ws.root / "policy.toml").read_text(encoding="utf-8")
+    for variant in ("default", *variants):
+        if variant != "default":
+            key, sep, value = variant.partition("=")
+            if not sep:
+                raise SystemExit(f"--variant {variant!r}: expected KEY=VALUE")
+            (ws.root / "policy.toml").write_text(original, encoding="utf-8")
+            ws = _set_policy(ws, key.strip(), value.strip())
         t0 = time.perf_counter()
         result = screen.run(ws, corpus=None, input_path=cand)
         seconds = time.perf_counter() - t0
         assert result.report_json is not None
         report = json.loads(result.report_json.read_text())
-        out["runs"]["verbatim_calibrate = false"] = {
-            **score(report, plants, boiler),
+        boiler = boilerplate_only(ws, plants)
+        if variant == "default":
+            out.update(
+                {
+                    "real_notes": len(real),
+                    "real_stored": ing.stored,
+                    "held_out_notes": len(held),
+                    "index_records": report["index"]["records"],
+                    "index_holdout_records": report["index"]["holdout_records"],
+                    "dcr": {
+                        k: report["dcr"].get(k)
+                        for k in ("enabled", "threshold_similarity", "threshold_rank", "why")
+                    },
+                }
+            )
+        out["runs"][variant] = {
+            **score(report, plants, boiler, copies),
+            "dcr_threshold": report["dcr"].get("threshold_similarity"),
             "wall_seconds": round(seconds, 2),
         }
+    (ws.root / "policy.toml").write_text(original, encoding="utf-8")
     return out
 
 
@@ -479,11 +549,15 @@ def markdown(result: dict[str, Any], source: str) -> str:
             cell = f"{k['quarantined']} ({k['rate']:.1%})"
             if kind in SPAN_KINDS and k.get("boilerplate_only"):
                 cell += f"; {k['rate_without_boilerplate']:.1%} of non-boilerplate"
+            if kind == "clean" and k.get("near_copies"):
+                cell += f"; {k['rate_without_near_copies']:.1%} without near copies"
             cells.append(cell)
         why = ", ".join(f"{d} {c}" for d, c in row["detectors"].items()) or "—"
         extra = (
             f" ({row['boilerplate_only']} pure boilerplate)" if row.get("boilerplate_only") else ""
         )
+        if row.get("near_copies"):
+            extra = f" ({row['near_copies']} near copies of ingested notes)"
         lines.append(
             f"| {kind}{extra} | {row['planted']} | "
             + " | ".join(cells)
@@ -504,7 +578,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout", type=int, default=400, help="notes held out (never ingested)")
     p.add_argument("--clean", type=int, default=200, help="held-out notes screened as clean notes")
     p.add_argument("--per-kind", type=int, default=100, help="planted leaks of each kind")
-    p.add_argument("--uncalibrated", choices=["auto", "always", "never"], default="auto")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="screen again with this [leakage] policy value (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", type=Path, help="keep the workspace here")
     p.add_argument("--json-out", type=Path)
@@ -521,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         clean=args.clean,
         per_kind=args.per_kind,
         seed=args.seed,
-        uncalibrated=args.uncalibrated,
+        variants=args.variant,
     )
     result["source"] = args.source
     result["wall_seconds"] = round(time.perf_counter() - started, 1)

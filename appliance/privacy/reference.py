@@ -6,9 +6,11 @@ store, the leakage policy or the key changes (its fingerprint). It holds no
 readable text:
 
 - **k-grams**: keyed 64-bit hashes of every word k-gram of every real note,
-  with note number and position, plus, per distinct k-gram, the number of
-  distinct notes it occurs in (a k-gram in many notes is boilerplate that
-  identifies nobody);
+  with note number and position, and each note's patient number (a
+  per-index counter, no identifier), so the screen knows per distinct
+  k-gram how many distinct *patients'* notes it occurs in: a k-gram in the
+  notes of many patients is boilerplate that identifies nobody, while a
+  paragraph one patient's notes copy forward is still that patient's;
 - **MinHash**: one signature per note over keyed word shingles, and LSH band
   keys (sorted arrays) to find near-duplicate candidates;
 - **identifiers**: keyed hashes of every real identifier and the variants a
@@ -51,7 +53,7 @@ from appliance.workspace import Workspace
 
 INDEX_DIR = "leakage-index"
 INDEX_FILE = "index.npz.enc"
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 DCR_DIMENSIONS = 256
 IDENT_MAX_TOKENS = 10
 DEFAULT_HOLDOUT_FRACTION = 0.1
@@ -66,6 +68,10 @@ STRONG, WEAK = 1, 0
 _MASK = (1 << 64) - 1
 _P_INT = int(_P)
 PHONE_TYPE = "PHONE_NUMBER"
+# Identifier types that name the patient a note belongs to, most specific first.
+PATIENT_KEY_TYPES = ("MEDICAL_RECORD_NUMBER", "NATIONAL_ID")
+# Metadata fields that name the patient when the export keeps the id as metadata.
+PATIENT_KEY_FIELDS = ("patient_id", "patient", "subject", "subject_id", "person_id", "mrn")
 
 
 class TokenHasher:
@@ -141,6 +147,27 @@ def phone_candidates(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
+def patient_key(record: Record) -> str:
+    """Which patient a record belongs to, as far as the export says.
+
+    The record's medical record number, else its national ID, else a
+    patient-id metadata field; a record without any of them is its own
+    patient. Two patients merged by a shared value only make fewer k-grams
+    boilerplate (the safe direction); one patient split into several would
+    make more, which is why a record without a patient id counts alone.
+    """
+    for kind in PATIENT_KEY_TYPES:
+        values = sorted(i.value.strip() for i in record.identifiers if i.type == kind)
+        values = [v for v in values if v]
+        if values:
+            return f"{kind}\0{values[0]}"
+    for name in PATIENT_KEY_FIELDS:
+        for key, value in record.metadata.items():
+            if key.rsplit(".", 1)[-1].lower() == name and str(value).strip():
+                return f"meta\0{str(value).strip()}"
+    return f"record\0{record.id}"
+
+
 def identifier_variants(ident: Identifier) -> list[tuple[str, int]]:
     """(variant, strength) forms a note may write a real identifier in."""
     from appliance.privacy.recognizers import _name_variants, date_variants, parse_dates
@@ -169,6 +196,7 @@ class _Building:
     """Accumulators of one build pass."""
 
     ids: list[str]
+    patients: list[int]  # patient number per note
     gram_parts: list[np.ndarray]
     gram_rec: list[np.ndarray]
     gram_pos: list[np.ndarray]
@@ -205,7 +233,8 @@ class ReferenceIndex:
         self.ukeys = np.empty(0, dtype=np.uint64)  # distinct k-grams
         self.ustart = np.empty(0, dtype=np.int64)
         self.ucount = np.empty(0, dtype=np.int64)
-        self.udf = np.empty(0, dtype=np.int64)  # distinct notes per k-gram
+        self.udf = np.empty(0, dtype=np.int64)  # distinct patients per k-gram
+        self.record_patients = np.empty(0, dtype=np.uint32)  # patient number per note
         # MinHash
         self.signatures = np.empty((0, self.permutations), dtype=np.uint64)
         self.band_keys = np.empty((self.bands, 0), dtype=np.uint64)  # sorted per band
@@ -316,12 +345,14 @@ class ReferenceIndex:
 
         recognizers = build_recognizers(identifier_policy)
         type_ids: dict[str, int] = {}
-        b = _Building([], [], [], [], [], [], {}, set())
+        b = _Building([], [], [], [], [], [], [], {}, set())
+        patient_numbers: dict[str, int] = {}
         holdout: list[bool] = []
         distinct: list[np.ndarray] = []  # distinct token hashes per note (document frequency)
         ident_cache: dict[tuple[str, str, str], tuple[list[tuple[int, int]], list[int]]] = {}
         for n, record in enumerate(records):
             b.ids.append(record.id)
+            b.patients.append(patient_numbers.setdefault(patient_key(record), len(patient_numbers)))
             holdout.append(is_holdout(holdout_key, record.id, holdout_fraction))
             th = self.hasher.many(word_tokens(record.text))
             grams = gram_hashes(th, self.k)
@@ -361,6 +392,7 @@ class ReferenceIndex:
         self.types = [t for t, _ in sorted(type_ids.items(), key=lambda kv: kv[1])]
         self.record_ids = b.ids
         self.holdout = np.array(holdout, dtype=bool)
+        self.record_patients = np.array(b.patients, dtype=np.uint32)
         self._freeze_grams(b)
         self._freeze_minhash(b)
         self._freeze_identifiers(b)
@@ -368,6 +400,7 @@ class ReferenceIndex:
         self.meta.update(
             {
                 "records": len(b.ids),
+                "patients": len(patient_numbers),
                 "holdout_records": int(self.holdout.sum()),
                 "holdout_fraction": holdout_fraction,
                 "postings": len(self.gram_keys),
@@ -418,20 +451,40 @@ class ReferenceIndex:
         self._derive_unique()
 
     def _derive_unique(self) -> None:
-        keys, recs = self.gram_keys, self.gram_records
+        keys = self.gram_keys
         if not len(keys):
             self.ukeys = np.empty(0, np.uint64)
             self.ustart = self.ucount = self.udf = np.empty(0, np.int64)
             return
         new_key = np.ones(len(keys), dtype=bool)
         new_key[1:] = keys[1:] != keys[:-1]
-        new_pair = new_key.copy()
-        new_pair[1:] |= recs[1:] != recs[:-1]
         starts = np.flatnonzero(new_key)
         self.ukeys = keys[starts]
         self.ustart = starts.astype(np.int64)
         self.ucount = np.diff(np.append(starts, len(keys))).astype(np.int64)
-        self.udf = np.add.reduceat(new_pair.astype(np.int64), starts)
+        self.udf = self._distinct_patients(starts, new_key)
+
+    def _distinct_patients(self, starts: np.ndarray, new_key: np.ndarray) -> np.ndarray:
+        """Per distinct k-gram, the number of distinct patients whose notes contain it."""
+        recs = self.gram_records
+        patients = self.record_patients
+        if len(patients) != len(self.record_ids) or not len(patients):
+            patients = np.arange(max(len(self.record_ids), int(recs.max()) + 1), dtype=np.uint32)
+        pat = patients[recs]
+        # Postings are sorted by (k-gram, note): only k-grams with more than one posting can
+        # be in the notes of more than one patient; sort those by (k-gram, patient).
+        group = np.cumsum(new_key) - 1
+        multi = np.flatnonzero(self.ucount[group] > 1)
+        udf = np.ones(len(starts), dtype=np.int64)
+        if len(multi):
+            g, p = group[multi], pat[multi]
+            order = np.lexsort((p, g))
+            g, p = g[order], p[order]
+            first = np.ones(len(g), dtype=bool)
+            first[1:] = (g[1:] != g[:-1]) | (p[1:] != p[:-1])
+            counted = np.bincount(g[first], minlength=len(starts))
+            udf = np.where(counted > 0, counted, 1).astype(np.int64)
+        return udf
 
     def _freeze_minhash(self, b: _Building) -> None:
         sig = (
@@ -477,6 +530,7 @@ class ReferenceIndex:
 
     _ARRAYS: ClassVar[list[str]] = [
         "holdout",
+        "record_patients",
         "gram_keys",
         "gram_records",
         "gram_positions",

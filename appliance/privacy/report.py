@@ -181,7 +181,7 @@ code,.excerpt{font-family:ui-monospace,Menlo,monospace;font-size:.85rem}.excerpt
 {% endfor %}</table>
 {% if r.dcr.enabled %}<p>Distance to closest record: {{ (100 * r.dcr.share_closer_to_training_than_holdout) | round(1) if r.dcr.share_closer_to_training_than_holdout is not none else "n/a" }}% of synthetic notes are closer to a
 training note than to a held-out real note (same-size samples; about 50% means the generator does not copy its training notes).
-Notes more similar to a training note than {{ (100 * (1 - r.dcr.quantile)) | round(1) }}% of held-out real notes are quarantined (similarity ≥ {{ r.dcr.threshold_similarity }}).</p>
+Notes more similar to a training note than the held-out real note of rank {{ r.dcr.threshold_rank }} of {{ r.dcr.holdout_notes }} are quarantined (similarity &gt; {{ r.dcr.threshold_similarity }}; a new real note lies above it with probability at most {{ (100 * r.dcr.quantile) | round(1) }}%).</p>
 {% else %}<p class="muted">Distance to closest record: not applied ({{ r.dcr.why }}).</p>{% endif %}
 
 <h2>Distributions</h2>
@@ -223,10 +223,10 @@ def render_html(
     thresholds = {
         "verbatim": f"≥ {report['verbatim_threshold']['tokens']} tokens ({report['verbatim_threshold']['source']})",
         "lcs_ratio": f"≥ {lk['lcs_ratio_max']} (notes ≥ {lk['lcs_min_tokens']} tokens)",
-        "near_duplicate": f"Jaccard ≥ {lk['near_duplicate_jaccard']}",
+        "near_duplicate": f"Jaccard ≥ {lk['near_duplicate_jaccard']} (notes ≥ {lk['lcs_min_tokens']} tokens)",
         "identifiers": "any real identifier; 2 quasi-identifiers of one record",
         "dcr": (
-            f"similarity ≥ {report['dcr']['threshold_similarity']}"
+            f"similarity > {report['dcr']['threshold_similarity']}"
             if report["dcr"].get("enabled")
             else "not applied"
         ),

@@ -548,6 +548,10 @@ def _dcr_summary(screener: Screener, closer: Sequence[bool]) -> dict[str, Any]:
         "enabled": True,
         "threshold_similarity": round(det.threshold, 4),
         "quantile": screener.policy.leakage.dcr_quantile,
+        "threshold_rank": det.rank,
+        "holdout_notes": len(screener.index.baseline),
+        "rule": "the ⌈(n + 1)(1 − q)⌉-th smallest held-out similarity (split conformal): "
+        "a new real note lies above it with probability at most q",
         "baseline": _summary(screener.index.baseline.tolist()),
         "share_closer_to_training_than_holdout": (
             round(sum(closer) / len(closer), 4) if closer else None

@@ -3914,6 +3914,7 @@ def _home_regimen(rng: random.Random, term: str) -> _Med:
 def _discharge(w: _Writer, p: _Patient, ids: _IdPlan, visit: date) -> tuple[list[_Line], str, str]:
     rng = w.rng
     eligible = [sc for sc in _ACUTE if _age(p, visit) >= sc.min_age and sc.sex in (None, p.sex)]
+    eligible = eligible or [sc for sc in _ACUTE if sc.sex in (None, p.sex)]  # a young child
     weights = [
         sc.weight * (3 if sc.dx in p.problems or set(sc.secondary) & set(p.problems) else 1)
         for sc in eligible
@@ -4198,6 +4199,7 @@ def _procedure(w: _Writer, p: _Patient, ids: _IdPlan, visit: date) -> tuple[list
     rng = w.rng
     age = _age(p, visit)
     eligible = [pr for pr in _PROCS if age >= pr.min_age and pr.sex in (None, p.sex)]
+    eligible = eligible or [pr for pr in _PROCS if pr.sex in (None, p.sex)]  # a young child
     weights = [
         pr.weight * (3 if any(t in p.problems for t, _ in pr.indications) else 1) for pr in eligible
     ]
@@ -4400,6 +4402,9 @@ def _outpatient(w: _Writer, p: _Patient, ids: _IdPlan, visit: date) -> tuple[lis
         pb = w.pick(chronic_here)
     else:
         eligible = [pb for pb in _PROBLEMS if age >= pb.min_age and pb.sex in (None, p.sex)]
+        # A patient younger than every problem's minimum age (a small child) still
+        # needs a visit reason: fall back to the problems open to their sex.
+        eligible = eligible or [pb for pb in _PROBLEMS if pb.sex in (None, p.sex)]
         pb = rng.choices(eligible, weights=[x.weight for x in eligible])[0]
     dept = w.pick(pb.depts)
     w.ctx["dx"] = lambda: w.mention(pb.dx)
