@@ -473,7 +473,7 @@ def demo(
     folder: Path,
     *,
     notes: int = 1500,
-    synthetic: int = 600,
+    synthetic: int = 1000,
     fresh: int = 200,
     echo: Callable[[str], None] | None = None,
 ) -> DemoResult:

@@ -55,7 +55,7 @@ def pipeline_run(workspace: Path | None, config_path: Path) -> None:
 )
 @click.option("--notes", default=1500, show_default=True, type=int, help="Demo export size.")
 @click.option(
-    "--synthetic", default=600, show_default=True, type=int, help="Synthetic notes to generate."
+    "--synthetic", default=1000, show_default=True, type=int, help="Synthetic notes to generate."
 )
 def demo(folder: Path, notes: int, synthetic: int) -> None:
     """The whole pipeline on demo data, with the lexicon annotator; no GPU, no LLM.
