@@ -175,6 +175,7 @@ class PipelineResult:
     generated: int = 0
     released: int = 0
     quarantined: int = 0
+    rejected: int = 0  # not screened at all (empty notes), listed in the screen report
     annotated: int = 0
     entities: int = 0
     dev_f1: float | None = None
@@ -187,7 +188,9 @@ class PipelineResult:
         f1 = f"{100 * self.dev_f1:.1f}" if self.dev_f1 is not None else "n/a"
         out.append(
             f"records {self.records}; synthetic notes generated {self.generated}, released "
-            f"{self.released}, quarantined {self.quarantined}; annotated {self.annotated} "
+            f"{self.released}, quarantined {self.quarantined}"
+            + (f", rejected {self.rejected} (see the report)" if self.rejected else "")
+            + f"; annotated {self.annotated} "
             f"({self.entities} entities); model dev F1 {f1}; {self.seconds:.0f}s in all"
         )
         out.append(f"privacy report: {self.report}")
@@ -343,7 +346,10 @@ def run(
     body = load_release(ws, corpus)
     result.released = int(body["counts"]["released"])
     result.quarantined = int(body["counts"]["quarantined"])
-    result.generated = result.released + result.quarantined
+    written = json.loads(corpus_manifest.read_text()).get("written", 0)
+    result.generated = max(int(written), result.released + result.quarantined)
+    # Notes the screen could not screen (empty ones) are neither released nor quarantined.
+    result.rejected = result.generated - result.released - result.quarantined
     if result.report is None:
         result.report = ws.root / str(body["report"]["html"]["path"])
 
