@@ -490,12 +490,14 @@ class IdentifierDetector:
     def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
         return set()
 
-    def _real_hits(
-        self, cand: Candidate, idx: ReferenceIndex
-    ) -> list[tuple[int, int, int, int, int]]:
-        """(start, end, type, record, strength) of every known real identifier in the note."""
+    def _real_hits(self, cand: Candidate, idx: ReferenceIndex) -> np.ndarray:
+        """Rows of (start, end, type, record, strength), one per known real identifier match.
+
+        An array, not tuples: a common name part can be the identifier of
+        thousands of records, and every later step works on whole columns.
+        """
         toks = id_tokens(cand.text)
-        out: list[tuple[int, int, int, int, int]] = []
+        out: list[np.ndarray] = []
         if toks and len(idx.id_keys):
             th = idx.hasher.many([t for t, _, _ in toks])
             tok_start = np.array([t[1] for t in toks], dtype=np.int64)
@@ -529,31 +531,37 @@ class IdentifierDetector:
                     np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
                 )
                 tok = np.repeat(starts[found], counts)
-                out.extend(
-                    zip(
-                        tok_start[tok].tolist(),
-                        tok_end[tok + length - 1].tolist(),
-                        idx.id_types[entry].tolist(),
-                        idx.id_records[entry].tolist(),
-                        idx.id_strength[entry].tolist(),
-                        strict=True,
+                out.append(
+                    np.stack(
+                        [
+                            tok_start[tok],
+                            tok_end[tok + length - 1],
+                            idx.id_types[entry].astype(np.int64),
+                            idx.id_records[entry].astype(np.int64),
+                            idx.id_strength[entry].astype(np.int64),
+                        ],
+                        axis=1,
                     )
                 )
         for start, end, digits in phone_candidates(cand.text):
             h = np.uint64(idx.hasher.digits(digits))
             first = int(np.searchsorted(idx.id_keys, h, side="left"))
             last = int(np.searchsorted(idx.id_keys, h, side="right"))
-            for e in range(first, last):
+            if last > first:
+                e = np.arange(first, last)
                 out.append(
-                    (
-                        start,
-                        end,
-                        int(idx.id_types[e]),
-                        int(idx.id_records[e]),
-                        int(idx.id_strength[e]),
+                    np.stack(
+                        [
+                            np.full(len(e), start, dtype=np.int64),
+                            np.full(len(e), end, dtype=np.int64),
+                            idx.id_types[e].astype(np.int64),
+                            idx.id_records[e].astype(np.int64),
+                            idx.id_strength[e].astype(np.int64),
+                        ],
+                        axis=1,
                     )
                 )
-        return out
+        return np.concatenate(out) if out else np.empty((0, 5), dtype=np.int64)
 
     def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]:
         from appliance.privacy.recognizers import find_identifiers
@@ -564,16 +572,37 @@ class IdentifierDetector:
         for cand in batch:
             outcome = Outcome()
             hits = self._real_hits(cand, idx)
-            strong = [h for h in hits if h[4] == STRONG]
-            weak_by_record: dict[int, set[tuple[int, int, int]]] = defaultdict(set)
             person = idx.types.index("PERSON") if "PERSON" in idx.types else -1
-            weak_hits = []
-            for hit in hits:
-                s, e, t, r, strength = hit
-                # A name part written in lower case is a word ("per", "will"), not a name.
-                if strength != STRONG and not (t == person and not cand.text[s].isupper()):
-                    weak_by_record[r].add((s, e, t))
-                    weak_hits.append(hit)
+            is_strong = hits[:, 4] == STRONG
+            strong = hits[is_strong].tolist()
+            # Distinct matched spans (few) index the many (span, record) hits.
+            uniq_spans, span_of = np.unique(hits[:, :2], axis=0, return_inverse=True)
+            span_of = span_of.reshape(-1)
+            span_list = [(int(a), int(b)) for a, b in uniq_spans.tolist()]
+            upper = np.array([cand.text[a].isupper() for a, _ in span_list], dtype=bool)
+            # A name part written in lower case is a word ("per", "will"), not a name.
+            is_weak = ~is_strong & ~((hits[:, 2] == person) & ~upper[span_of])
+            weak = hits[is_weak]
+            weak_span = span_of[is_weak]
+            value_ids: dict[str, int] = {}
+            span_value = np.array(
+                [
+                    value_ids.setdefault(cand.text[a:b].casefold(), len(value_ids))
+                    for a, b in span_list
+                ],
+                dtype=np.int64,
+            )
+            weak_by_record: dict[int, set[tuple[int, int, int]]] = {}
+            if len(weak):
+                # Records with at least two distinct weak values in this note, in order of first hit.
+                pairs = np.unique(np.stack([weak[:, 3], span_value[weak_span]], axis=1), axis=0)
+                recs, n_values = np.unique(pairs[:, 0], return_counts=True)
+                several = recs[n_values >= 2]
+                if len(several):
+                    rows = np.flatnonzero(np.isin(weak[:, 3], several))
+                    for row in rows.tolist():
+                        a, b, t, r, _ = weak[row].tolist()
+                        weak_by_record.setdefault(r, set()).add((a, b, t))
             reported: set[tuple[int, int]] = set()
             for s, e, t, r, _ in strong:
                 if (s, e) in reported:
@@ -610,7 +639,7 @@ class IdentifierDetector:
                                     idx.types[t],
                                 )
                             )
-            weak_single = {(s, e) for s, e, _, _, _ in weak_hits} - reported
+            weak_single = {span_list[i] for i in np.unique(weak_span).tolist()} - reported
             for s, e in sorted(weak_single):
                 outcome.findings.append(
                     Finding(
