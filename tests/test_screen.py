@@ -470,6 +470,23 @@ def _after(rows: list[dict[str, Any]], phrase: str, n: int) -> str:
     return f"{phrase} {' '.join(rest)}"
 
 
+def test_loaded_index_keeps_patient_counts_of_a_fresh_build(patient_ws: Any) -> None:
+    import numpy as np
+
+    from appliance.privacy.reference import load_or_build
+
+    ws, _ = patient_ws
+    load_or_build(ws)
+    loaded, built = load_or_build(ws)
+    assert not built  # read back from disk, with the stored counts
+    fresh = type(loaded).__new__(type(loaded))
+    fresh.__dict__.update(loaded.__dict__)
+    fresh._derive_unique()  # recount from the postings, as a build does
+    assert np.array_equal(loaded.ukeys, fresh.ukeys)
+    assert np.array_equal(loaded.udf, fresh.udf)
+    assert int(loaded.udf.max()) >= 5  # the phrase in five patients' notes
+
+
 PATIENT_CASES: list[tuple[str, Any, set[str]]] = [
     ("a patient's copy-forward paragraph in 3 of their notes is caught", lambda R: PHRASES["copy_forward"], {"verbatim"}),
     ("a phrase in 5 patients' notes is boilerplate", lambda R: PHRASES["five_patients"], set()),

@@ -53,7 +53,7 @@ from appliance.workspace import Workspace
 
 INDEX_DIR = "leakage-index"
 INDEX_FILE = "index.npz.enc"
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
 DCR_DIMENSIONS = 256
 IDENT_MAX_TOKENS = 10
 DEFAULT_HOLDOUT_FRACTION = 0.1
@@ -450,7 +450,12 @@ class ReferenceIndex:
         b.gram_pos.clear()
         self._derive_unique()
 
-    def _derive_unique(self) -> None:
+    def _derive_unique(self, stored_udf: np.ndarray | None = None) -> None:
+        """Per distinct k-gram: key, first posting, postings, distinct patients.
+
+        The patient counts are the costly part (a sort of the postings); a
+        loaded index brings them along (``stored_udf``) instead of recounting.
+        """
         keys = self.gram_keys
         if not len(keys):
             self.ukeys = np.empty(0, np.uint64)
@@ -462,7 +467,10 @@ class ReferenceIndex:
         self.ukeys = keys[starts]
         self.ustart = starts.astype(np.int64)
         self.ucount = np.diff(np.append(starts, len(keys))).astype(np.int64)
-        self.udf = self._distinct_patients(starts, new_key)
+        if stored_udf is not None and len(stored_udf) == len(starts):
+            self.udf = stored_udf.astype(np.int64)
+        else:
+            self.udf = self._distinct_patients(starts, new_key)
 
     def _distinct_patients(self, starts: np.ndarray, new_key: np.ndarray) -> np.ndarray:
         """Per distinct k-gram, the number of distinct patients whose notes contain it."""
@@ -551,7 +559,10 @@ class ReferenceIndex:
     def save(self, folder: Path, key: DataKey, fingerprint: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez(buf, **{name: getattr(self, name) for name in self._ARRAYS})
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        # Distinct patients per k-gram, so a load need not recount them.
+        arrays["udf"] = self.udf.astype(np.uint32)
+        np.savez(buf, **arrays)
         header = {
             "format": INDEX_FORMAT,
             "fingerprint": fingerprint,
@@ -593,7 +604,7 @@ class ReferenceIndex:
         self.types = list(header["types"])
         self.record_ids = list(header["record_ids"])
         self.meta = dict(header["meta"])
-        self._derive_unique()
+        self._derive_unique(data["udf"] if "udf" in data.files else None)
         return True
 
 
