@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,13 @@ def test_pipeline_runs_every_stage_then_skips_what_is_current(project: tuple[Any
     assert first.records == 120
     assert first.generated == 40
     assert first.released + first.quarantined + first.rejected == 40  # rejected: empty notes
+    assert first.report is not None
+    counts = json.loads(first.report.with_suffix(".json").read_text())["counts"]
+    assert (first.released, first.quarantined, first.rejected) == (
+        counts["released"],
+        counts["quarantined"],
+        counts["rejected"],
+    )
     assert first.released > 0 and first.annotated > 0
     assert first.package is not None and (first.package / "model.onnx").exists()
     assert first.report is not None and first.report.suffix == ".html" and first.report.exists()
