@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+import regex
 from presidio_analyzer import Pattern, PatternRecognizer
 
 from appliance.config import IdentifierPolicy
@@ -44,72 +45,102 @@ MRN = "MEDICAL_RECORD_NUMBER"
 DOB = "DATE_OF_BIRTH"
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        # Estonian isikukood: checksum and date decide.
-        ("Isikukood 37605030299.", [(NID, "37605030299")]),
-        ("Isikukood 37605030298.", []),
-        ("ID code: 49403136526, seen today", [(NID, "49403136526")]),
-        ("x 37613030296 (month 13)", []),
-        ("a decimal 12.37605030299 is no code", []),
-        ("glued A37605030299 or 376050302991", []),
-        # Swedish personnummer, 10 and 12 digits, '-' or '+', bare.
-        ("pnr 811228-9874", [(NID, "811228-9874")]),
-        ("pnr 811228+9874 (over 100)", [(NID, "811228+9874")]),
-        ("pnr 19811228-9874", [(NID, "19811228-9874")]),
-        ("pnr 198112289874", [(NID, "198112289874")]),
-        ("pnr 8112289874", [(NID, "8112289874")]),
-        ("pnr 811228-9875", []),
-        # Finnish HETU.
-        ("HETU 131052-308T", [(NID, "131052-308T")]),
-        ("HETU 131052-308U", []),
-        ("HETU 010594Y9032 (new sign)", [(NID, "010594Y9032")]),
-        # US SSN: rules, not a checksum; placeholders and void numbers out.
-        ("SSN 536-22-1234", [(NID, "536-22-1234")]),
-        ("SSN 666-12-3456", []),
-        ("SSN 078-05-1120", []),
-        ("SSN 111-11-1111", []),
-        # Phones in several spacings, with and without the country code.
-        ("Call +372 5141 3739.", [(PHONE, "+372 5141 3739")]),
-        ("Call 5141 3739.", [(PHONE, "5141 3739")]),
-        ("Call 5141-3739 today", [(PHONE, "5141-3739")]),
-        ("Call 51413739", [(PHONE, "51413739")]),
-        ("Call 0037251413739", [(PHONE, "0037251413739")]),
-        ("Call +372 612 3456", [(PHONE, "+372 612 3456")]),
-        ("Call +44 20 7946 0018", [(PHONE, "+44 20 7946 0018")]),
-        ("Call (020) 7946 0018", [(PHONE, "(020) 7946 0018")]),
-        ("Call +46 70 123 45 67", [(PHONE, "+46 70 123 45 67")]),
-        ("Call 070-123 45 67", [(PHONE, "070-123 45 67")]),
-        ("Call +358 40 123 4567", [(PHONE, "+358 40 123 4567")]),
-        ("Call +1 202 555 0143", [(PHONE, "+1 202 555 0143")]),
-        ("Tel.5141 3739", [(PHONE, "5141 3739")]),
-        ("Call +372 5141 3739 12 times", [(PHONE, "+372 5141 3739")]),
-        # Clinical numbers are not phones.
-        ("BP 134/90, HR 87, on 08.01.2018 and 2018-01-04", []),
-        ("stored as 20180104; Hb 127 g/l; 1000 mg 1-0-1", []),
-        ("Kasekivi tn 107, 12118 Tallinn; WBC 14.3 x10^9/L", []),
-        # E-mail, offline (no public-suffix list).
-        ("Mail mari.tamm@example.ee.", [(EMAIL, "mari.tamm@example.ee")]),
-        (
-            "Mail Mari.Tamm+clinic@Haigla.Kliinik.EE",
-            [(EMAIL, "Mari.Tamm+clinic@Haigla.Kliinik.EE")],
-        ),
-        ("not e-mail: a@b, foo@bar.c, user@localhost, x@y..ee", []),
-        # Record numbers and birth dates only after their label.
-        ("MRN: P230163", [(MRN, "P230163")]),
-        ("Case no. 2023-004512 admitted", [(MRN, "2023-004512")]),
-        ("Hospital ID P657924; MRN pending", [(MRN, "P657924")]),
-        ("P230163 alone is not enough", []),
-        ("DOB: 03.01.1994", [(DOB, "03.01.1994")]),
-        ("Date of birth 3 January 1994", [(DOB, "3 January 1994")]),
-        ("born 1994-01-03 in Tartu", [(DOB, "1994-01-03")]),
-        ("DOB: 31.02.1994", []),
-        ("seen 03.01.1994", []),
-    ],
-)
+PATTERN_CASES = [
+    # Estonian isikukood: checksum and date decide.
+    ("Isikukood 37605030299.", [(NID, "37605030299")]),
+    ("Isikukood 37605030298.", []),
+    ("ID code: 49403136526, seen today", [(NID, "49403136526")]),
+    ("x 37613030296 (month 13)", []),
+    ("a decimal 12.37605030299 is no code", []),
+    ("glued A37605030299 or 376050302991", []),
+    # Swedish personnummer, 10 and 12 digits, '-' or '+', bare.
+    ("pnr 811228-9874", [(NID, "811228-9874")]),
+    ("pnr 811228+9874 (over 100)", [(NID, "811228+9874")]),
+    ("pnr 19811228-9874", [(NID, "19811228-9874")]),
+    ("pnr 198112289874", [(NID, "198112289874")]),
+    ("pnr 8112289874", [(NID, "8112289874")]),
+    ("pnr 811228-9875", []),
+    # Finnish HETU.
+    ("HETU 131052-308T", [(NID, "131052-308T")]),
+    ("HETU 131052-308U", []),
+    ("HETU 010594Y9032 (new sign)", [(NID, "010594Y9032")]),
+    # US SSN: rules, not a checksum; placeholders and void numbers out.
+    ("SSN 536-22-1234", [(NID, "536-22-1234")]),
+    ("SSN 666-12-3456", []),
+    ("SSN 078-05-1120", []),
+    ("SSN 111-11-1111", []),
+    # Phones in several spacings, with and without the country code.
+    ("Call +372 5141 3739.", [(PHONE, "+372 5141 3739")]),
+    ("Call 5141 3739.", [(PHONE, "5141 3739")]),
+    ("Call 5141-3739 today", [(PHONE, "5141-3739")]),
+    ("Call 51413739", [(PHONE, "51413739")]),
+    ("Call 0037251413739", [(PHONE, "0037251413739")]),
+    ("Call +372 612 3456", [(PHONE, "+372 612 3456")]),
+    ("Call +44 20 7946 0018", [(PHONE, "+44 20 7946 0018")]),
+    ("Call (020) 7946 0018", [(PHONE, "(020) 7946 0018")]),
+    ("Call +46 70 123 45 67", [(PHONE, "+46 70 123 45 67")]),
+    ("Call 070-123 45 67", [(PHONE, "070-123 45 67")]),
+    ("Call +358 40 123 4567", [(PHONE, "+358 40 123 4567")]),
+    ("Call +1 202 555 0143", [(PHONE, "+1 202 555 0143")]),
+    ("Tel.5141 3739", [(PHONE, "5141 3739")]),
+    ("Call +372 5141 3739 12 times", [(PHONE, "+372 5141 3739")]),
+    # Clinical numbers are not phones.
+    ("BP 134/90, HR 87, on 08.01.2018 and 2018-01-04", []),
+    ("stored as 20180104; Hb 127 g/l; 1000 mg 1-0-1", []),
+    ("Kasekivi tn 107, 12118 Tallinn; WBC 14.3 x10^9/L", []),
+    # E-mail, offline (no public-suffix list).
+    ("Mail mari.tamm@example.ee.", [(EMAIL, "mari.tamm@example.ee")]),
+    (
+        "Mail Mari.Tamm+clinic@Haigla.Kliinik.EE",
+        [(EMAIL, "Mari.Tamm+clinic@Haigla.Kliinik.EE")],
+    ),
+    ("not e-mail: a@b, foo@bar.c, user@localhost, x@y..ee", []),
+    # Record numbers and birth dates only after their label.
+    ("MRN: P230163", [(MRN, "P230163")]),
+    ("Case no. 2023-004512 admitted", [(MRN, "2023-004512")]),
+    ("Hospital ID P657924; MRN pending", [(MRN, "P657924")]),
+    ("P230163 alone is not enough", []),
+    ("DOB: 03.01.1994", [(DOB, "03.01.1994")]),
+    ("Date of birth 3 January 1994", [(DOB, "3 January 1994")]),
+    ("born 1994-01-03 in Tartu", [(DOB, "1994-01-03")]),
+    ("DOB: 31.02.1994", []),
+    ("seen 03.01.1994", []),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), PATTERN_CASES)
 def test_pattern_recognizers(text: str, expected: list[tuple[str, str]]) -> None:
     assert spans(text, PATTERNS) == expected
+
+
+def test_prefilter_never_skips_a_text_a_pattern_matches() -> None:
+    """``REQUIRES`` lets find_identifiers skip a recognizer; any raw pattern match must imply it."""
+    texts = [t for t, _ in PATTERN_CASES]
+    texts += [t.upper() for t in texts] + [t.lower() for t in texts]
+    texts += [
+        "mrn:P230163",
+        "record no 123456",
+        "d.o.b. 3 jan 1994",
+        "BIRTH DATE: 1994-01-03",
+        "(020)79460018",
+        "+3725141373912",
+        "x@y.ee",
+        "010594A9032",
+    ]
+    checked = 0
+    for recognizer in PATTERNS:
+        assert recognizer.requires is not None, recognizer.name
+        for pattern in recognizer.patterns:
+            compiled = regex.compile(pattern.regex, recognizer.global_regex_flags)
+            for text in texts:
+                if compiled.search(text):
+                    checked += 1
+                    assert recognizer.requires.search(text), (recognizer.name, pattern.name, text)
+    assert checked > 40
+    # and the skip is real: a note without digits or labels runs no pattern at all
+    assert [r for r in PATTERNS if r.requires.search("Patient seen today, no complaints.")] == [
+        r for r in PATTERNS if r.name == "MRN_LABELLED"
+    ]
 
 
 def test_policy_selects_recognizers() -> None:

@@ -31,7 +31,8 @@ from appliance.privacy.reference import (
     STRONG,
     ReferenceIndex,
     gram_hashes,
-    id_tokens,
+    id_token_spans,
+    id_token_words,
     phone_candidates,
 )
 
@@ -490,52 +491,77 @@ class IdentifierDetector:
     def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
         return set()
 
-    def _real_hits(self, cand: Candidate, idx: ReferenceIndex) -> np.ndarray:
-        """Rows of (start, end, type, record, strength), one per known real identifier match.
+    def _real_hits(self, batch: Sequence[Candidate], idx: ReferenceIndex) -> list[np.ndarray]:
+        """Per note, rows of (start, end, type, record, strength), one per known real identifier match.
 
-        An array, not tuples: a common name part can be the identifier of
-        thousands of records, and every later step works on whole columns.
+        Arrays, not tuples, and one lookup per identifier length for the whole
+        batch: a common name part can be the identifier of thousands of
+        records, and most notes match nothing at all. Rows come in identifier
+        length, then token, then index entry order; phone numbers last.
         """
-        toks = id_tokens(cand.text)
-        out: list[np.ndarray] = []
-        if toks and len(idx.id_keys):
-            th = idx.hasher.many([t for t, _, _ in toks])
-            tok_start = np.array([t[1] for t in toks], dtype=np.int64)
-            tok_end = np.array([t[2] for t in toks], dtype=np.int64)
+        words = [id_token_words(c.text) for c in batch]
+        sizes = np.array([len(w) for w in words], dtype=np.int64)
+        total = int(sizes.sum())
+        parts: list[np.ndarray] = []  # rows of (note, token, length, entry)
+        if total and len(idx.id_keys):
+            th = idx.hasher.many([t for w in words for t in w])
+            note_of = np.repeat(np.arange(len(batch), dtype=np.int64), sizes)
+            # Notes repeat their words: look each distinct token up once.
+            uniq, inverse = np.unique(th, return_inverse=True)
+            inverse = inverse.reshape(-1)
             if len(idx.id_first):
-                pos = np.minimum(np.searchsorted(idx.id_first, th), len(idx.id_first) - 1)
-                first_ok = np.flatnonzero(idx.id_first[pos] == th)
+                pos = np.minimum(np.searchsorted(idx.id_first, uniq), len(idx.id_first) - 1)
+                first_ok = np.flatnonzero((idx.id_first[pos] == uniq)[inverse])
             else:
-                first_ok = np.arange(len(th))
-            for length in range(1, min(IDENT_MAX_TOKENS, len(toks)) + 1):
+                first_ok = np.arange(total)
+            for length in range(1, IDENT_MAX_TOKENS + 1):
                 if length > 1:
-                    # Only where a known identifier's first token starts.
-                    starts = first_ok[first_ok <= len(th) - length]
+                    # Only where a known identifier's first token starts, within one note.
+                    starts = first_ok[first_ok + length - 1 < total]
+                    starts = starts[note_of[starts + length - 1] == note_of[starts]]
+                    if not len(starts):
+                        break
                     g = np.zeros(len(starts), dtype=np.uint64)
                     with np.errstate(over="ignore"):
                         for j in range(length):
                             g = g * _P + th[starts + j]
+                    lo = np.searchsorted(idx.id_keys, g, side="left")
+                    hi = np.searchsorted(idx.id_keys, g, side="right")
                 else:
-                    g = th
-                    starts = np.arange(len(g))
-                lo = np.searchsorted(idx.id_keys, g, side="left")
-                hi = np.searchsorted(idx.id_keys, g, side="right")
+                    starts = np.arange(total)
+                    lo = np.searchsorted(idx.id_keys, uniq, side="left")[inverse]
+                    hi = np.searchsorted(idx.id_keys, uniq, side="right")[inverse]
                 found = np.flatnonzero(hi > lo)
                 if not len(found):
                     continue
-                # Every (match, index entry) pair, in match then entry order, without a
-                # Python loop: a common name part can be the identifier of thousands of records.
+                # Every (match, index entry) pair, in match then entry order, without a Python loop.
                 counts = (hi - lo)[found]
                 begin = np.repeat(lo[found], counts)
                 entry = begin + (
                     np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
                 )
                 tok = np.repeat(starts[found], counts)
-                out.append(
+                parts.append(
+                    np.stack([note_of[tok], tok, np.full(len(tok), length), entry], axis=1)
+                )
+        phone_rows = self._phone_hits(batch, idx)
+        out = [np.empty((0, 5), dtype=np.int64)] * len(batch)
+        rows = np.concatenate(parts) if parts else np.empty((0, 4), dtype=np.int64)
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        bounds = np.searchsorted(rows[:, 0], np.arange(len(batch) + 1))
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        for i, cand in enumerate(batch):
+            chunk: list[np.ndarray] = []
+            mine = rows[bounds[i] : bounds[i + 1]]
+            if len(mine):
+                spans = np.array(id_token_spans(cand.text), dtype=np.int64).reshape(-1, 2)
+                tok = mine[:, 1] - offsets[i]
+                entry = mine[:, 3]
+                chunk.append(
                     np.stack(
                         [
-                            tok_start[tok],
-                            tok_end[tok + length - 1],
+                            spans[tok, 0],
+                            spans[tok + mine[:, 2] - 1, 1],
                             idx.id_types[entry].astype(np.int64),
                             idx.id_records[entry].astype(np.int64),
                             idx.id_strength[entry].astype(np.int64),
@@ -543,25 +569,38 @@ class IdentifierDetector:
                         axis=1,
                     )
                 )
-        for start, end, digits in phone_candidates(cand.text):
-            h = np.uint64(idx.hasher.digits(digits))
-            first = int(np.searchsorted(idx.id_keys, h, side="left"))
-            last = int(np.searchsorted(idx.id_keys, h, side="right"))
-            if last > first:
-                e = np.arange(first, last)
-                out.append(
-                    np.stack(
-                        [
-                            np.full(len(e), start, dtype=np.int64),
-                            np.full(len(e), end, dtype=np.int64),
-                            idx.id_types[e].astype(np.int64),
-                            idx.id_records[e].astype(np.int64),
-                            idx.id_strength[e].astype(np.int64),
-                        ],
-                        axis=1,
-                    )
+            if i in phone_rows:
+                chunk.append(phone_rows[i])
+            if chunk:
+                out[i] = np.concatenate(chunk)
+        return out
+
+    @staticmethod
+    def _phone_hits(batch: Sequence[Candidate], idx: ReferenceIndex) -> dict[int, np.ndarray]:
+        """Per note with any, rows of (start, end, type, record, strength) for real phone numbers."""
+        found = [(i, s, e, d) for i, c in enumerate(batch) for s, e, d in phone_candidates(c.text)]
+        if not found or not len(idx.id_keys):
+            return {}
+        h = np.array([idx.hasher.digits(d) for _, _, _, d in found], dtype=np.uint64)
+        lo = np.searchsorted(idx.id_keys, h, side="left")
+        hi = np.searchsorted(idx.id_keys, h, side="right")
+        out: dict[int, list[np.ndarray]] = {}
+        for k in np.flatnonzero(hi > lo).tolist():
+            i, start, end, _ = found[k]
+            e = np.arange(lo[k], hi[k])
+            out.setdefault(i, []).append(
+                np.stack(
+                    [
+                        np.full(len(e), start, dtype=np.int64),
+                        np.full(len(e), end, dtype=np.int64),
+                        idx.id_types[e].astype(np.int64),
+                        idx.id_records[e].astype(np.int64),
+                        idx.id_strength[e].astype(np.int64),
+                    ],
+                    axis=1,
                 )
-        return np.concatenate(out) if out else np.empty((0, 5), dtype=np.int64)
+            )
+        return {i: np.concatenate(v) for i, v in out.items()}
 
     def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]:
         from appliance.privacy.recognizers import find_identifiers
@@ -569,16 +608,16 @@ class IdentifierDetector:
         idx = ctx.index
         quarantine_generic = ctx.policy.identifiers.quarantine_generic
         out = []
-        for cand in batch:
+        for cand, hits in zip(batch, self._real_hits(batch, idx), strict=True):
             outcome = Outcome()
-            hits = self._real_hits(cand, idx)
             person = idx.types.index("PERSON") if "PERSON" in idx.types else -1
             is_strong = hits[:, 4] == STRONG
             strong = hits[is_strong].tolist()
             # Distinct matched spans (few) index the many (span, record) hits.
-            uniq_spans, span_of = np.unique(hits[:, :2], axis=0, return_inverse=True)
+            # (start, end) as one int64 key: same order as sorting the pairs, and a 1-D unique is fast.
+            uniq_keys, span_of = np.unique((hits[:, 0] << 32) | hits[:, 1], return_inverse=True)
             span_of = span_of.reshape(-1)
-            span_list = [(int(a), int(b)) for a, b in uniq_spans.tolist()]
+            span_list = [(k >> 32, k & 0xFFFFFFFF) for k in uniq_keys.tolist()]
             upper = np.array([cand.text[a].isupper() for a, _ in span_list], dtype=bool)
             # A name part written in lower case is a word ("per", "will"), not a name.
             is_weak = ~is_strong & ~((hits[:, 2] == person) & ~upper[span_of])
@@ -595,8 +634,10 @@ class IdentifierDetector:
             weak_by_record: dict[int, set[tuple[int, int, int]]] = {}
             if len(weak):
                 # Records with at least two distinct weak values in this note, in order of first hit.
-                pairs = np.unique(np.stack([weak[:, 3], span_value[weak_span]], axis=1), axis=0)
-                recs, n_values = np.unique(pairs[:, 0], return_counts=True)
+                # Distinct (record, value) pairs as one int64 key (records are ≥ -1).
+                width = len(value_ids)
+                pairs = np.unique((weak[:, 3] + 1) * width + span_value[weak_span])
+                recs, n_values = np.unique(pairs // width - 1, return_counts=True)
                 several = recs[n_values >= 2]
                 if len(several):
                     rows = np.flatnonzero(np.isin(weak[:, 3], several))

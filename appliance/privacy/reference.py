@@ -130,6 +130,17 @@ def id_tokens(text: str) -> list[tuple[str, int, int]]:
     return [(m.group().casefold(), m.start(), m.end()) for m in _ID_TOKEN.finditer(text)]
 
 
+def id_token_words(text: str) -> list[str]:
+    """The tokens of :func:`id_tokens` without their spans (the common case: nothing matches)."""
+    if text.isascii():
+        return _ID_TOKEN.findall(text.lower())
+    return [t.casefold() for t in _ID_TOKEN.findall(text)]
+
+
+def id_token_spans(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in _ID_TOKEN.finditer(text)]
+
+
 def phone_candidates(text: str) -> list[tuple[int, int, str]]:
     """(start, end, digits) of every run of digit groups that could be a phone number."""
     groups = [(m.start(), m.end(), m.group().lstrip("+")) for m in _DIGIT_GROUP.finditer(text)]
