@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.privacy.ngram_index import NgramIndex, tokenize
+from appliance.privacy.reference import word_tokens
 
 REAL = [
     "Patient admitted with community acquired pneumonia and started on intravenous amoxicillin for five days before discharge home.",
@@ -115,3 +118,15 @@ def test_boilerplate_postings_are_capped():
         index.add(i, f"the patient was admitted {_fresh(8, i)}")
     index.freeze()
     assert index.longest_shared("the patient was admitted today", lambda i: "") is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("aZ9_ ß'.-\u0307ǰİıΣσςΟΔéÉ\tŉ") + ["Ⅻ", "ǅ", "ﬁ"]),
+        max_size=40,
+    )
+)
+def test_word_tokens_equal_the_tokens_of_tokenize(text: str) -> None:
+    # word_tokens lower-cases the whole text at once where that moves no boundary.
+    assert word_tokens(text) == tokenize(text)[0]

@@ -199,3 +199,37 @@ def test_shard_mac_alone_catches_an_edit(store, tmp_path):
     (records / "store.json").write_text(json.dumps(manifest))
     with pytest.raises(IntegrityError, match="shard-000002.bin failed authentication"):
         RecordStore(records, KEY).verify()
+
+
+def test_lookups_reuse_authenticated_shards_within_a_budget(tmp_path, monkeypatch):
+    store = RecordStore(tmp_path / "records", KEY, shard_max_records=4)
+    with store.writer() as w:
+        for r in _records(10):
+            w.add(r)
+    fresh = RecordStore(tmp_path / "records", KEY)
+    reads: list[str] = []
+    real_read = RecordStore._read_shard
+    monkeypatch.setattr(
+        RecordStore,
+        "_read_shard",
+        lambda self, info: reads.append(info.name) or real_read(self, info),
+    )
+    want = {f"N{i:04d}": r for i, r in enumerate(_records(10)) if i in (1, 5, 9)}
+    assert fresh.get_many(want) == want
+    assert sorted(reads) == ["shard-000001.bin", "shard-000002.bin", "shard-000003.bin"]
+    assert fresh.get_many([*want, "missing"]) == want
+    assert fresh.get("N0005") == want["N0005"]
+    assert len(reads) == 3  # every later lookup came from the authenticated cache
+    # The budget bounds what is kept: with room for one shard, each lookup of another rereads.
+    small = RecordStore(tmp_path / "records", KEY)
+    small.cache_bytes = max(s.bytes for s in small.shards)
+    reads.clear()
+    for _ in range(2):
+        assert small.get("N0001") == want["N0001"]
+        assert small.get("N0009") == want["N0009"]
+    assert reads == ["shard-000001.bin", "shard-000002.bin", "shard-000003.bin"] * 2
+    assert small._cached_bytes <= small.cache_bytes
+    # A shard changed on disk afterwards is caught by any store that reads it.
+    _flip(tmp_path / "records" / "shards" / "shard-000002.bin", 200)
+    with pytest.raises(IntegrityError, match="shard-000002.bin"):
+        RecordStore(tmp_path / "records", KEY).get_many(want)

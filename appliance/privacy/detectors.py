@@ -33,6 +33,7 @@ from appliance.privacy.reference import (
     gram_hashes,
     id_token_spans,
     id_token_words,
+    max_similarity,
     phone_candidates,
 )
 
@@ -737,6 +738,29 @@ class DistanceToClosestDetector:
         self.train_sample = np.zeros(len(index.holdout), dtype=bool)
         if size:
             self.train_sample[rng.choice(train, size=size, replace=False)] = True
+        self._index = index
+        self._pool: np.ndarray | None = None
+        self._bounds = (0, 0)
+
+    def _blocks(self) -> tuple[np.ndarray, int, int]:
+        """The real notes' vectors as three contiguous blocks: training sample, other training, held out.
+
+        One pass over them per batch gives all three similarities, without
+        copying the training notes out of the index for every batch.
+        """
+        if self._pool is None:
+            holdout = self._index.holdout
+            order = np.concatenate(
+                [
+                    np.flatnonzero(self.train_sample),
+                    np.flatnonzero(~holdout & ~self.train_sample),
+                    np.flatnonzero(holdout),
+                ]
+            )
+            self._pool = self._index.vectors[order]
+            n_sample = int(self.train_sample.sum())
+            self._bounds = (n_sample, n_sample + int((~holdout & ~self.train_sample).sum()))
+        return self._pool, *self._bounds
 
     def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
         return set()
@@ -746,9 +770,10 @@ class DistanceToClosestDetector:
             return [Outcome() for _ in batch]
         idx = ctx.index
         vecs = idx.vectorize([c.hashes for c in batch])
-        sim = idx.nearest(vecs, ~idx.holdout)
-        sim_train = idx.nearest(vecs, self.train_sample)
-        sim_hold = idx.nearest(vecs, idx.holdout)
+        pool, a, b = self._blocks()
+        sim_train = max_similarity(vecs, pool[:a])
+        sim = np.maximum(sim_train, max_similarity(vecs, pool[a:b]))
+        sim_hold = max_similarity(vecs, pool[b:])
         ctx.cache["dcr_closer_to_training"] = (sim_train > sim_hold).tolist()
         out = []
         for cand, s in zip(batch, sim.tolist(), strict=True):

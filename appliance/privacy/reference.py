@@ -113,8 +113,25 @@ def gram_hashes(th: np.ndarray, k: int) -> np.ndarray:
     return acc
 
 
+def max_similarity(vectors: np.ndarray, pool: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """Each (unit) vector's largest dot product with a row of ``pool``; -1 when the pool is empty."""
+    best = np.full(len(vectors), -1.0, dtype=np.float32)
+    for s in range(0, len(pool), chunk):
+        sims = vectors @ pool[s : s + chunk].T
+        np.maximum(best, sims.max(axis=1), out=best)
+    return best
+
+
+# The only characters whose lower case depends on more than themselves: "İ"
+# lower-cases to "i" and a combining dot (no word character), "Σ" by context.
+_LOWER_BY_CONTEXT = ("İ", "Σ")
+
+
 def word_tokens(text: str) -> list[str]:
     """The word tokens of :func:`appliance.privacy.ngram_index.tokenize`, without their spans."""
+    if text.isascii() or not any(c in text for c in _LOWER_BY_CONTEXT):
+        # Lower-casing the whole text at once then moves no token boundary.
+        return _TOKEN.findall(text.lower())
     return [t.lower() for t in _TOKEN.findall(text)]
 
 
@@ -330,14 +347,9 @@ class ReferenceIndex:
             if norm > 0:
                 out[i] = v / norm
 
-    def nearest(self, vectors: np.ndarray, mask: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    def nearest(self, vectors: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Cosine similarity of each vector to its nearest indexed note among ``mask``."""
-        pool = self.vectors[mask]
-        best = np.full(len(vectors), -1.0, dtype=np.float32)
-        for s in range(0, len(pool), chunk):
-            sims = vectors @ pool[s : s + chunk].T
-            np.maximum(best, sims.max(axis=1), out=best)
-        return best
+        return max_similarity(vectors, self.vectors[mask])
 
     # -- building -----------------------------------------------------------------
 

@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import struct
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ ENTRY_HEAD = struct.Struct(">32s32sI")
 TRAILER = struct.Struct(">4sI32s")
 STORE_FORMAT = 1
 RECORD_AAD = b"appliance/record/v1\0"
+# Authenticated shards kept between lookups (as ciphertext), so repeated
+# ``get_many`` calls do not re-read and re-authenticate every shard.
+SHARD_CACHE_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ class RecordStore:
         self.shard_max_records = shard_max_records
         self.shard_max_bytes = shard_max_bytes
         self.shards: list[ShardInfo] = self._load_manifest()
+        self.cache_bytes = SHARD_CACHE_BYTES
+        self._cache: OrderedDict[tuple[str, str], tuple[int, dict[bytes, bytes]]] = OrderedDict()
+        self._cached_bytes = 0
 
     # -- keyed hashes ------------------------------------------------------
 
@@ -231,13 +238,30 @@ class RecordStore:
             for id_mac, _, blob in self._read_shard(info):
                 yield self._decrypt(info.name, id_mac, blob)
 
+    def _entries(self, info: ShardInfo) -> dict[bytes, bytes]:
+        """id_mac -> sealed record of one authenticated shard, from the cache when there.
+
+        A shard is authenticated when read from disk; what the cache keeps is
+        that authenticated ciphertext, keyed by name and hash, so a shard
+        rewritten on disk is never served from it. Each record is still
+        decrypted (and so authenticated against its id) on every lookup.
+        """
+        key = (info.name, info.sha256)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit[1]
+        entries = {id_mac: blob for id_mac, _, blob in self._read_shard(info)}
+        if info.bytes <= self.cache_bytes:
+            self._cache[key] = (info.bytes, entries)
+            self._cached_bytes += info.bytes
+            while self._cached_bytes > self.cache_bytes:
+                _, (size, _) = self._cache.popitem(last=False)
+                self._cached_bytes -= size
+        return entries
+
     def get(self, record_id: str) -> Record | None:
-        target = self.id_mac(record_id)
-        for info in self.shards:
-            for id_mac, _, blob in self._read_shard(info):
-                if id_mac == target:
-                    return self._decrypt(info.name, id_mac, blob)
-        return None
+        return self.get_many([record_id]).get(record_id)
 
     def get_many(self, record_ids: Iterable[str]) -> dict[str, Record]:
         """Several records in one pass over the shards, decrypting only those asked for."""
@@ -246,9 +270,10 @@ class RecordStore:
         for info in self.shards:
             if len(out) == len(targets):
                 break
-            for id_mac, _, blob in self._read_shard(info):
-                rid = targets.get(id_mac)
-                if rid is not None:
+            entries = self._entries(info)
+            for id_mac, rid in targets.items():
+                blob = entries.get(id_mac)
+                if blob is not None:
                     out[rid] = self._decrypt(info.name, id_mac, blob)
         return out
 
