@@ -217,6 +217,7 @@ class LeakagePolicy:
     shingle_tokens: int = _spec(5, "an integer from 1 to 32", _int(1, 32))
     minhash_permutations: int = _spec(128, "an integer from 16 to 1024", _int(16, 1024))
     dcr_quantile: float = _spec(0.01, "a number from 0 to 0.5", _float(0.0, 0.5))
+    dcr_min_tokens: int = _spec(12, "an integer ≥ 1", _int(1))
     canary_exposure_max_bits: float = _spec(10.0, "a number ≥ 0", _float(0.0))
 
 

@@ -381,6 +381,8 @@ def test_distance_to_closest_record_against_held_out_notes(tmp_path: Path) -> No
     ws = init(tmp_path / "ws")
     rng = random.Random(3)
     records = [{"id": f"R{i}", "text": _note(rng, 40)} for i in range(1400)]
+    # Short notes (under dcr_min_tokens = 12): neither screened by DCR nor part of its baseline.
+    records += [{"id": f"S{i}", "text": _note(rng, 5)} for i in range(300)]
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     ingest.run(ws, tmp_path / "r.jsonl")
     from appliance.generator.train import is_holdout
@@ -388,9 +390,12 @@ def test_distance_to_closest_record_against_held_out_notes(tmp_path: Path) -> No
 
     key = ws.data_key.derive(PURPOSE_HOLDOUT)
     train = next(r for r in records if not is_holdout(key, r["id"], 0.1))
+    short = next(r for r in records if r["id"][0] == "S" and not is_holdout(key, r["id"], 0.1))
+    long_held = sum(1 for r in records if r["id"][0] == "R" and is_holdout(key, r["id"], 0.1))
     near = " ".join(train["text"].split()[::-1])  # same words as a training note, no shared run
     rows = [{"id": f"clean{i}", "text": _note(random.Random(90 + i), 40)} for i in range(30)]
     rows.append({"id": "reordered", "text": near})
+    rows.append({"id": "short-copy", "text": short["text"]})
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     result = screen.run(ws, corpus=None, input_path=tmp_path / "c.jsonl")
     report = json.loads(result.report_json.read_text())
@@ -400,6 +405,10 @@ def test_distance_to_closest_record_against_held_out_notes(tmp_path: Path) -> No
         for q in report["quarantined"]
     }
     assert quarantined.get("reordered") == {"dcr"}
+    assert "short-copy" not in quarantined  # similarity 1.0, but 5 words hold no 12-token copy
+    scores = {n["id"]: n["scores"] for n in report["notes"]}
+    assert scores["short-copy"]["dcr"] > 0.999
+    assert report["dcr"]["holdout_notes"] == long_held < report["index"]["holdout_records"]
     assert sum(1 for i in quarantined if i.startswith("clean")) <= 2
     share = report["dcr"]["share_closer_to_training_than_holdout"]
     assert 0.2 <= share <= 0.8

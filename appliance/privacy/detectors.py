@@ -727,8 +727,11 @@ class DistanceToClosestDetector:
 
     def __init__(self, index: ReferenceIndex, policy: Policy) -> None:
         q = policy.leakage.dcr_quantile
-        n = len(index.baseline)
-        self.rank, self.threshold = dcr_threshold(index.baseline, q)
+        self.min_tokens = policy.leakage.dcr_min_tokens
+        # Held-out notes as long as the notes this rule applies to (the rule's own population).
+        self.baseline = index.baseline[index.record_tokens[index.holdout] >= self.min_tokens]
+        n = len(self.baseline)
+        self.rank, self.threshold = dcr_threshold(self.baseline, q)
         # The rank must exist among the held-out notes: (n + 1)(1 - q) ≤ n, and at least 20.
         self.min_holdout = max(20, math.ceil((1 - q) / q)) if q > 0 else 20
         self.enabled = q > 0 and n >= self.min_holdout and self.rank <= n
@@ -779,12 +782,12 @@ class DistanceToClosestDetector:
         for cand, s in zip(batch, sim.tolist(), strict=True):
             outcome = Outcome(score=float(s))
             # (1e-5: float noise of a cosine of 1, e.g. a one-word note equal to a real one)
-            if s > self.threshold + 1e-5 and len(cand.tokens) > 0:
+            if s > self.threshold + 1e-5 and len(cand.tokens) >= self.min_tokens:
                 outcome.findings.append(
                     Finding(
                         self.name,
                         f"closer to a training note (similarity {s:.3f}) than all but "
-                        f"{len(idx.baseline) - self.rank} of {len(idx.baseline)} held-out real "
+                        f"{len(self.baseline) - self.rank} of {len(self.baseline)} held-out real "
                         f"notes are (threshold {self.threshold:.3f}: at most "
                         f"{ctx.policy.leakage.dcr_quantile:.0%} of new real notes lie above it)",
                         float(s),

@@ -53,7 +53,7 @@ from appliance.workspace import Workspace
 
 INDEX_DIR = "leakage-index"
 INDEX_FILE = "index.npz.enc"
-INDEX_FORMAT = 4
+INDEX_FORMAT = 5
 DCR_DIMENSIONS = 256
 IDENT_MAX_TOKENS = 10
 DEFAULT_HOLDOUT_FRACTION = 0.1
@@ -263,6 +263,7 @@ class ReferenceIndex:
         self.ucount = np.empty(0, dtype=np.int64)
         self.udf = np.empty(0, dtype=np.int64)  # distinct patients per k-gram
         self.record_patients = np.empty(0, dtype=np.uint32)  # patient number per note
+        self.record_tokens = np.empty(0, dtype=np.uint32)  # word tokens per note
         # MinHash
         self.signatures = np.empty((0, self.permutations), dtype=np.uint64)
         self.band_keys = np.empty((self.bands, 0), dtype=np.uint64)  # sorted per band
@@ -416,6 +417,7 @@ class ReferenceIndex:
         self.record_ids = b.ids
         self.holdout = np.array(holdout, dtype=bool)
         self.record_patients = np.array(b.patients, dtype=np.uint32)
+        self.record_tokens = np.array([len(t) for t in b.token_ids], dtype=np.uint32)
         self._freeze_grams(b)
         self._freeze_minhash(b)
         self._freeze_identifiers(b)
@@ -562,6 +564,7 @@ class ReferenceIndex:
     _ARRAYS: ClassVar[list[str]] = [
         "holdout",
         "record_patients",
+        "record_tokens",
         "gram_keys",
         "gram_records",
         "gram_positions",

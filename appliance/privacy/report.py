@@ -226,7 +226,7 @@ def render_html(
         "near_duplicate": f"Jaccard ≥ {lk['near_duplicate_jaccard']} (notes ≥ {lk['lcs_min_tokens']} tokens)",
         "identifiers": "any real identifier; 2 quasi-identifiers of one record",
         "dcr": (
-            f"similarity > {report['dcr']['threshold_similarity']}"
+            f"similarity > {report['dcr']['threshold_similarity']} (notes ≥ {lk['dcr_min_tokens']} tokens)"
             if report["dcr"].get("enabled")
             else "not applied"
         ),
@@ -239,7 +239,11 @@ def render_html(
     }
     plots = []
     for name, values in scores.items():
-        held = index.baseline.tolist() if name == "dcr" else (baseline or {}).get(name)
+        held = (
+            index.baseline[index.record_tokens[index.holdout] >= lk["dcr_min_tokens"]].tolist()
+            if name == "dcr"
+            else (baseline or {}).get(name)
+        )
         plots.append((name, _histogram_svg(values, threshold=limits.get(name), baseline=held)))
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_TEMPLATE).render(

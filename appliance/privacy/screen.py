@@ -537,22 +537,27 @@ def _dcr_summary(screener: Screener, closer: Sequence[bool]) -> dict[str, Any]:
     from appliance.privacy.detectors import DistanceToClosestDetector
 
     det = next((d for d in screener.detectors if isinstance(d, DistanceToClosestDetector)), None)
-    if det is None or not det.enabled:
-        need = det.min_holdout if det is not None else 0
+    if det is None:
+        return {"enabled": False, "why": "not among the detectors"}
+    if not det.enabled:
+        if screener.policy.leakage.dcr_quantile <= 0:
+            return {"enabled": False, "why": "dcr_quantile is 0 in the policy"}
         return {
             "enabled": False,
-            "why": f"fewer than {need} held-out real notes to compare with "
-            f"({len(screener.index.baseline)}); the quantile would be noise",
+            "why": f"fewer than {det.min_holdout} held-out real notes of at least "
+            f"{det.min_tokens} tokens to compare with ({len(det.baseline)}); "
+            "the quantile would be noise",
         }
     return {
         "enabled": True,
         "threshold_similarity": round(det.threshold, 4),
         "quantile": screener.policy.leakage.dcr_quantile,
         "threshold_rank": det.rank,
-        "holdout_notes": len(screener.index.baseline),
+        "holdout_notes": len(det.baseline),
+        "min_tokens": det.min_tokens,
         "rule": "the ⌈(n + 1)(1 − q)⌉-th smallest held-out similarity (split conformal): "
         "a new real note lies above it with probability at most q",
-        "baseline": _summary(screener.index.baseline.tolist()),
+        "baseline": _summary(det.baseline.tolist()),
         "share_closer_to_training_than_holdout": (
             round(sum(closer) / len(closer), 4) if closer else None
         ),
