@@ -143,6 +143,27 @@ def test_detector_cases(screened_ws: Any, what: str, make: Any, expected: set[st
         assert 0 <= f.start <= f.end <= len(text)
 
 
+def test_a_batch_decides_as_its_notes_one_by_one(screened_ws: Any) -> None:
+    """Detectors work on whole batches; nothing may join across two notes of one batch."""
+    from appliance.privacy.reference import load_or_build
+    from appliance.privacy.screen import Screener
+
+    ws, records = screened_ws
+    index, _ = load_or_build(ws)
+    notes = [(f"C{i}", make(records)) for i, (_, make, _) in enumerate(CASES)]
+    given, family = records[9]["patient_name"].split()
+    # A real full name split over the end of one note and the start of the next.
+    notes += [
+        ("ends", f"{_clean(20, 30)} Seen by {given}"),
+        ("starts", f"{family} seen. {_clean(21)}"),
+    ]
+    alone = [Screener(ws, index).screen([note])[0] for note in notes]
+    together = Screener(ws, index).screen(notes)
+    assert together == alone
+    assert [d.released for d in alone[-2:]] == [True, True]
+    assert [not d.released for d in alone[: len(CASES)]] == [bool(c[2]) for c in CASES]
+
+
 def test_generic_identifier_is_reported_with_its_span(screened_ws: Any) -> None:
     from appliance.privacy.reference import load_or_build
     from appliance.privacy.screen import Screener
