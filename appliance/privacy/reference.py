@@ -34,6 +34,7 @@ import io
 import json
 import math
 import re
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,12 +114,20 @@ def gram_hashes(th: np.ndarray, k: int) -> np.ndarray:
     return acc
 
 
-def max_similarity(vectors: np.ndarray, pool: np.ndarray, chunk: int = 16384) -> np.ndarray:
-    """Each (unit) vector's largest dot product with a row of ``pool``; -1 when the pool is empty."""
+def max_similarity(
+    vectors: np.ndarray, pool: np.ndarray, chunk: int = 16384, rows: int = 2048
+) -> np.ndarray:
+    """Each (unit) vector's largest dot product with a row of ``pool``; -1 when the pool is empty.
+
+    Blocks of ``rows`` × ``chunk`` similarities (128 MiB) at a time, however
+    many vectors and pool rows: the held-out baseline of a large record set
+    is tens of thousands of vectors against hundreds of thousands.
+    """
     best = np.full(len(vectors), -1.0, dtype=np.float32)
-    for s in range(0, len(pool), chunk):
-        sims = vectors @ pool[s : s + chunk].T
-        np.maximum(best, sims.max(axis=1), out=best)
+    for r in range(0, len(vectors), rows):
+        query, out = vectors[r : r + rows], best[r : r + rows]
+        for s in range(0, len(pool), chunk):
+            np.maximum(out, (query @ pool[s : s + chunk].T).max(axis=1), out=out)
     return best
 
 
@@ -225,13 +234,22 @@ class _Building:
 
     ids: list[str]
     patients: list[int]  # patient number per note
-    gram_parts: list[np.ndarray]
-    gram_rec: list[np.ndarray]
-    gram_pos: list[np.ndarray]
+    gram_parts: list[np.ndarray]  # per note, its k-gram hashes in order
     signatures: list[np.ndarray]
-    token_ids: list[np.ndarray]
-    ident: dict[tuple[int, int, int, int], None]  # (hash, type, record, strength)
+    token_counts: list[tuple[np.ndarray, np.ndarray]]  # per note: distinct token hashes, counts
+    # identifier rows (hash, type, record, strength) as flat columns: millions of
+    # rows in a 100k-note store, where a tuple per row would cost ten times the memory
+    ident_hash: array[int]
+    ident_type: array[int]
+    ident_record: array[int]
+    ident_strength: array[int]
     first: set[int]  # hash of the first token of every token-sequence variant
+
+    def add_ident(self, h: int, kind: int, record: int, strength: int) -> None:
+        self.ident_hash.append(h)
+        self.ident_type.append(kind)
+        self.ident_record.append(record)
+        self.ident_strength.append(strength)
 
 
 class ReferenceIndex:
@@ -318,17 +336,20 @@ class ReferenceIndex:
 
     def vectorize(self, token_lists: Sequence[np.ndarray]) -> np.ndarray:
         """Unit TF-IDF random projections of notes given as arrays of token hashes."""
-        out = np.zeros((len(token_lists), DCR_DIMENSIONS), dtype=np.float32)
+        return self.vectorize_counts([np.unique(th, return_counts=True) for th in token_lists])
+
+    def vectorize_counts(self, per_note: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """:meth:`vectorize` of notes given as (distinct token hashes, their counts)."""
+        out = np.zeros((len(per_note), DCR_DIMENSIONS), dtype=np.float32)
         unseen = np.float32(self.meta.get("idf_unseen", 1.0))
-        for s in range(0, len(token_lists), 1024):
-            self._vectorize_chunk(token_lists[s : s + 1024], out[s : s + 1024], unseen)
+        for s in range(0, len(per_note), 1024):
+            self._vectorize_chunk(per_note[s : s + 1024], out[s : s + 1024], unseen)
         return out
 
     def _vectorize_chunk(
-        self, token_lists: Sequence[np.ndarray], out: np.ndarray, unseen: np.float32
+        self, per_note: Sequence[tuple[np.ndarray, np.ndarray]], out: np.ndarray, unseen: np.float32
     ) -> None:
         # Each distinct token's projection is computed once per chunk, not once per note.
-        per_note = [np.unique(th, return_counts=True) for th in token_lists]
         nonempty = [u for u, _ in per_note if len(u)]
         if not nonempty:
             return
@@ -369,10 +390,9 @@ class ReferenceIndex:
 
         recognizers = build_recognizers(identifier_policy)
         type_ids: dict[str, int] = {}
-        b = _Building([], [], [], [], [], [], [], {}, set())
+        b = _Building([], [], [], [], [], array("Q"), array("H"), array("q"), array("B"), set())
         patient_numbers: dict[str, int] = {}
         holdout: list[bool] = []
-        distinct: list[np.ndarray] = []  # distinct token hashes per note (document frequency)
         ident_cache: dict[tuple[str, str, str], tuple[list[tuple[int, int]], list[int]]] = {}
         for n, record in enumerate(records):
             b.ids.append(record.id)
@@ -381,11 +401,9 @@ class ReferenceIndex:
             th = self.hasher.many(word_tokens(record.text))
             grams = gram_hashes(th, self.k)
             b.gram_parts.append(grams)
-            b.gram_rec.append(np.full(len(grams), n, dtype=np.uint32))
-            b.gram_pos.append(np.arange(len(grams), dtype=np.uint32))
             b.signatures.append(self.minhash(gram_hashes(_pad(th, self.shingle), self.shingle)))
-            b.token_ids.append(th)
-            distinct.append(np.unique(th))
+            uniq, counts = np.unique(th, return_counts=True)
+            b.token_counts.append((uniq, counts.astype(np.uint32)))
             idents = list(record.identifiers)
             for f in find_identifiers(record.text, recognizers):
                 idents.append(Identifier(f.type, record.text[f.start : f.end], "text"))
@@ -404,7 +422,7 @@ class ReferenceIndex:
                         ident_cache.clear()
                 b.first.update(memo[1])
                 for h, strength in memo[0]:
-                    b.ident[(h, tid, n, strength)] = None
+                    b.add_ident(h, tid, n, strength)
             if progress is not None:
                 progress(1)
         ctype = type_ids.setdefault("CANARY", len(type_ids))
@@ -412,16 +430,16 @@ class ReferenceIndex:
             for h, strength in self._identifier_hashes(
                 Identifier("CANARY", secret, "canary"), b.first
             ):
-                b.ident[(h, ctype, -1, strength)] = None
+                b.add_ident(h, ctype, -1, strength)
         self.types = [t for t, _ in sorted(type_ids.items(), key=lambda kv: kv[1])]
         self.record_ids = b.ids
         self.holdout = np.array(holdout, dtype=bool)
         self.record_patients = np.array(b.patients, dtype=np.uint32)
-        self.record_tokens = np.array([len(t) for t in b.token_ids], dtype=np.uint32)
+        self.record_tokens = np.array([c.sum() for _, c in b.token_counts], dtype=np.uint32)
         self._freeze_grams(b)
         self._freeze_minhash(b)
         self._freeze_identifiers(b)
-        self._freeze_dcr(b, distinct)
+        self._freeze_dcr(b)
         self.meta.update(
             {
                 "records": len(b.ids),
@@ -456,23 +474,21 @@ class ReferenceIndex:
         return out
 
     def _freeze_grams(self, b: _Building) -> None:
-        if b.gram_parts:
-            keys = np.concatenate(b.gram_parts)
-            recs = np.concatenate(b.gram_rec)
-            pos = np.concatenate(b.gram_pos)
-        else:
-            keys = np.empty(0, np.uint64)
-            recs = np.empty(0, np.uint32)
-            pos = np.empty(0, np.uint32)
-        order = np.lexsort((pos, recs, keys))
-        self.gram_keys, self.gram_records, self.gram_positions = (
-            keys[order],
-            recs[order],
-            pos[order],
-        )
+        # Postings sorted by (k-gram, note, position). Concatenated note by note they are
+        # already in (note, position) order, so a stable sort by k-gram alone does it.
+        sizes = np.array([len(g) for g in b.gram_parts], dtype=np.int64)
+        keys = np.concatenate(b.gram_parts) if b.gram_parts else np.empty(0, np.uint64)
         b.gram_parts.clear()
-        b.gram_rec.clear()
-        b.gram_pos.clear()
+        order = np.argsort(keys, kind="stable")
+        self.gram_keys = keys[order]
+        del keys
+        recs = np.repeat(np.arange(len(sizes), dtype=np.uint32), sizes)
+        self.gram_records = recs[order]
+        del recs
+        # a posting's position in its note: its place in the concatenation minus the note's start
+        note_start = np.cumsum(sizes) - sizes
+        self.gram_positions = (order - note_start[self.gram_records]).astype(np.uint32)
+        del order
         self._derive_unique()
 
     def _derive_unique(self, stored_udf: np.ndarray | None = None) -> None:
@@ -506,7 +522,7 @@ class ReferenceIndex:
         pat = patients[recs]
         # Postings are sorted by (k-gram, note): only k-grams with more than one posting can
         # be in the notes of more than one patient; sort those by (k-gram, patient).
-        group = np.cumsum(new_key) - 1
+        group = np.cumsum(new_key, dtype=np.int64 if len(new_key) >= 2**31 else np.int32) - 1
         multi = np.flatnonzero(self.ucount[group] > 1)
         udf = np.ones(len(starts), dtype=np.int64)
         if len(multi):
@@ -533,26 +549,40 @@ class ReferenceIndex:
         b.signatures.clear()
 
     def _freeze_identifiers(self, b: _Building) -> None:
-        rows = sorted(b.ident)
-        self.id_keys = np.array([r[0] for r in rows], dtype=np.uint64)
-        self.id_types = np.array([r[1] for r in rows], dtype=np.uint16)
-        self.id_records = np.array([r[2] for r in rows], dtype=np.int64)
-        self.id_strength = np.array([r[3] for r in rows], dtype=np.uint8)
+        """The identifier rows, sorted by (hash, type, record, strength), each once."""
+        h = (
+            np.frombuffer(b.ident_hash, dtype=np.uint64)
+            if len(b.ident_hash)
+            else np.empty(0, np.uint64)
+        )
+        t = np.array(b.ident_type, dtype=np.uint16)
+        r = np.array(b.ident_record, dtype=np.int64)
+        s = np.array(b.ident_strength, dtype=np.uint8)
+        order = np.lexsort((s, r, t, h))
+        h, t, r, s = h[order], t[order], r[order], s[order]
+        keep = np.ones(len(h), dtype=bool)
+        keep[1:] = (h[1:] != h[:-1]) | (t[1:] != t[:-1]) | (r[1:] != r[:-1]) | (s[1:] != s[:-1])
+        self.id_keys, self.id_types, self.id_records, self.id_strength = (
+            h[keep],
+            t[keep],
+            r[keep],
+            s[keep],
+        )
         self.id_first = np.array(sorted(b.first), dtype=np.uint64)
-        b.ident.clear()
+        for column in (b.ident_hash, b.ident_type, b.ident_record, b.ident_strength):
+            del column[:]
 
-    def _freeze_dcr(self, b: _Building, distinct: list[np.ndarray]) -> None:
+    def _freeze_dcr(self, b: _Building) -> None:
         n = max(1, len(b.ids))
-        if distinct:
-            keys, df = np.unique(np.concatenate(distinct), return_counts=True)
+        if b.token_counts:
+            keys, df = np.unique(np.concatenate([u for u, _ in b.token_counts]), return_counts=True)
         else:
             keys, df = np.empty(0, np.uint64), np.empty(0, np.int64)
-        distinct.clear()
         self.idf_keys = keys
         self.idf = np.log((1 + n) / (1 + df.astype(np.float64))).astype(np.float32) + 1
         self.meta["idf_unseen"] = float(math.log(1 + n) + 1)
-        self.vectors = self.vectorize(b.token_ids)
-        b.token_ids.clear()
+        self.vectors = self.vectorize_counts(b.token_counts)
+        b.token_counts.clear()
         train = ~self.holdout
         if self.holdout.any() and train.any():
             self.baseline = self.nearest(self.vectors[self.holdout], train)
