@@ -614,11 +614,6 @@ class ReferenceIndex:
 
     def save(self, folder: Path, key: DataKey, fingerprint: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        arrays = {name: getattr(self, name) for name in self._ARRAYS}
-        # Distinct patients per k-gram, so a load need not recount them.
-        arrays["udf"] = self.udf.astype(np.uint32)
-        np.savez(buf, **arrays)
         header = {
             "format": INDEX_FORMAT,
             "fingerprint": fingerprint,
@@ -626,8 +621,15 @@ class ReferenceIndex:
             "record_ids": self.record_ids,
             "meta": self.meta,
         }
-        payload = json.dumps(header).encode() + b"\n" + buf.getvalue()
-        write_encrypted(folder / INDEX_FILE, key, payload, label="leakage-index")
+        # One buffer (a header line, then the arrays), encrypted from a view of it: no copies.
+        buf = io.BytesIO()
+        buf.write(json.dumps(header).encode() + b"\n")
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        # Distinct patients per k-gram, so a load need not recount them.
+        arrays["udf"] = self.udf.astype(np.uint32)
+        np.savez(buf, **arrays)
+        with buf.getbuffer() as payload:
+            write_encrypted(folder / INDEX_FILE, key, payload, label="leakage-index")
         (folder / "index.json").write_text(
             json.dumps(
                 {
@@ -651,6 +653,7 @@ class ReferenceIndex:
             return False
         payload = read_encrypted(path, key, label="leakage-index")
         head, _, body = payload.partition(b"\n")
+        del payload  # the arrays are copied out of ``body`` next
         header = json.loads(head)
         if header.get("format") != INDEX_FORMAT or header.get("fingerprint") != fingerprint:
             return False

@@ -32,7 +32,7 @@ def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
-def unseal(key: bytes, blob: bytes, aad: bytes, what: str) -> bytes:
+def unseal(key: bytes, blob: bytes | memoryview, aad: bytes, what: str) -> bytes:
     """Decrypt a ``seal`` blob; raises IntegrityError naming ``what`` on any tampering."""
     if len(blob) < NONCE_BYTES + 16:
         raise IntegrityError(f"{what}: ciphertext truncated")
@@ -53,8 +53,11 @@ def mac(key: bytes, *parts: bytes) -> bytes:
     return h.digest()
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: bytes | tuple[bytes, ...], mode: int = 0o600) -> None:
     """Write a file so readers see the old or the new content, never half of it.
+
+    ``data`` may come in parts (written one after the other), so a large file
+    need not be joined into one more copy in memory first.
 
     The temporary file is created exclusively with an unpredictable name (no
     symlink planted in advance can redirect the write), and the folder is
@@ -65,7 +68,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for part in (data,) if isinstance(data, bytes) else data:
+                fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -79,15 +83,19 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(dir_fd)
 
 
-def write_encrypted(path: Path, key: DataKey, plaintext: bytes, *, label: str) -> None:
+def write_encrypted(path: Path, key: DataKey, plaintext: bytes | memoryview, *, label: str) -> None:
     """Encrypt a whole file (e.g. generator weights) under the workspace key.
 
     ``label`` is bound as associated data together with the file name, so a
-    file renamed or swapped for another one does not decrypt.
+    file renamed or swapped for another one does not decrypt. The layout is
+    ``seal``'s behind a header; header, nonce and ciphertext are written in
+    turn rather than joined (a leakage index is hundreds of megabytes).
     """
     header = FILE_MAGIC + bytes.fromhex(key.key_id)
     aad = header + label.encode() + b"\0" + path.name.encode()
-    atomic_write(path, header + seal(key.derive(PURPOSE_ARTIFACT_AEAD), plaintext, aad))
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(key.derive(PURPOSE_ARTIFACT_AEAD)).encrypt(nonce, plaintext, aad)
+    atomic_write(path, (header, nonce, sealed))
 
 
 def read_encrypted(path: Path, key: DataKey, *, label: str) -> bytes:
@@ -95,7 +103,8 @@ def read_encrypted(path: Path, key: DataKey, *, label: str) -> bytes:
         blob = path.read_bytes()
     except FileNotFoundError:
         raise IntegrityError(f"{path}: encrypted file is missing") from None
-    header = blob[: len(FILE_MAGIC) + 8]
+    view = memoryview(blob)  # slices without copying a large file
+    header = bytes(view[: len(FILE_MAGIC) + 8])
     if not header.startswith(FILE_MAGIC):
         raise IntegrityError(f"{path}: not an appliance encrypted file")
     if header[len(FILE_MAGIC) :].hex() != key.key_id:
@@ -103,4 +112,4 @@ def read_encrypted(path: Path, key: DataKey, *, label: str) -> bytes:
             f"{path}: encrypted with key {header[len(FILE_MAGIC) :].hex()}, not this workspace's key {key.key_id}"
         )
     aad = header + label.encode() + b"\0" + path.name.encode()
-    return unseal(key.derive(PURPOSE_ARTIFACT_AEAD), blob[len(header) :], aad, str(path))
+    return unseal(key.derive(PURPOSE_ARTIFACT_AEAD), view[len(header) :], aad, str(path))
