@@ -94,8 +94,16 @@ def test_command_line():
         assert part in joined
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_serve_waits_for_health_and_stops_cleanly(fake_vllm, sig):
+@pytest.mark.parametrize(
+    ("sig", "inherited"),
+    [
+        (signal.SIGINT, signal.SIG_DFL),
+        (signal.SIGTERM, signal.SIG_DFL),
+        # started from a script in the background, a process inherits SIGINT ignored
+        (signal.SIGINT, signal.SIG_IGN),
+    ],
+)
+def test_serve_waits_for_health_and_stops_cleanly(fake_vllm, sig, inherited):
     bindir, model, log = fake_vllm
     port = _free_port()
     proc = subprocess.Popen(
@@ -119,6 +127,7 @@ def test_serve_waits_for_health_and_stops_cleanly(fake_vllm, sig):
         stderr=subprocess.PIPE,
         text=True,
         env=_env(bindir, log),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, inherited),
     )
     try:
         line = proc.stdout.readline()

@@ -439,7 +439,9 @@ def llm_serve(
         stopping.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    # SIGINT too, explicitly: a process started from a script in the background
+    # inherits SIGINT ignored, and Ctrl-C or `kill -INT` must still stop vLLM.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     server.start()
     try:
         server.wait_ready(timeout=ready_timeout)
@@ -460,4 +462,5 @@ def llm_serve(
         click.echo(f"stopped vllm (exit code {code})")
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
