@@ -91,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     policy = args.workspace / "policy.toml"
+    if not policy.is_file():
+        raise SystemExit(f"{args.workspace}: not a workspace (no policy.toml)")
+    if not args.input.is_file():
+        raise SystemExit(f"{args.input}: no such file")
+    known = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{args.baseline}^{{commit}}"],
+        capture_output=True,
+    )
+    if known.returncode != 0:
+        raise SystemExit(f"--baseline {args.baseline}: no such git revision in {ROOT}")
     original = policy.read_text(encoding="utf-8")
     edited = original
     for key in args.drop_policy_key:

@@ -729,7 +729,7 @@ class DistanceToClosestDetector:
         q = policy.leakage.dcr_quantile
         self.min_tokens = policy.leakage.dcr_min_tokens
         # Held-out notes as long as the notes this rule applies to (the rule's own population).
-        self.baseline = index.baseline[index.record_tokens[index.holdout] >= self.min_tokens]
+        self.baseline = index.holdout_baseline(self.min_tokens)
         n = len(self.baseline)
         self.rank, self.threshold = dcr_threshold(self.baseline, q)
         # The rank must exist among the held-out notes: (n + 1)(1 - q) ≤ n, and at least 20.

@@ -369,6 +369,10 @@ class ReferenceIndex:
             if norm > 0:
                 out[i] = v / norm
 
+    def holdout_baseline(self, min_tokens: int) -> np.ndarray:
+        """The held-out notes' similarities to their nearest training note, for notes of ≥ ``min_tokens`` words."""
+        return self.baseline[self.record_tokens[self.holdout] >= min_tokens]
+
     def nearest(self, vectors: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Cosine similarity of each vector to its nearest indexed note among ``mask``."""
         return max_similarity(vectors, self.vectors[mask])

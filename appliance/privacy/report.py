@@ -240,7 +240,7 @@ def render_html(
     plots = []
     for name, values in scores.items():
         held = (
-            index.baseline[index.record_tokens[index.holdout] >= lk["dcr_min_tokens"]].tolist()
+            index.holdout_baseline(lk["dcr_min_tokens"]).tolist()
             if name == "dcr"
             else (baseline or {}).get(name)
         )
