@@ -174,7 +174,7 @@ def _check_presidio() -> Check:
         )
     try:
         from appliance.config import IdentifierPolicy
-        from appliance.privacy.recognizers import build_recognizers, find_identifiers
+        from appliance.identifiers.recognizers import build_recognizers, find_identifiers
 
         sample = "isikukood 37605030299, tel +372 5123 4567"
         found = find_identifiers(sample, build_recognizers(IdentifierPolicy()))

@@ -67,7 +67,7 @@ def minilm_dir() -> Path:
 
 def read_pubtator(path: Path) -> list[Any]:
     """Abstracts as Documents: text = title + " " + abstract (PubTator offsets), Disease spans."""
-    from appliance.annotate.gold import Document, Span
+    from appliance.documents import Document, Span
 
     docs = []
     seen: set[str] = set()
@@ -179,14 +179,14 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from appliance.annotate.annotators import AnnotatorOptions
-    from appliance.annotate.gold import Document, write_jsonl
     from appliance.annotate.lexicon import LexiconAnnotator, load_lexicon
-    from appliance.annotate.metrics import score
     from appliance.annotate.store import read_annotations
     from appliance.annotate.store import run as annotate
+    from appliance.documents import Document, write_jsonl
     from appliance.generator import sample
     from appliance.generator import train as gen_train
     from appliance.generator.artifact import generator_dir
+    from appliance.metrics import score
     from appliance.ner import export as ner_export
     from appliance.ner import train as ner_train
     from appliance.ner.evaluate import run as ner_evaluate

@@ -89,7 +89,7 @@ def main() -> None:
     import torch
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from appliance.annotate.gold import read_gold
+    from appliance.documents import read_gold
     from appliance.ner.evaluate import evaluate
     from appliance.ner.export import export_package, quantize
     from appliance.ner.runtime import onnx_tagger, torch_tagger

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNNER = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-import appliance.privacy.recognizers  # noqa: F401  (import cost is not screening cost)
+import appliance.identifiers.recognizers  # noqa: F401  (import cost is not screening cost)
 from pathlib import Path
 from appliance.privacy import screen
 from appliance.workspace import Workspace

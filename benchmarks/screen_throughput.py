@@ -193,7 +193,7 @@ def naive_baseline(ws: Any, candidates: Path, notes: int, sample: int, seed: int
 
 
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
-    import appliance.privacy.recognizers  # noqa: F401  (import cost is not screening cost)
+    import appliance.identifiers.recognizers  # noqa: F401  (import cost is not screening cost)
     from appliance.privacy import screen
     from appliance.privacy.reference import DEFAULT_HOLDOUT_FRACTION, fingerprint, load_or_build
     from appliance.records import ingest

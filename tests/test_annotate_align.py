@@ -6,10 +6,10 @@ import pytest
 
 from appliance.annotate.align import Mention, align
 from appliance.annotate.annotators import combine
-from appliance.annotate.gold import Document, Span, read_gold
 from appliance.annotate.lexicon import LexiconAnnotator, demo_lexicon, load_lexicon
-from appliance.annotate.metrics import score
+from appliance.documents import Document, Span, read_gold
 from appliance.errors import InputError, UsageError
+from appliance.metrics import score
 
 
 def _placed(text, mentions):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from appliance.annotate.gold import (
+from appliance.documents import (
     Document,
     Span,
     bio_tags,
@@ -16,8 +16,8 @@ from appliance.annotate.gold import (
     write_brat,
     write_jsonl,
 )
-from appliance.annotate.metrics import score, seqeval_report
 from appliance.errors import InputError
+from appliance.metrics import score, seqeval_report
 
 
 def _doc(doc_id, text, *ents):

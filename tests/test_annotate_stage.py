@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from appliance.annotate.annotators import AnnotatorOptions
-from appliance.annotate.gold import Document, bio_tags, document_from_json, word_tokens
-from appliance.annotate.metrics import score
 from appliance.annotate.store import annotations_path, read_annotations, run
 from appliance.cli import cli
+from appliance.documents import Document, bio_tags, document_from_json, word_tokens
 from appliance.errors import IntegrityError, WorkspaceError
+from appliance.metrics import score
 from tests.annotate_server import AnnotateServer
 
 

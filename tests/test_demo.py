@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from appliance.errors import UsageError
-from appliance.privacy.national_ids import isikukood_birth_info
+from appliance.identifiers.national_ids import isikukood_birth_info
 from appliance.records import demo
 
 NOTES = 300

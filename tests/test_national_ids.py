@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from appliance.privacy.national_ids import (
+from appliance.identifiers.national_ids import (
     BirthInfo,
     hetu_birth_info,
     hetu_is_valid,

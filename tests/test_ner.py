@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.annotate.gold import Document, Span, read_gold
+from appliance.documents import Document, Span, read_gold
 from appliance.errors import IntegrityError, UsageError
 from appliance.ner import infer
 from appliance.ner.encoding import align_labels, decode, owners, window_ranges

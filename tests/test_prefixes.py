@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from appliance.documents import Identifier, Record
 from appliance.generator.prefixes import PrefixSampler, PrefixSchema, derive_schema, parse_prefix
-from appliance.records.model import Identifier, Record
 
 
 def _record(metadata=None, dob=None):

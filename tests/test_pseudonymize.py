@@ -14,19 +14,19 @@ from typing import Any
 import pytest
 
 from appliance.config import Policy, load_policy
+from appliance.documents import Identifier, Record
 
 # The private pools: tests check surrogates against them.
 from appliance.generator.pseudonymize import _FAMILY, _FEMALE, Pseudonymizer
-from appliance.privacy.national_ids import (
+from appliance.identifiers.national_ids import (
     hetu_is_valid,
     isikukood_birth_info,
     isikukood_is_valid,
     personnummer_is_valid,
     ssn_is_valid,
 )
-from appliance.privacy.recognizers import format_date, parse_dates
+from appliance.identifiers.recognizers import format_date, parse_dates
 from appliance.records import demo
-from appliance.records.model import Identifier, Record
 from appliance.records.readers import read_export
 
 KEY = hashlib.sha256(b"test pseudonym key").digest()

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from appliance.documents import Identifier, Record, Reject
 from appliance.errors import InputError
-from appliance.records.model import Identifier, Record, Reject
 from appliance.records.readers import ReaderOptions, detect_format, read_export
 
 SECRET = "SECRET"

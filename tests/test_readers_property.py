@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from appliance.documents import Record, Reject
 from appliance.errors import InputError
-from appliance.records.model import Record, Reject
 from appliance.records.readers import ReaderOptions, read_export
 
 # READERS_EXAMPLES=5000 for a longer fuzzing run; the default keeps each test to a few seconds.

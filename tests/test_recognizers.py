@@ -13,7 +13,8 @@ import regex
 from presidio_analyzer import Pattern, PatternRecognizer
 
 from appliance.config import IdentifierPolicy
-from appliance.privacy.recognizers import (
+from appliance.documents import Identifier
+from appliance.identifiers.recognizers import (
     DateStyle,
     DenyListPhoneRecognizer,
     DenyListRecognizer,
@@ -27,7 +28,6 @@ from appliance.privacy.recognizers import (
     phone_parts,
     split_person_name,
 )
-from appliance.records.model import Identifier
 
 PATTERNS = build_recognizers(IdentifierPolicy())
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from appliance.errors import InputError, IntegrityError, UsageError, WorkspaceError
+from appliance.identifiers.national_ids import isikukood_is_valid, make_isikukood
 from appliance.privacy.detectors import lcs_length
-from appliance.privacy.national_ids import isikukood_is_valid, make_isikukood
 
 SYLLABLES = [
     "ka",
@@ -606,8 +606,8 @@ def test_boilerplate_count_is_screen_policy_not_index(patient_ws: Any, tmp_path:
     ],
 )  # fmt: skip
 def test_patient_key(record: dict[str, Any], expected: str) -> None:
+    from appliance.documents import Identifier, Record
     from appliance.privacy.reference import patient_key
-    from appliance.records.model import Identifier, Record
 
     rec = Record(
         "N1",

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from appliance.documents import Identifier, Record
 from appliance.errors import IntegrityError
-from appliance.records.model import Identifier, Record
 from appliance.records.store import RecordStore
 from appliance.security.keys import DataKey
 

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from appliance.annotate.gold import Span
+from appliance.documents import Span
 
 __all__ = ["AlignResult", "Mention", "align", "mention_pattern", "resolve_overlaps"]
 

@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 from appliance.annotate.align import align, resolve_overlaps
 from appliance.annotate.cache import AnswerCache
-from appliance.annotate.gold import Span, read_gold
 from appliance.annotate.lexicon import Lexicon, LexiconAnnotator, demo_lexicon, load_lexicon
 from appliance.config import EgressPolicy, EntitySchema
+from appliance.documents import Span, read_gold
 from appliance.errors import UsageError
 
 __all__ = [

@@ -3,7 +3,7 @@
 A data steward runs this on a few real annotated notes (or a public corpus)
 to compare lexicons, prompts and models before trusting them: the annotator
 labels the gold texts and the spans are scored exact and partial, per type
-(:func:`appliance.annotate.metrics.score`), plus seqeval's strict IOB2
+(:func:`appliance.metrics.score`), plus seqeval's strict IOB2
 figures. Only the entity types present in the gold set are scored: an
 annotator that also finds drugs is not penalized on a disease-only corpus.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 from appliance.annotate.annotators import AnnotatorOptions, build_members, run_members
 from appliance.annotate.cache import AnswerCache
-from appliance.annotate.gold import Document, read_gold, write_jsonl
-from appliance.annotate.metrics import score, seqeval_report
 from appliance.config import EgressPolicy, EntitySchema, load_policy
+from appliance.documents import Document, read_gold, write_jsonl
 from appliance.errors import InputError
+from appliance.metrics import score, seqeval_report
 
 __all__ = ["evaluate"]
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.annotate.align import resolve_overlaps
-from appliance.annotate.gold import Span, word_tokens
+from appliance.documents import Span, word_tokens
 from appliance.errors import InputError, UsageError
 
 __all__ = [

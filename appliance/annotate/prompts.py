@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.annotate.gold import Document, Span, word_tokens
 from appliance.config import EntitySchema
+from appliance.documents import Document, Span, word_tokens
 from appliance.errors import UsageError, missing_dependency
 
 __all__ = [

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.annotate.annotators import AnnotatorOptions, build_members, run_members
-from appliance.annotate.gold import (
+from appliance.documents import (
     Document,
     bio_tags,
     document_from_json,

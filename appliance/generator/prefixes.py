@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from appliance.records.model import Record
+from appliance.documents import Record
 
 FIELDS = ("note_type", "age_group", "sex", "diagnosis")
 

@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from appliance.config import Policy
-from appliance.privacy.national_ids import (
+from appliance.documents import Identifier, Record
+from appliance.identifiers.national_ids import (
     PERSONNUMMER_RE,
     hetu_birth_info,
     isikukood_birth_info,
@@ -65,7 +66,7 @@ from appliance.privacy.national_ids import (
     personnummer_is_valid,
     ssn_is_valid,
 )
-from appliance.privacy.recognizers import (
+from appliance.identifiers.recognizers import (
     DEFAULT_PHONE_REGIONS,
     Finding,
     build_recognizers,
@@ -76,7 +77,6 @@ from appliance.privacy.recognizers import (
     phone_parts,
     split_person_name,
 )
-from appliance.records.model import Identifier, Record
 
 __all__ = ["CROSS_RECORD_TYPES", "PseudonymizedText", "Pseudonymizer"]
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import quiet_transformers
+from appliance.documents import Record
 from appliance.errors import (
     ApplianceError,
     ConfigError,
@@ -37,7 +38,6 @@ from appliance.generator.prefixes import PrefixSampler, derive_schema
 from appliance.generator.recipes import Recipe, load_recipe
 from appliance.generator.tokenizer import EOS, train_tokenizer
 from appliance.records.ingest import open_store
-from appliance.records.model import Record
 from appliance.security.audit import utc_now
 from appliance.security.crypto import read_encrypted, write_encrypted
 from appliance.security.keys import PURPOSE_HOLDOUT, PURPOSE_PSEUDONYMS

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.annotate.gold import Span, word_tokens
+from appliance.documents import Span, word_tokens
 
 IGNORE = -100  # label of special and padding positions: no loss
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.annotate.gold import Document
+from appliance.documents import Document
 from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
 from appliance.ner.runtime import Tagger
 
@@ -47,7 +47,7 @@ def evaluate(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Predict every gold document and score: ``{"model", "documents", "seqeval", "spans"}``."""
-    from appliance.annotate.metrics import score, seqeval_report
+    from appliance.metrics import score, seqeval_report
 
     if not gold_docs:
         raise InputError("the gold set holds no documents")
@@ -101,7 +101,7 @@ def run(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate a package or model on a gold file; ``ws`` may be None when ``model`` and ``public_key`` are given."""
-    from appliance.annotate.gold import read_gold
+    from appliance.documents import read_gold
     from appliance.security.keys import load_public_key
 
     if model is None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from appliance import __version__
-from appliance.annotate.gold import Document
+from appliance.documents import Document
 from appliance.errors import (
     ApplianceError,
     IntegrityError,
@@ -383,7 +383,7 @@ def load_dev_docs(
     ws: Workspace, root: Path, dev_gold: Path | None, gold_format: str = "auto"
 ) -> list[Document]:
     """The model's development notes: --dev GOLD, else the kept synthetic split, else the gold file it was trained with."""
-    from appliance.annotate.gold import read_gold
+    from appliance.documents import read_gold
 
     if dev_gold is not None:
         return read_gold(dev_gold, gold_format)

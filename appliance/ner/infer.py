@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.documents import Record, Reject
 from appliance.errors import ApplianceError, IntegrityError, UsageError, WorkspaceError
 from appliance.ner.encoding import Entity
-from appliance.records.model import Record, Reject
 from appliance.records.readers import ReaderOptions, read_export
 from appliance.security.crypto import NONCE_BYTES, atomic_write, seal, unseal
 from appliance.security.keys import PURPOSE_ARTIFACT_AEAD, DataKey

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from appliance import __version__, quiet_transformers
-from appliance.annotate.gold import Document
+from appliance.documents import Document
 from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
 from appliance.ner.encoding import IGNORE, align_labels, encode_notes, window_ranges
 from appliance.ner.model import (
@@ -155,7 +155,7 @@ def dev_scores(
     tagger: Tagger, dev_docs: Sequence[Document], batch_size: int = 32
 ) -> dict[str, Any]:
     """Exact-span scores of the tagger on the dev documents (metrics.score)."""
-    from appliance.annotate.metrics import score
+    from appliance.metrics import score
 
     preds = tagger.predict([d.text for d in dev_docs], batch_size=batch_size)
     pred_docs = [
@@ -619,7 +619,7 @@ def run(
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Train ``models/ner/<name>/`` on the workspace's annotations (or a gold file), with audit entry."""
-    from appliance.annotate.gold import read_gold
+    from appliance.documents import read_gold
 
     settings = settings or NerSettings()
     root = model_root(ws, name)
@@ -717,7 +717,7 @@ def run(
             )
             if dev_gold is None:
                 # Keep the synthetic dev split with the model: export measures int8 loss on it.
-                from appliance.annotate.gold import write_jsonl
+                from appliance.documents import write_jsonl
 
                 write_jsonl(dev, root / "dev.jsonl")
             write_manifest(

@@ -485,7 +485,7 @@ class IdentifierDetector:
     )
 
     def __init__(self, policy: Policy) -> None:
-        from appliance.privacy.recognizers import build_recognizers
+        from appliance.identifiers.recognizers import build_recognizers
 
         self.recognizers = build_recognizers(policy.identifiers)
 
@@ -604,7 +604,7 @@ class IdentifierDetector:
         return {i: np.concatenate(v) for i, v in out.items()}
 
     def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]:
-        from appliance.privacy.recognizers import find_identifiers
+        from appliance.identifiers.recognizers import find_identifiers
 
         idx = ctx.index
         quarantine_generic = ctx.policy.identifiers.quarantine_generic

@@ -44,9 +44,9 @@ import numpy as np
 
 from appliance import __version__
 from appliance.config import Policy
+from appliance.documents import Identifier, Record
 from appliance.errors import WorkspaceError
 from appliance.privacy.ngram_index import _P, _TOKEN
-from appliance.records.model import Identifier, Record
 from appliance.security.audit import utc_now
 from appliance.security.crypto import read_encrypted, write_encrypted
 from appliance.security.keys import PURPOSE_HOLDOUT, PURPOSE_LEAKAGE_INDEX, DataKey
@@ -207,7 +207,7 @@ def patient_key(record: Record) -> str:
 
 def identifier_variants(ident: Identifier) -> list[tuple[str, int]]:
     """(variant, strength) forms a note may write a real identifier in."""
-    from appliance.privacy.recognizers import _name_variants, date_variants, parse_dates
+    from appliance.identifiers.recognizers import _name_variants, date_variants, parse_dates
 
     value = ident.value.strip()
     if not value:
@@ -390,7 +390,7 @@ class ReferenceIndex:
         progress: Callable[[int], None] | None = None,
     ) -> None:
         from appliance.generator.train import is_holdout
-        from appliance.privacy.recognizers import build_recognizers, find_identifiers
+        from appliance.identifiers.recognizers import build_recognizers, find_identifiers
 
         recognizers = build_recognizers(identifier_policy)
         type_ids: dict[str, int] = {}
@@ -459,7 +459,7 @@ class ReferenceIndex:
     def _identifier_hashes(self, ident: Identifier, first: set[int]) -> list[tuple[int, int]]:
         out = []
         if ident.type == PHONE_TYPE:
-            from appliance.privacy.recognizers import _phone_numbers
+            from appliance.identifiers.recognizers import _phone_numbers
 
             for digits in _phone_numbers(ident.value, ("EE", "FI", "SE", "US", "GB", "DE")):
                 out.append((self.hasher.digits(digits), STRONG))

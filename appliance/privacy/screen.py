@@ -80,7 +80,7 @@ def read_candidates(path: Path) -> Iterator[tuple[str, str] | tuple[str, None, s
 
     JSONL with ``id`` and ``text`` per line, or a folder of ``.txt`` files (id: the file name).
     """
-    from appliance.records.model import Reject
+    from appliance.documents import Reject
     from appliance.records.readers import ReaderOptions, read_export
 
     if not path.exists():

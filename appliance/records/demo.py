@@ -58,7 +58,7 @@ from types import MappingProxyType
 from typing import Any, TextIO, TypeAlias
 
 from appliance.errors import UsageError
-from appliance.privacy.national_ids import make_isikukood
+from appliance.identifiers.national_ids import make_isikukood
 
 __all__ = [
     "CSV_HEADER",

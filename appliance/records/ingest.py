@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.documents import Record, Reject
 from appliance.errors import ApplianceError, InputError, IntegrityError
-from appliance.records.model import Record, Reject
 from appliance.records.readers import ReaderOptions, detect_format, read_export
 from appliance.records.store import RecordStore
 from appliance.security.audit import utc_now

@@ -1,13 +1,12 @@
-"""What a reader yields: a ``Record`` to store or a ``Reject`` with its reason.
+"""Field names of record exports: which columns hold the id, the text and identifiers.
 
-Every input row ends as exactly one of the two, so nothing is silently lost.
+The types a reader yields (``Record``, ``Identifier``, ``Reject``) live in
+``appliance.documents``, shared with every later stage.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
 # Identifier types (the policy's [identifiers] types) and the column / field
 # names that are recognized as holding them when no identifier columns are
@@ -91,64 +90,3 @@ def normalize_field_name(name: str) -> str:
 def identifier_type(field_name: str) -> str | None:
     """The identifier type a column name suggests, or None if it is not an identifier column."""
     return IDENTIFIER_FIELD_TYPES.get(normalize_field_name(field_name.rsplit(".", 1)[-1]))
-
-
-@dataclass(frozen=True)
-class Identifier:
-    """A real identifier of the record's patient, e.g. ("PERSON", "Mari Tamm", "patient.name")."""
-
-    type: str
-    value: str
-    field: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"type": self.type, "value": self.value, "field": self.field}
-
-
-@dataclass(frozen=True)
-class Record:
-    """One note. ``text`` is kept exactly as read (character offsets refer to it)."""
-
-    id: str
-    text: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    identifiers: tuple[Identifier, ...] = ()
-    # Where it came from, e.g. "export.csv:row 12"; never part of the note's identity.
-    source: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "text": self.text,
-            "metadata": self.metadata,
-            "identifiers": [i.as_dict() for i in self.identifiers],
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Record:
-        return cls(
-            id=data["id"],
-            text=data["text"],
-            metadata=dict(data.get("metadata") or {}),
-            identifiers=tuple(Identifier(**i) for i in data.get("identifiers") or ()),
-            source=data.get("source", ""),
-        )
-
-
-@dataclass(frozen=True)
-class Reject:
-    """An input row that was not stored, and why. Never carries note text."""
-
-    source: str  # the export file (relative to the export root for folders)
-    location: str  # "line 12", "row 5", "file a/b.txt", "line 3 entry 2"
-    reason: str  # one line, e.g. "empty text", "bad base64 in content[0].attachment.data"
-    record_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "location": self.location,
-            "reason": self.reason,
-            "record_id": self.record_id,
-        }

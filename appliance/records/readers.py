@@ -104,15 +104,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from appliance.documents import Identifier, Record, Reject
 from appliance.errors import InputError
-from appliance.records.model import (
-    ID_FIELD_NAMES,
-    TEXT_FIELD_NAMES,
-    Identifier,
-    Record,
-    Reject,
-    identifier_type,
-)
+from appliance.records.model import ID_FIELD_NAMES, TEXT_FIELD_NAMES, identifier_type
 
 __all__ = ["FORMATS", "MAX_ID_CHARS", "ReaderOptions", "detect_format", "read_export"]
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.documents import Record
 from appliance.errors import IntegrityError
-from appliance.records.model import Record
 from appliance.security.crypto import atomic_write, mac, seal, unseal
 from appliance.security.keys import PURPOSE_STORE_AEAD, PURPOSE_STORE_MAC, DataKey
 

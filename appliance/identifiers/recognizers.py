@@ -59,13 +59,13 @@ from presidio_analyzer import (
 )
 
 from appliance.config import IdentifierPolicy
-from appliance.privacy.national_ids import (
+from appliance.documents import Identifier
+from appliance.identifiers.national_ids import (
     hetu_is_valid,
     isikukood_is_valid,
     personnummer_is_valid,
     ssn_is_valid,
 )
-from appliance.records.model import Identifier
 
 if TYPE_CHECKING:
     from presidio_analyzer.nlp_engine import NlpArtifacts

@@ -1,4 +1,9 @@
-"""Documents with entity spans, and the gold-set readers and writers.
+"""Notes and documents: real records as readers yield them, documents with entity spans, gold readers and writers.
+
+A ``Record`` is one real note as an export reader yields it (id, text,
+metadata, the patient's ``Identifier``s); a ``Reject`` is an input row that
+was not stored, and why. Every input row ends as exactly one of the two, so
+nothing is silently lost.
 
 One in-memory shape serves every annotation and evaluation path: a
 ``Document`` is an id, a text and character spans. Three on-disk formats are
@@ -38,6 +43,9 @@ from appliance.errors import InputError
 __all__ = [
     "FORMATS",
     "Document",
+    "Identifier",
+    "Record",
+    "Reject",
     "Span",
     "bio_tags",
     "detect_format",
@@ -53,6 +61,67 @@ FORMATS = ("auto", "conll", "brat", "jsonl")
 _WORD = re.compile(r"[^\W_]+|\S")
 _TAG = re.compile(r"(?P<prefix>[BIES])-(?P<type>\S+)")
 _CONLL_SUFFIXES = {".tsv", ".conll", ".iob", ".iob2", ".bio", ".conllu", ".txt"}
+
+
+@dataclass(frozen=True)
+class Identifier:
+    """A real identifier of the record's patient, e.g. ("PERSON", "Mari Tamm", "patient.name")."""
+
+    type: str
+    value: str
+    field: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"type": self.type, "value": self.value, "field": self.field}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One note. ``text`` is kept exactly as read (character offsets refer to it)."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    identifiers: tuple[Identifier, ...] = ()
+    # Where it came from, e.g. "export.csv:row 12"; never part of the note's identity.
+    source: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "text": self.text,
+            "metadata": self.metadata,
+            "identifiers": [i.as_dict() for i in self.identifiers],
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        return cls(
+            id=data["id"],
+            text=data["text"],
+            metadata=dict(data.get("metadata") or {}),
+            identifiers=tuple(Identifier(**i) for i in data.get("identifiers") or ()),
+            source=data.get("source", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input row that was not stored, and why. Never carries note text."""
+
+    source: str  # the export file (relative to the export root for folders)
+    location: str  # "line 12", "row 5", "file a/b.txt", "line 3 entry 2"
+    reason: str  # one line, e.g. "empty text", "bad base64 in content[0].attachment.data"
+    record_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "location": self.location,
+            "reason": self.reason,
+            "record_id": self.record_id,
+        }
 
 
 @dataclass(frozen=True)

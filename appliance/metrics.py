@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from appliance.annotate.gold import Document, Span, bio_tags
+from appliance.documents import Document, Span, bio_tags
 from appliance.errors import InputError
 
 __all__ = ["prf", "score", "seqeval_report"]
