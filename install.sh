@@ -38,7 +38,7 @@ Options:
   --torch-index URL        extra package index for torch, e.g. https://download.pytorch.org/whl/cpu:
                            on Linux x86_64 the torch==2.13.0 wheel on PyPI is the CUDA build
                            (several GB); the CPU build lives on PyTorch's own index
-  --dev                    also install the test and lint tools (pytest, hypothesis, ruff, mypy)
+  --dev                    also install the test and lint tools (pytest, hypothesis, ruff, mypy, import-linter)
   --editable               install the package in editable mode (for development)
   --link DIR               also link the `appliance` command into DIR (e.g. /usr/local/bin)
   --no-doctor              do not run `appliance doctor` at the end

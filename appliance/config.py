@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from appliance.errors import ConfigError
+from appliance.security.egress import parse_allowed_host
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -313,8 +314,6 @@ def load_policy(path: Path | None = None) -> Policy:
         )
     sections = _sections(doc, str(path), _POLICY_SECTIONS, required=("policy",))
     pol = Policy(**sections, path=path, sha256=file_sha256(path))
-    from appliance.security.egress import parse_allowed_host
-
     for entry in pol.egress.allowed_hosts:
         try:
             parse_allowed_host(entry)

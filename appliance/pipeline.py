@@ -238,15 +238,13 @@ def run(
 ) -> PipelineResult:
     """Run every stage that is not current; returns the summary."""
     from appliance.annotate.annotators import AnnotatorOptions
-    from appliance.annotate.store import annotations_path
     from appliance.annotate.store import run as annotate
+    from appliance.corpus import RELEASE_FILE, load_release
     from appliance.generator import sample, train
-    from appliance.generator.artifact import generator_dir
     from appliance.ner import export as ner_export
     from appliance.ner import train as ner_train
     from appliance.ner.settings import NerSettings
     from appliance.privacy import screen
-    from appliance.privacy.release import RELEASE_FILE, load_release
     from appliance.records import ingest
 
     say = echo or (lambda _: None)
@@ -256,7 +254,7 @@ def run(
     c = config
     export = c.path(str(c["pipeline"]["export"]))
     assert export is not None
-    store_manifest = ws.records_dir / "store.json"
+    store_manifest = ws.store_manifest
 
     def stage(name: str, fingerprint: str, output: Path, work: Callable[[], str]) -> None:
         t0 = time.monotonic()
@@ -287,7 +285,7 @@ def run(
 
     # -- generator
     g = c["generator"]
-    gen_manifest = generator_dir(ws) / "manifest.json"
+    gen_manifest = ws.generator_dir / "manifest.json"
     fp = _digest({"store": _file_hash(store_manifest), **g})
 
     def train_generator() -> str:
@@ -305,11 +303,11 @@ def run(
     # -- generate
     gn = c["generate"]
     corpus = str(gn["corpus"])
-    corpus_manifest = sample.corpus_dir(ws, corpus) / "manifest.json"
+    corpus_manifest = ws.corpus_dir(corpus) / "manifest.json"
     fp = _digest({"generator": _file_hash(gen_manifest), **gn})
 
     def generate() -> str:
-        folder = sample.corpus_dir(ws, corpus)
+        folder = ws.corpus_dir(corpus)
         if folder.exists() and state.data.get("generate", {}).get("fingerprint") != fp:
             previous = json.loads(corpus_manifest.read_text()) if corpus_manifest.exists() else {}
             if previous.get("generator_sha256") or previous.get("stage") == "generate":
@@ -328,7 +326,7 @@ def run(
     stage("generate", fp, corpus_manifest, generate)
 
     # -- screen
-    release = sample.corpus_dir(ws, corpus) / RELEASE_FILE
+    release = ws.corpus_dir(corpus) / RELEASE_FILE
     fp = _digest(
         {
             "corpus": _file_hash(corpus_manifest),
@@ -356,7 +354,7 @@ def run(
     # -- annotate
     a = c["annotate"]
     ann_name = str(a["name"])
-    ann_manifest = annotations_path(ws, ann_name) / "manifest.json"
+    ann_manifest = ws.annotation_dir(ann_name) / "manifest.json"
     fp = _digest({"release": _file_hash(release), **a})
 
     def run_annotate() -> str:
@@ -378,7 +376,7 @@ def run(
     # -- ner train
     n = c["ner"]
     ner_name = str(n["name"])
-    model_manifest = ner_train.model_root(ws, ner_name) / "manifest.json"
+    model_manifest = ws.ner_model_dir(ner_name) / "manifest.json"
     dev = c.path(n["dev"])
     fp = _digest(
         {
@@ -411,7 +409,7 @@ def run(
 
     # -- export
     e = c["export"]
-    package = ner_train.model_root(ws, ner_name) / "package"
+    package = ws.ner_model_dir(ner_name) / "package"
     fp = _digest(
         {"model": _file_hash(model_manifest), **e, "dev": _file_hash(dev) if dev else None}
     )

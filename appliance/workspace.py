@@ -24,9 +24,9 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from appliance.config import (
     load_policy,
     render_config,
 )
-from appliance.errors import UsageError, WorkspaceError
+from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
 from appliance.security.audit import AuditLog, utc_now
 from appliance.security.crypto import atomic_write
 from appliance.security.keys import (
@@ -118,6 +118,49 @@ class Workspace:
     def reports_dir(self) -> Path:
         return self.root / "reports"
 
+    # -- artifacts: every stage finds what an earlier one wrote here ------------
+    #
+    # zone "real": may hold real text or what was trained on it (encrypted at
+    # rest); zone "screened": only what the leakage screen released, and what
+    # was made from it.
+
+    @property
+    def store_manifest(self) -> Path:
+        """The record store's authenticated manifest (real zone)."""
+        return self.records_dir / "store.json"
+
+    @property
+    def leakage_index_dir(self) -> Path:
+        """The screen's keyed-hash index of the real notes (real zone)."""
+        return self.records_dir / "leakage-index"
+
+    @property
+    def generator_dir(self) -> Path:
+        """The trained generator, encrypted (real zone: it may have memorized notes)."""
+        return self.models_dir / "generator"
+
+    def corpus_dir(self, name: str) -> Path:
+        """Synthetic corpus ``name``: real zone until its release, whose notes are screened."""
+        return self.synthetic_dir / _plain_name(name, f"--corpus '{name}': use a plain folder name")
+
+    def annotation_dir(self, name: str = "default") -> Path:
+        """Annotation run ``name`` of a released corpus (screened zone)."""
+        return self.annotations_dir / _plain_name(
+            name, f"--name {name!r}: use a plain folder name such as 'default'"
+        )
+
+    def ner_model_dir(self, name: str = "default") -> Path:
+        """NER model ``name``: its checkpoint, settings and exported package."""
+        return (
+            self.models_dir
+            / "ner"
+            / _plain_name(name, f"--name {name!r}: expected a plain folder name such as 'default'")
+        )
+
+    def report_dir(self, stage: str) -> Path:
+        """Reports of ``stage`` (``screen``, ``ingest``, ...)."""
+        return self.reports_dir / stage
+
     @property
     def data_key_path(self) -> Path:
         return self._resolve(self.config.keys.data_key)
@@ -172,6 +215,36 @@ class Workspace:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    @contextmanager
+    def stage(
+        self,
+        command: str,
+        args: dict[str, Any],
+        *,
+        interrupted: str = "interrupted",
+        lock: bool = True,
+    ) -> Iterator[StageRun]:
+        """Run one stage: hold the workspace lock, then write its audit line.
+
+        The body fills the yielded :class:`StageRun` (inputs, outputs,
+        details). On success they are logged as the stage's result; on a
+        failure or an interruption the line says what stopped it, with the
+        inputs and outputs recorded so far (a stage that committed part of its
+        work, such as an interrupted ingest, says what it left). Input-error
+        text is never logged: it may quote an export. ``lock=False`` for a
+        stage that only reads the workspace (``infer`` writes outside it).
+        """
+        run = StageRun(command, args)
+        try:
+            with self.lock(command) if lock else nullcontext():
+                yield run
+        except BaseException as exc:
+            result = interrupted if isinstance(exc, KeyboardInterrupt) else audit_message(exc)
+            outputs = run.outputs_on_error() if run.outputs_on_error else run.outputs
+            self.log(command, args=args, inputs=run.inputs, outputs=outputs, result=result)
+            raise
+        self.log(command, args=args, inputs=run.inputs, outputs=run.outputs, details=run.details)
+
     # -- manifests ---------------------------------------------------------
 
     def rel(self, path: Path) -> str:
@@ -179,6 +252,38 @@ class Workspace:
             return str(path.resolve().relative_to(self.root))
         except ValueError:
             return str(path)
+
+
+@dataclass
+class StageRun:
+    """What a stage records in its audit line (see :meth:`Workspace.stage`)."""
+
+    command: str
+    args: dict[str, Any]
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    # Outputs to record when the stage fails part-way (default: ``outputs``).
+    outputs_on_error: Callable[[], list[dict[str, Any]]] | None = None
+
+
+def audit_message(exc: BaseException) -> str:
+    """How a failure is written to the audit log: never the text of an input error,
+    which may quote the export (a headerless CSV's first row is patient data)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, InputError):
+        return "error: InputError (export could not be read; details shown to the user, not logged)"
+    if isinstance(exc, ApplianceError):
+        return f"error: {exc.message}"
+    return f"error: {type(exc).__name__}"
+
+
+def _plain_name(name: str, message: str) -> str:
+    """``name`` if it is one plain folder name (no path, not hidden), else a usage error."""
+    if not name or "/" in name or name.startswith("."):
+        raise UsageError(message)
+    return name
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:

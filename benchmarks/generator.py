@@ -758,7 +758,7 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
         strip_prefix(doc, schema.render(records[rid]))
         for doc, rid in zip(corpus.holdout_docs, corpus.holdout_ids, strict=True)
     ]
-    generated = [n.text for n in sample.read_corpus(ws, "default")]
+    generated = [n.text for n in corpus.read_corpus(ws, "default")]
     n_cmp = min(len(generated), len(holdout_bodies))
     gen_cmp, real_cmp = generated[:n_cmp], holdout_bodies[:n_cmp]
     for n in (1, 2, 3):

@@ -180,19 +180,17 @@ def main() -> None:
 
     from appliance.annotate.annotators import AnnotatorOptions
     from appliance.annotate.lexicon import LexiconAnnotator, load_lexicon
-    from appliance.annotate.store import read_annotations
     from appliance.annotate.store import run as annotate
+    from appliance.corpus import RELEASE_FILE, load_release, read_annotations
     from appliance.documents import Document, write_jsonl
     from appliance.generator import sample
     from appliance.generator import train as gen_train
-    from appliance.generator.artifact import generator_dir
     from appliance.metrics import score
     from appliance.ner import export as ner_export
     from appliance.ner import train as ner_train
     from appliance.ner.evaluate import run as ner_evaluate
     from appliance.ner.settings import NerSettings
     from appliance.privacy import screen
-    from appliance.privacy.release import RELEASE_FILE, load_release
     from appliance.records import ingest
     from appliance.workspace import Workspace, init
 
@@ -250,17 +248,17 @@ def main() -> None:
 
     stage(
         "ingest",
-        (ws.records_dir / "store.json").exists(),
+        (ws.store_manifest).exists(),
         lambda: ingest.run(ws, export, fmt="jsonl").summary(),
     )
     stage(
         "generator",
-        (generator_dir(ws) / "manifest.json").exists(),
+        (ws.generator_dir / "manifest.json").exists(),
         lambda: gen_train.run(
             ws, recipe=args.recipe, max_steps=args.generator_steps or None
         ).summary(),
     )
-    corpus_manifest = sample.corpus_dir(ws, "default") / "manifest.json"
+    corpus_manifest = ws.corpus_dir("default") / "manifest.json"
     have = (
         json.loads(corpus_manifest.read_text()).get("written", 0) if corpus_manifest.exists() else 0
     )
@@ -273,7 +271,7 @@ def main() -> None:
     )
     stage(
         "screen",
-        (sample.corpus_dir(ws, "default") / RELEASE_FILE).exists(),
+        (ws.corpus_dir("default") / RELEASE_FILE).exists(),
         lambda: screen.run(ws, corpus="default").summary(),
     )
     release = load_release(ws, "default")
@@ -323,7 +321,7 @@ def main() -> None:
     only = {x for x in args.only.split(",") if x}
     models: dict[str, Any] = state.setdefault("models", {})
     for name, kind, path, notes in runs:
-        package = ner_train.model_root(ws, name) / "package"
+        package = ws.ner_model_dir(name) / "package"
         if name in models and (package / "manifest.json").exists() and name not in only:
             log(f"{name}: done earlier, F1 {models[name]['f1']:.3f}")
             continue

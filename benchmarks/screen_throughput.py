@@ -257,7 +257,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "timers": {k: round(v, 2) for k, v in timers.seconds.items()},
         "load": load,
     }
-    idx_json = ws.records_dir / "leakage-index" / "index.json"
+    idx_json = ws.leakage_index_dir / "index.json"
     if idx_json.exists():
         out["postings"] = json.loads(idx_json.read_text()).get("postings")
     if args.baseline_notes > 0:

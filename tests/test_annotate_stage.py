@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from appliance.annotate.annotators import AnnotatorOptions
-from appliance.annotate.store import annotations_path, read_annotations, run
+from appliance.annotate.store import run
 from appliance.cli import cli
+from appliance.corpus import read_annotations
 from appliance.documents import Document, bio_tags, document_from_json, word_tokens
 from appliance.errors import IntegrityError, WorkspaceError
 from appliance.metrics import score
@@ -26,7 +27,7 @@ def test_lexicon_default_through_the_cli(released_corpus):
     assert result.exit_code == 0, result.output
     assert f"annotated {len(released_corpus.gold)} of {len(released_corpus.gold)}" in result.output
 
-    folder = annotations_path(ws)
+    folder = ws.annotation_dir()
     lines = [json.loads(x) for x in (folder / "annotations.jsonl").read_text().splitlines()]
     assert {x["id"] for x in lines} == set(released_corpus.gold)
     first = lines[0]
@@ -70,7 +71,7 @@ def test_lexicon_file_through_the_cli_is_recorded_by_path(released_corpus, tmp_p
         ],
     )
     assert result.exit_code == 0, result.output
-    manifest = json.loads((annotations_path(ws, "terms") / "manifest.json").read_text())
+    manifest = json.loads((ws.annotation_dir("terms") / "manifest.json").read_text())
     assert manifest["parameters"]["lexicons"] == [str(terms)]
     labels = {s.label for d in read_annotations(ws, "terms") for s in d.spans}
     assert labels <= {"DIAGNOSIS", "DRUG"}
@@ -91,7 +92,7 @@ def test_llm_run_rejects_failed_notes_and_a_rerun_asks_only_those(released_corpu
         assert result.annotated == len(docs) - 2 and result.rejected == 2
         rejected = [
             json.loads(x)
-            for x in (annotations_path(ws, "llm") / "rejected.jsonl").read_text().splitlines()
+            for x in (ws.annotation_dir("llm") / "rejected.jsonl").read_text().splitlines()
         ]
         assert sorted(r["reason"] for r in rejected) == ["malformed_json", "schema_violation"]
         assert result.qa["members"][0]["invented_entities"] == 1
@@ -115,13 +116,13 @@ def test_endpoint_refused_and_logged(released_corpus):
     )
     assert result.exit_code == 6 and "not loopback" in result.output
     last = list(ws.audit.entries())[-1][1]
-    assert last["command"] == "annotate" and last["result"] == "failed"
+    assert last["command"] == "annotate" and last["result"].startswith("error: ")
 
 
 def test_tampered_or_stale_annotations_are_refused(released_corpus):
     ws = released_corpus.ws
     run(ws, AnnotatorOptions(), corpus="demo")
-    path = annotations_path(ws) / "annotations.jsonl"
+    path = ws.annotation_dir() / "annotations.jsonl"
     original = path.read_bytes()
     path.write_bytes(original.replace(b'"DRUG"', b'"DIAGNOSIS"', 1))
     with pytest.raises(IntegrityError, match="does not match its manifest"):

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import pytest
 
+from appliance import corpus
 from appliance.errors import DependencyError, UsageError
 from appliance.generator import artifact, sample, train
 from appliance.generator.recipes import load_recipe
@@ -50,7 +51,7 @@ def test_tiny_recipe_trains_and_reports_perplexity(trained):
     assert result.steps == STEPS and result.resumed_from == 0
     assert result.holdout_records > 0 and result.train_records + result.holdout_records == 60
     assert result.holdout_perplexity is not None and 1 < result.holdout_perplexity < 1000
-    manifest = json.loads((artifact.generator_dir(ws) / "manifest.json").read_text())
+    manifest = json.loads((ws.generator_dir / "manifest.json").read_text())
     assert manifest["recipe"]["recipe"]["name"] == "tiny"
     assert manifest["data"]["canaries"] == 2
     assert manifest["inputs"]["store"]["sha256"]
@@ -58,7 +59,7 @@ def test_tiny_recipe_trains_and_reports_perplexity(trained):
     import math
 
     assert result.final_loss < math.log(manifest["tokenizer"]["vocab_size"])
-    assert not (artifact.generator_dir(ws) / artifact.CHECKPOINT_FILE).exists()
+    assert not (ws.generator_dir / artifact.CHECKPOINT_FILE).exists()
 
 
 def test_prefix_schema_comes_from_metadata(trained):
@@ -71,7 +72,7 @@ def test_prefix_schema_comes_from_metadata(trained):
 
 def test_stored_generator_has_no_plaintext(trained):
     ws, _, _ = trained
-    folder = artifact.generator_dir(ws)
+    folder = ws.generator_dir
     for path in folder.iterdir():
         if path.name in ("manifest.json", "config.json"):
             continue
@@ -102,7 +103,7 @@ def test_generation_is_deterministic_and_unscreened(trained):
     sample.run(ws, count=5, settings=settings, corpus="a")
     sample.run(ws, count=5, settings=settings, corpus="b")
     sample.run(ws, count=5, settings=dataclasses.replace(settings, seed=12), corpus="c")
-    a, b, c = (list(sample.read_corpus(ws, name)) for name in "abc")
+    a, b, c = (list(corpus.read_corpus(ws, name)) for name in "abc")
     assert [n.text for n in a] == [n.text for n in b]
     assert [n.text for n in a] != [n.text for n in c]
     assert [n.id for n in a] == ["S000001", "S000002", "S000003", "S000004", "S000005"]
@@ -123,7 +124,7 @@ def test_generation_resumes_without_duplicates(trained):
     assert (first.new, second.new, second.resumed_from, second.written) == (3, 4, 3, 7)
     again = sample.run(ws, count=7, settings=settings, corpus="grow")
     assert again.new == 0
-    notes = list(sample.read_corpus(ws, "grow"))
+    notes = list(corpus.read_corpus(ws, "grow"))
     assert [n.id for n in notes] == [f"S{i:06d}" for i in range(1, 8)]
     with pytest.raises(UsageError, match="other sampling settings"):
         sample.run(
@@ -137,7 +138,7 @@ def test_fixed_prefix(trained):
         batch_size=2, seed=1, max_new_tokens=20, prefix="procedure note, age group 7, female, C50,"
     )
     sample.run(ws, count=2, settings=settings, corpus="fixed")
-    notes = list(sample.read_corpus(ws, "fixed"))
+    notes = list(corpus.read_corpus(ws, "fixed"))
     assert {n.prefix for n in notes} == {"procedure note, age group 7, female, C50,"}
     assert notes[0].metadata == {
         "note_type": "procedure note",
@@ -170,7 +171,7 @@ def test_interrupted_training_resumes_from_checkpoint(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train.run(ws, recipe=recipe, progress=stop_at_7)
-    checkpoint = artifact.generator_dir(ws) / artifact.CHECKPOINT_FILE
+    checkpoint = ws.generator_dir / artifact.CHECKPOINT_FILE
     assert checkpoint.read_bytes().startswith(FILE_MAGIC)
     resumed = train.run(ws, recipe=recipe)
     assert resumed.resumed_from == 7 and resumed.steps == 12
@@ -199,7 +200,7 @@ def test_continue_from_local_checkpoint(trained, tmp_path):
     assert result.steps == 4
     continued = artifact.load_generator(other)
     assert continued.tokenizer.get_vocab() == gen.tokenizer.get_vocab()
-    manifest = json.loads((artifact.generator_dir(other) / "manifest.json").read_text())
+    manifest = json.loads((other.generator_dir / "manifest.json").read_text())
     assert manifest["inputs"]["from"]["sha256"]
 
 
@@ -302,5 +303,5 @@ def test_vllm_backend_with_a_stand_in_engine(trained, monkeypatch):
     assert len(params) == 3
     assert len({p["seed"] for p in params}) == 3  # one seed per request
     assert all(p["stop_token_ids"] == [0] and p["max_tokens"] <= 12 for p in params)
-    notes = list(sample.read_corpus(ws, "vllm"))
+    notes = list(corpus.read_corpus(ws, "vllm"))
     assert [n.id for n in notes] == ["S000001", "S000002", "S000003"]

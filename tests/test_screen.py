@@ -327,9 +327,8 @@ def test_gate_releases_only_passing_notes_and_refuses_tampering(
 ) -> None:
     import shutil
 
-    from appliance.generator.sample import corpus_dir, import_corpus
+    from appliance.corpus import RELEASE_FILE, SIGNATURE_FILE, import_corpus, released_notes
     from appliance.privacy import screen
-    from appliance.privacy.release import RELEASE_FILE, SIGNATURE_FILE, released_notes
     from appliance.workspace import Workspace
 
     base, records = screened_ws
@@ -347,7 +346,7 @@ def test_gate_releases_only_passing_notes_and_refuses_tampering(
     released = {n.id for n in released_notes(ws, "cand")}
     assert released == {f"clean{i}" for i in range(12)}
 
-    folder = corpus_dir(ws, "cand")
+    folder = ws.corpus_dir("cand")
     good = (folder / RELEASE_FILE).read_bytes()
     body = json.loads(good)
     body["released"].append({"id": "leak0", "sha256": "0" * 64})

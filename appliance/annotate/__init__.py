@@ -8,7 +8,7 @@ client.py      async OpenAI-compatible client: schema validation, retries, bound
 cache.py       persistent answer cache (SQLite)
 align.py       placing entity strings at exact character offsets
 annotators.py  annotators behind one interface; ensembles
-store.py       the annotate stage: run(), read_annotations(), annotations_path()
+store.py       the annotate stage: run()
 evaluate.py    scoring an annotator against a gold set
 serve.py       `vllm serve` on loopback with offline settings
 """

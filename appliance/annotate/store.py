@@ -1,7 +1,7 @@
 """The annotate stage: label every released synthetic note, and read the result back.
 
 ``run`` reads notes only through the release gate
-(:func:`appliance.privacy.release.released_notes`), so unscreened and
+(:func:`appliance.corpus.released_notes`), so unscreened and
 quarantined notes can never reach an annotator, and writes::
 
     annotations/NAME/
@@ -28,27 +28,20 @@ from pathlib import Path
 from typing import Any
 
 from appliance.annotate.annotators import AnnotatorOptions, build_members, run_members
+from appliance.annotate.cache import AnswerCache
+from appliance.corpus import release_manifest, released_notes
 from appliance.documents import (
     Document,
     bio_tags,
-    document_from_json,
     document_to_json,
     word_tokens,
 )
-from appliance.errors import ApplianceError, IntegrityError, UsageError, WorkspaceError
 from appliance.security.audit import utc_now
-from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
+from appliance.workspace import Workspace, hashed, write_manifest
 
-__all__ = ["AnnotateResult", "annotations_path", "read_annotations", "run"]
+__all__ = ["AnnotateResult", "run"]
 
 CACHE_NAME = ".llm-cache.sqlite"
-
-
-def annotations_path(ws: Workspace, name: str = "default") -> Path:
-    """The folder of the annotation run ``name``."""
-    if not name or "/" in name or name.startswith("."):
-        raise UsageError(f"--name {name!r}: use a plain folder name such as 'default'")
-    return ws.annotations_dir / name
 
 
 @dataclass
@@ -103,16 +96,13 @@ def run(
     progress: Callable[[int], None] | None = None,
 ) -> AnnotateResult:
     """Annotate the released notes of ``corpus`` into ``annotations/NAME``."""
-    from appliance.annotate.cache import AnswerCache
-    from appliance.privacy.release import release_manifest, released_notes
-
-    folder = annotations_path(ws, name)
+    folder = ws.annotation_dir(name)
     args = {**_public_options(options), "corpus": corpus, "name": name}
     schema = ws.policy.entity_schema()
     cache = AnswerCache(ws.annotations_dir / CACHE_NAME) if "llm" in options.annotators else None
     started = utc_now()
     try:
-        with ws.lock("annotate"):
+        with ws.stage("annotate", args) as stage:
             members = build_members(
                 options,
                 schema,
@@ -190,55 +180,17 @@ def run(
                     "outputs": outputs,
                 },
             )
-    except ApplianceError as exc:
-        ws.log("annotate", args=args, result="failed", details={"error": exc.message})
-        raise
+            stage.inputs = [release]
+            stage.outputs = [*outputs.values(), hashed(manifest_path, ws.root)]
+            stage.details = {
+                "notes": len(notes),
+                "annotated": annotated,
+                "rejected": len(failures),
+                "qa": qa,
+            }
     finally:
         if cache is not None:
             cache.close()
-    ws.log(
-        "annotate",
-        args=args,
-        inputs=[release],
-        outputs=[*outputs.values(), hashed(manifest_path, ws.root)],
-        details={"notes": len(notes), "annotated": annotated, "rejected": len(failures), "qa": qa},
-    )
     return AnnotateResult(
         name, folder, len(notes), annotated, len(failures), dict(sorted(by_type.items())), qa
     )
-
-
-def read_annotations(ws: Workspace, name: str = "default") -> list[Document]:
-    """The annotated notes of run ``name``, checked against its manifest and the current release."""
-    from appliance.privacy.release import release_manifest
-
-    folder = annotations_path(ws, name)
-    manifest = read_manifest(folder)
-    if manifest is None or manifest.get("stage") != "annotate":
-        raise WorkspaceError(
-            f"no annotations '{name}' in {ws.annotations_dir}; run `appliance annotate` first"
-        )
-    path = folder / "annotations.jsonl"
-    expected = manifest.get("outputs", {}).get("annotations", {}).get("sha256")
-    if not path.exists() or hashed(path)["sha256"] != expected:
-        raise IntegrityError(
-            f"{path}: does not match its manifest (changed or replaced after `appliance annotate` wrote it)"
-        )
-    corpus = manifest.get("corpus", "default")
-    try:
-        current = hashed(release_manifest(ws, corpus), ws.root)["sha256"]
-    except WorkspaceError as exc:
-        raise WorkspaceError(
-            f"annotations are stale; rerun appliance annotate ({exc.message})"
-        ) from None
-    if current != manifest.get("release", {}).get("sha256"):
-        raise WorkspaceError(
-            f"annotations are stale; rerun appliance annotate (corpus '{corpus}' was screened again "
-            "after these annotations were made)"
-        )
-    docs = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                docs.append(document_from_json(json.loads(line), f"{path} line {lineno}"))
-    return docs

@@ -39,10 +39,6 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt.enc"
 
 
-def generator_dir(ws: Workspace) -> Path:
-    return ws.models_dir / "generator"
-
-
 @dataclass
 class Generator:
     """A generator decrypted into memory: model, tokenizer, prefixes and its manifest."""
@@ -78,7 +74,7 @@ def save_generator(
     manifest: dict[str, Any],
 ) -> dict[str, Any]:
     """Encrypt and write the generator; returns the final manifest (with file hashes)."""
-    folder = generator_dir(ws)
+    folder = ws.generator_dir
     folder.mkdir(parents=True, exist_ok=True)
     key = ws.data_key
     write_encrypted(folder / MODEL_FILE, key, _state_bytes(model), label="generator/model")
@@ -105,7 +101,7 @@ def load_generator(ws: Workspace, device: str = "cpu") -> Generator:
     from tokenizers import Tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    folder = generator_dir(ws)
+    folder = ws.generator_dir
     manifest = read_manifest(folder)
     if manifest is None or manifest.get("stage") != "generator":
         raise WorkspaceError(

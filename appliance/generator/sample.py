@@ -16,19 +16,17 @@ memorized real text: they are stored encrypted like real records, marked
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from appliance import quiet_transformers
+from appliance.corpus import STATUS_UNSCREENED, UNSCREENED_ZONE, SyntheticNote, write_part
 from appliance.errors import (
-    ApplianceError,
     UsageError,
-    WorkspaceError,
     missing_dependency,
 )
 from appliance.generator.artifact import Generator, load_generator, plain_model_folder
@@ -36,11 +34,9 @@ from appliance.generator.prefixes import parse_prefix
 from appliance.generator.tokenizer import EOS
 from appliance.generator.train import resolve_device
 from appliance.security.audit import utc_now
-from appliance.security.crypto import read_encrypted, write_encrypted
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
 BACKENDS = ("transformers", "vllm")
-STATUS_UNSCREENED = "unscreened"
 
 
 @dataclass(frozen=True)
@@ -66,18 +62,6 @@ class SamplingSettings:
             raise UsageError("--max-new-tokens must be ≥ 1")
         if self.batch_size < 1:
             raise UsageError("--batch-size must be ≥ 1")
-
-
-@dataclass(frozen=True)
-class SyntheticNote:
-    id: str
-    text: str
-    prefix: str
-    metadata: dict[str, str]
-    status: str = STATUS_UNSCREENED
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Backend(Protocol):
@@ -210,32 +194,6 @@ class GenerateResult:
         )
 
 
-def corpus_dir(ws: Workspace, name: str) -> Path:
-    if not name or "/" in name or name.startswith("."):
-        raise UsageError(f"--corpus '{name}': use a plain folder name")
-    return ws.synthetic_dir / name
-
-
-def _part_name(index: int) -> str:
-    return f"part-{index:06d}.jsonl.enc"
-
-
-def read_corpus(ws: Workspace, name: str = "default") -> Iterator[SyntheticNote]:
-    """Every note of a synthetic corpus, verifying each part against the manifest."""
-    folder = corpus_dir(ws, name)
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise WorkspaceError(f"{folder}: no synthetic corpus; run `appliance generate` first")
-    for part in manifest["parts"]:
-        path = folder / part["name"]
-        if not path.exists() or hashed(path)["sha256"] != part["sha256"]:
-            from appliance.errors import IntegrityError
-
-            raise IntegrityError(f"{path}: synthetic part missing or changed since it was written")
-        for line in read_encrypted(path, ws.data_key, label="synthetic/part").decode().splitlines():
-            yield SyntheticNote(**json.loads(line))
-
-
 def run(
     ws: Workspace,
     *,
@@ -255,19 +213,15 @@ def run(
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}")
     args = {"count": count, "backend": backend, "corpus": corpus, **asdict(settings)}
-    try:
-        with ws.lock("generate"):
-            result = _generate(ws, count, backend, settings, corpus, device, progress)
-    except ApplianceError as exc:
-        ws.log("generate", args=args, result=f"error: {exc.message}")
-        raise
-    ws.log(
-        "generate",
-        args=args,
-        inputs=[hashed(ws.models_dir / "generator" / "manifest.json", ws.root)],
-        outputs=[hashed(result.corpus / "manifest.json", ws.root)],
-        details={"written": result.written, "new": result.new, "resumed_from": result.resumed_from},
-    )
+    with ws.stage("generate", args) as stage:
+        result = _generate(ws, count, backend, settings, corpus, device, progress)
+        stage.inputs = [hashed(ws.generator_dir / "manifest.json", ws.root)]
+        stage.outputs = [hashed(result.corpus / "manifest.json", ws.root)]
+        stage.details = {
+            "written": result.written,
+            "new": result.new,
+            "resumed_from": result.resumed_from,
+        }
     return result
 
 
@@ -282,7 +236,7 @@ def _generate(
 ) -> GenerateResult:
     started = time.monotonic()
     gen = load_generator(ws, device="cpu")
-    folder = corpus_dir(ws, corpus)
+    folder = ws.corpus_dir(corpus)
     sampling = asdict(settings)
     previous = read_manifest(folder)
     parts: list[dict[str, Any]] = []
@@ -318,7 +272,7 @@ def _generate(
         return {
             "stage": "generate",
             "status": status,
-            "zone": "real until screened (notes encrypted at rest)",
+            "zone": UNSCREENED_ZONE,
             "corpus": corpus,
             "generator_sha256": gen.sha256,
             "generator_manifest": hashed(ws.models_dir / "generator" / "manifest.json", ws.root),
@@ -360,19 +314,7 @@ def _generate(
                         metadata=parse_prefix(prefix, gen.schema),
                     )
                 )
-            path = folder / _part_name(index)
-            payload = "\n".join(
-                json.dumps(nt.as_dict(), ensure_ascii=False) for nt in notes
-            ).encode()
-            write_encrypted(path, ws.data_key, payload, label="synthetic/part")
-            parts.append(
-                {
-                    "name": path.name,
-                    "notes": len(notes),
-                    "sha256": hashed(path)["sha256"],
-                    "seed": batch_seed,
-                }
-            )
+            parts.append({**write_part(ws, folder, index, notes), "seed": batch_seed})
             written += len(notes)
             write_manifest(folder, manifest())
             if progress is not None:
@@ -391,58 +333,3 @@ def _generate(
         tokens=tokens,
         backend=backend_name,
     )
-
-
-def import_corpus(
-    ws: Workspace,
-    name: str,
-    notes: Iterable[tuple[str, str, dict[str, str]]],
-    *,
-    source: str,
-    batch: int = 1000,
-) -> Path:
-    """Store notes made elsewhere as an unscreened synthetic corpus (id, text, metadata each).
-
-    They are treated exactly like generated notes: encrypted, ``unscreened``,
-    and released only by ``appliance screen``. Refuses an existing corpus.
-    """
-    folder = corpus_dir(ws, name)
-    if read_manifest(folder) is not None:
-        raise UsageError(f"synthetic corpus '{name}' already exists; choose another name")
-    folder.mkdir(parents=True, exist_ok=True)
-    parts: list[dict[str, Any]] = []
-    pending: list[SyntheticNote] = []
-    seen: set[str] = set()
-
-    def flush() -> None:
-        path = folder / _part_name(len(parts) + 1)
-        payload = "\n".join(json.dumps(n.as_dict(), ensure_ascii=False) for n in pending)
-        write_encrypted(path, ws.data_key, payload.encode(), label="synthetic/part")
-        parts.append({"name": path.name, "notes": len(pending), "sha256": hashed(path)["sha256"]})
-        pending.clear()
-
-    for note_id, text, metadata in notes:
-        if note_id in seen:
-            raise UsageError(f"duplicate note id {note_id!r} in {source}")
-        seen.add(note_id)
-        pending.append(SyntheticNote(id=note_id, text=text, prefix="", metadata=metadata))
-        if len(pending) >= batch:
-            flush()
-    if pending:
-        flush()
-    write_manifest(
-        folder,
-        {
-            "stage": "import",
-            "status": STATUS_UNSCREENED,
-            "zone": "real until screened (notes encrypted at rest)",
-            "corpus": name,
-            "source": source,
-            "generator_sha256": None,
-            "count": len(seen),
-            "written": len(seen),
-            "parts": parts,
-            "updated": utc_now(),
-        },
-    )
-    return folder

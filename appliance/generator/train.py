@@ -270,7 +270,7 @@ def _fingerprint(
 ) -> str:
     parts = {
         "recipe": recipe.as_dict(),
-        "store": hashed(ws.records_dir / "store.json")["sha256"],
+        "store": hashed(ws.store_manifest)["sha256"],
         "policy": ws.policy.sha256,
         "from": hashed(from_dir)["sha256"] if from_dir else None,
         "canaries": [canaries, repeats],
@@ -313,7 +313,7 @@ def run(
     ws.log(
         "generator train",
         args=args,
-        inputs=[hashed(ws.records_dir / "store.json", ws.root)],
+        inputs=[hashed(ws.store_manifest, ws.root)],
         outputs=[hashed(result.manifest_path, ws.root)],
         details={
             "steps": result.steps,
@@ -339,10 +339,10 @@ def _train(
 ) -> TrainResult:
     started = time.monotonic()
     t = recipe.train
-    folder = artifact.generator_dir(ws)
+    folder = ws.generator_dir
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint_path = folder / artifact.CHECKPOINT_FILE
-    if not (ws.records_dir / "store.json").exists():
+    if not (ws.store_manifest).exists():
         raise WorkspaceError(
             f"{ws.root}: the record store is empty; run `appliance ingest EXPORT` first"
         )
@@ -527,7 +527,7 @@ def _train(
         "steps": step,
         "resumed_from": start_step,
         "inputs": {
-            "store": hashed(ws.records_dir / "store.json", ws.root),
+            "store": hashed(ws.store_manifest, ws.root),
             "from": hashed(from_dir) if from_dir else None,
             "policy_sha256": ws.policy.sha256,
         },

@@ -107,9 +107,8 @@ def run(
     if model is None:
         if ws is None:
             raise UsageError("--model is required outside a workspace")
-        from appliance.ner.train import model_root
 
-        root = model_root(ws, name)
+        root = ws.ner_model_dir(name)
         model = (
             root / "package" if (root / "package" / "manifest.json").exists() else root / "model"
         )

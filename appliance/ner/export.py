@@ -411,10 +411,9 @@ def run(
     gold_format: str = "auto",
 ) -> ExportResult:
     """Export ``models/ner/<name>/model`` to ``models/ner/<name>/package`` (or ``out``), signed."""
-    from appliance.ner.train import model_root
     from appliance.security.keys import load_signing_key
 
-    root = model_root(ws, name)
+    root = ws.ner_model_dir(name)
     model_dir = root / "model"
     package = (out or root / "package").expanduser()
     args = {
@@ -423,58 +422,48 @@ def run(
         "int8": int8,
         "dev": str(dev_gold) if dev_gold else None,
     }
-    inputs: list[dict[str, Any]] = []
-    try:
-        with ws.lock("export"):
-            if not (model_dir / NER_META).is_file():
-                raise WorkspaceError(
-                    f"{model_dir}: no trained NER model named '{name}'; run `appliance ner train` first"
-                )
-            inputs.append(hashed(model_dir, ws.root))
-            trained = read_manifest(root) or {}
-            if (trained.get("model") or {}).get("sha256") not in (None, inputs[0]["sha256"]):
-                raise IntegrityError(
-                    f"{model_dir}: the model folder changed since `appliance ner train` wrote it; retrain it"
-                )
-            dev_docs = load_dev_docs(ws, root, dev_gold, gold_format)
-            if dev_gold is not None:
-                inputs.append(hashed(dev_gold, ws.root))
-            started = utc_now()
-            result = export_package(
-                model_dir,
-                package,
-                signing_key=load_signing_key(ws.signing_key_path),
-                int8=int8,
-                dev_docs=dev_docs,
-                max_f1_drop=ws.policy.export.int8_max_f1_drop,
-                details={"model_sha256": inputs[0]["sha256"], "policy_sha256": ws.policy.sha256},
+    with ws.stage("export", args) as stage:
+        if not (model_dir / NER_META).is_file():
+            raise WorkspaceError(
+                f"{model_dir}: no trained NER model named '{name}'; run `appliance ner train` first"
             )
-            (root / "export").mkdir(exist_ok=True)
-            write_manifest(
-                root / "export",
-                {
-                    "stage": "export",
-                    "started": started,
-                    "finished": utc_now(),
-                    "inputs": inputs,
-                    "package": hashed(package, ws.root),
-                    "precision": result.precision,
-                    "parity": result.parity,
-                    "int8": result.int8,
-                },
+        stage.inputs.append(hashed(model_dir, ws.root))
+        trained = read_manifest(root) or {}
+        if (trained.get("model") or {}).get("sha256") not in (None, stage.inputs[0]["sha256"]):
+            raise IntegrityError(
+                f"{model_dir}: the model folder changed since `appliance ner train` wrote it; retrain it"
             )
-    except ApplianceError as exc:
-        ws.log("export", args=args, inputs=inputs, result=f"error: {exc.message}")
-        raise
-    ws.log(
-        "export",
-        args=args,
-        inputs=inputs,
-        outputs=[hashed(package, ws.root)],
-        details={
+        dev_docs = load_dev_docs(ws, root, dev_gold, gold_format)
+        if dev_gold is not None:
+            stage.inputs.append(hashed(dev_gold, ws.root))
+        started = utc_now()
+        result = export_package(
+            model_dir,
+            package,
+            signing_key=load_signing_key(ws.signing_key_path),
+            int8=int8,
+            dev_docs=dev_docs,
+            max_f1_drop=ws.policy.export.int8_max_f1_drop,
+            details={"model_sha256": stage.inputs[0]["sha256"], "policy_sha256": ws.policy.sha256},
+        )
+        (root / "export").mkdir(exist_ok=True)
+        write_manifest(
+            root / "export",
+            {
+                "stage": "export",
+                "started": started,
+                "finished": utc_now(),
+                "inputs": stage.inputs,
+                "package": hashed(package, ws.root),
+                "precision": result.precision,
+                "parity": result.parity,
+                "int8": result.int8,
+            },
+        )
+        stage.outputs = [hashed(package, ws.root)]
+        stage.details = {
             "precision": result.precision,
             "parity_max_abs_diff": result.parity["max_abs_diff"],
             "int8": result.int8,
-        },
-    )
+        }
     return result

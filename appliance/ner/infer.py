@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.documents import Record, Reject
-from appliance.errors import ApplianceError, IntegrityError, UsageError, WorkspaceError
+from appliance.errors import IntegrityError, UsageError, WorkspaceError
 from appliance.ner.encoding import Entity
 from appliance.records.readers import ReaderOptions, read_export
 from appliance.security.crypto import NONCE_BYTES, atomic_write, seal, unseal
@@ -533,12 +533,10 @@ def run_ws(
     **kwargs: Any,
 ) -> InferResult:
     """``run`` inside a workspace: its public key (or ``public_key``), its data key for ``--encrypt``, an audit entry."""
-    from appliance.ner.train import model_root
-    from appliance.records.ingest import audit_message
     from appliance.security.keys import load_public_key
     from appliance.workspace import hashed
 
-    package = package or model_root(ws, name) / "package"
+    package = package or ws.ner_model_dir(name) / "package"
     key_path = public_key or ws.signing_key_path.with_suffix(".pub")
     args = {
         "export": str(export_path),
@@ -548,16 +546,15 @@ def run_ws(
         "encrypt": encrypt,
         "public_key": str(key_path),
     }
-    inputs: list[dict[str, Any]] = []
-    try:
+    with ws.stage("infer", args, lock=False) as stage:
         if not package.is_dir():
             raise WorkspaceError(
                 f"{package}: no model package; run `appliance export` or pass --model PACKAGE"
             )
         if (package / "manifest.json").is_file():
-            inputs.append(hashed(package / "manifest.json", ws.root))
+            stage.inputs.append(hashed(package / "manifest.json", ws.root))
         if Path(export_path).exists():
-            inputs.append(hashed(Path(export_path), ws.root))
+            stage.inputs.append(hashed(Path(export_path), ws.root))
         result = run(
             export_path,
             package,
@@ -567,9 +564,6 @@ def run_ws(
             encrypt_key=ws.data_key if encrypt else None,
             **kwargs,
         )
-    except (ApplianceError, KeyboardInterrupt) as exc:
-        ws.log("infer", args=args, inputs=inputs, result=audit_message(exc))
-        raise
-    outputs = [hashed(out, ws.root)] if out.exists() else []
-    ws.log("infer", args=args, inputs=inputs, outputs=outputs, details=result.as_dict())
+        stage.outputs = [hashed(out, ws.root)] if out.exists() else []
+        stage.details = result.as_dict()
     return result

@@ -32,7 +32,7 @@ import numpy as np
 
 from appliance import __version__, quiet_transformers
 from appliance.documents import Document
-from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
+from appliance.errors import ApplianceError, InputError, WorkspaceError
 from appliance.ner.encoding import IGNORE, align_labels, encode_notes, window_ranges
 from appliance.ner.model import (
     describe_special,
@@ -583,12 +583,6 @@ def train_model(
 # Workspace wrapper
 
 
-def model_root(ws: Workspace, name: str) -> Path:
-    if not name or "/" in name or name.startswith("."):
-        raise UsageError(f"--name {name!r}: expected a plain folder name such as 'default'")
-    return ws.models_dir / "ner" / name
-
-
 def is_dev(doc_id: str, fraction: float, seed: int) -> bool:
     """Stable dev membership: a hash of the note id, so adding notes never moves one."""
     digest = hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()
@@ -622,7 +616,7 @@ def run(
     from appliance.documents import read_gold
 
     settings = settings or NerSettings()
-    root = model_root(ws, name)
+    root = ws.ner_model_dir(name)
     base_dir = None if base == "scratch" else Path(base).expanduser().resolve()
     args = {
         "base": base,
@@ -647,16 +641,16 @@ def run(
                 }
             else:
                 try:
-                    from appliance.annotate.store import annotations_path, read_annotations
+                    from appliance.corpus import read_annotations
                 except ImportError:
                     raise WorkspaceError(
                         "the annotate stage is not available in this installation; train with --train GOLD"
                     ) from None
                 docs = read_annotations(ws, annotations)
-                ann_manifest = annotations_path(ws, annotations) / "manifest.json"
+                ann_manifest = ws.annotation_dir(annotations) / "manifest.json"
                 inputs.append(hashed(ann_manifest, ws.root))
-                manifest = read_manifest(annotations_path(ws, annotations)) or {}
-                from appliance.privacy.release import release_manifest
+                manifest = read_manifest(ws.annotation_dir(annotations)) or {}
+                from appliance.corpus import release_manifest
 
                 inputs.append(
                     hashed(release_manifest(ws, manifest.get("corpus", "default")), ws.root)
@@ -688,12 +682,12 @@ def run(
             if mlm_on_records:
                 from appliance.records.ingest import open_store
 
-                if not (ws.records_dir / "store.json").exists():
+                if not (ws.store_manifest).exists():
                     raise WorkspaceError(
                         f"{ws.root}: --mlm-on-records needs ingested records; run `appliance ingest EXPORT`"
                     )
                 mlm_texts = [r.text for r in open_store(ws)]
-                inputs.append(hashed(ws.records_dir / "store.json", ws.root))
+                inputs.append(hashed(ws.store_manifest, ws.root))
             schema_types = ws.policy.entity_schema().labels
             found = {s.label for d in train for s in d.spans}
             types = schema_types if found <= set(schema_types) else sorted(found)

@@ -687,7 +687,7 @@ def _bands(permutations: int) -> int:
 def fingerprint(ws: Workspace, holdout_fraction: float, canaries: Sequence[str]) -> str:
     from appliance.workspace import hashed
 
-    store = ws.records_dir / "store.json"
+    store = ws.store_manifest
     if not store.exists():
         raise WorkspaceError(
             f"{ws.root}: no real records to screen against; run `appliance ingest` first"

@@ -9,7 +9,7 @@ detector's finding says so under the policy; otherwise it is released.
 
 The run writes a report (``reports/screen-*.json`` and a self-contained
 ``.html``), and, for a corpus, the signed release manifest the later stages
-require (:mod:`appliance.privacy.release`). The report's and the release's
+require (:mod:`appliance.corpus`). The report's and the release's
 hashes go into the audit log.
 """
 
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from appliance.corpus import text_sha256, write_release
 from appliance.errors import ApplianceError, InputError, UsageError
 from appliance.privacy.detectors import Candidate, Context, Detector, Finding, default_detectors
 from appliance.privacy.reference import DEFAULT_HOLDOUT_FRACTION, ReferenceIndex, load_or_build
-from appliance.privacy.release import text_sha256, write_release
 from appliance.security.audit import utc_now
 from appliance.workspace import Workspace, hashed
 
@@ -96,7 +96,7 @@ def read_candidates(path: Path) -> Iterator[tuple[str, str] | tuple[str, None, s
 
 
 def _corpus_notes(ws: Workspace, corpus: str) -> Iterator[tuple[str, str]]:
-    from appliance.generator.sample import read_corpus
+    from appliance.corpus import read_corpus
 
     for note in read_corpus(ws, corpus):
         yield note.id, note.text
@@ -253,9 +253,8 @@ def verbatim_limit(ws: Workspace, baseline: dict[str, Any]) -> tuple[int, str]:
 
 def _generator_settings(ws: Workspace) -> tuple[float, list[str], Any]:
     """(holdout fraction, canary secrets, generator or None) of the workspace's generator."""
-    from appliance.generator.artifact import generator_dir
 
-    manifest = generator_dir(ws) / "manifest.json"
+    manifest = ws.generator_dir / "manifest.json"
     if not manifest.exists():
         return DEFAULT_HOLDOUT_FRACTION, [], None
     from appliance.generator.artifact import load_generator
@@ -298,11 +297,9 @@ def run(
     outputs = [hashed(p, ws.root) for p in (result.report_json, result.report_html) if p]
     if result.release is not None:
         outputs.append(hashed(result.release, ws.root))
-    inputs = [hashed(ws.records_dir / "store.json", ws.root)]
+    inputs = [hashed(ws.store_manifest, ws.root)]
     if result.corpus is not None:
-        from appliance.generator.sample import corpus_dir
-
-        inputs.append(hashed(corpus_dir(ws, result.corpus) / "manifest.json", ws.root))
+        inputs.append(hashed(ws.corpus_dir(result.corpus) / "manifest.json", ws.root))
     elif input_path is not None and input_path.is_file():
         inputs.append(hashed(input_path))
     ws.log(
@@ -337,7 +334,7 @@ def _run(
     rejected: list[tuple[str, str]] = []
     if input_path is not None:
         if import_as is not None:
-            from appliance.generator.sample import import_corpus
+            from appliance.corpus import import_corpus
 
             good: list[tuple[str, str, dict[str, str]]] = []
             ids: set[str] = set()

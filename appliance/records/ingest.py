@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.documents import Record, Reject
-from appliance.errors import ApplianceError, InputError, IntegrityError
+from appliance.errors import IntegrityError
 from appliance.records.readers import ReaderOptions, detect_format, read_export
 from appliance.records.store import RecordStore
 from appliance.security.audit import utc_now
@@ -103,18 +103,6 @@ def open_store(ws: Workspace) -> RecordStore:
     return store
 
 
-def audit_message(exc: BaseException) -> str:
-    """How a failure is written to the audit log: never the text of an input error,
-    which may quote the export (a headerless CSV's first row is patient data)."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(exc, InputError):
-        return "error: InputError (export could not be read; details shown to the user, not logged)"
-    if isinstance(exc, ApplianceError):
-        return f"error: {exc.message}"
-    return f"error: {type(exc).__name__}"
-
-
 def _reason_key(reason: str) -> str:
     # Group "text too long (2000001 characters...)" under "text too long" for the summary.
     return reason.split(" (")[0].split(":")[0]
@@ -133,32 +121,23 @@ def run(
     started = time.monotonic()
     args = {"export": str(export), "format": fmt}
     state: dict[str, Any] = {"opened": False}
-    try:
-        with ws.lock("ingest"):
-            result = _ingest(ws, export, fmt, options, progress, state, started)
-    except BaseException as exc:
-        # Shards may already be committed: record the store state it left, but
-        # only if the store passed its checks (a rolled-back store must not be
-        # blessed by the audit line of the command that detected it).
-        outputs = []
-        if state["opened"] and (ws.records_dir / "store.json").exists():
-            outputs.append(hashed(ws.records_dir / "store.json", ws.root))
-        ws.log("ingest", args=args, outputs=outputs, result=audit_message(exc))
-        raise
-    outputs = (
-        [hashed(ws.records_dir / "store.json", ws.root)]
-        if (ws.records_dir / "store.json").exists()
-        else []
-    )
-    if result.rejects_path:
-        outputs.append(hashed(result.rejects_path, ws.root))
-    ws.log(
-        "ingest",
-        args=args,
-        inputs=[hashed(export)],
-        outputs=outputs,
-        details=result.as_dict(),
-    )
+    with ws.stage("ingest", args) as stage:
+        # Shards may already be committed when the ingest fails: record the
+        # store state it left, but only if the store passed its checks (a
+        # rolled-back store must not be blessed by the audit line of the
+        # command that detected it).
+        stage.outputs_on_error = lambda: (
+            [hashed(ws.store_manifest, ws.root)]
+            if state["opened"] and ws.store_manifest.exists()
+            else []
+        )
+        result = _ingest(ws, export, fmt, options, progress, state, started)
+        stage.inputs = [hashed(export)]
+        if ws.store_manifest.exists():
+            stage.outputs.append(hashed(ws.store_manifest, ws.root))
+        if result.rejects_path:
+            stage.outputs.append(hashed(result.rejects_path, ws.root))
+        stage.details = result.as_dict()
     return result
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
 
-from appliance.config import EgressPolicy
 from appliance.errors import ConfigError, EgressDenied
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -69,7 +70,17 @@ def _canonical_host(host: str) -> str:
     return f"[{addr}]" if isinstance(addr, ipaddress.IPv6Address) else str(addr)
 
 
-def check_endpoint(url: str, policy: EgressPolicy) -> str:
+class EgressRules(Protocol):
+    """What the guard needs of a policy: plain data, so security never imports the config."""
+
+    @property
+    def allowed_hosts(self) -> Sequence[str]: ...
+
+    @property
+    def allowed_schemes(self) -> Sequence[str]: ...
+
+
+def check_endpoint(url: str, policy: EgressRules) -> str:
     """Return the normalized ``scheme://host:port`` if ``url`` may be contacted, else raise EgressDenied."""
     raw = url.strip()
     if any(c in raw for c in "\\\t\r\n ") or not raw.isprintable():
