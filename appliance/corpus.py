@@ -93,8 +93,6 @@ def read_corpus(ws: Workspace, name: str = "default") -> Iterator[SyntheticNote]
     for part in manifest["parts"]:
         path = folder / part["name"]
         if not path.exists() or hashed(path)["sha256"] != part["sha256"]:
-            from appliance.errors import IntegrityError
-
             raise IntegrityError(f"{path}: synthetic part missing or changed since it was written")
         for line in read_encrypted(path, ws.data_key, label=PART_LABEL).decode().splitlines():
             yield SyntheticNote(**json.loads(line))
@@ -288,7 +286,6 @@ def release_manifest(ws: Workspace, corpus: str = "default") -> Path:
 
 def released_notes(ws: Workspace, corpus: str = "default") -> Iterator[ReleasedNote]:
     """The released notes of ``corpus``, verified; quarantined and unscreened notes never appear."""
-    from appliance.corpus import read_corpus
 
     body = load_release(ws, corpus)
     wanted = {r["id"]: r["sha256"] for r in body["released"]}
@@ -312,7 +309,6 @@ def released_notes(ws: Workspace, corpus: str = "default") -> Iterator[ReleasedN
 
 def read_annotations(ws: Workspace, name: str = "default") -> list[Document]:
     """The annotated notes of run ``name``, checked against its manifest and the current release."""
-    from appliance.corpus import release_manifest
 
     folder = ws.annotation_dir(name)
     manifest = read_manifest(folder)

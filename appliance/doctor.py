@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance import OFFLINE_ENV, __version__
+from appliance.config import IdentifierPolicy
 from appliance.errors import ApplianceError
+from appliance.identifiers.recognizers import build_recognizers, find_identifiers
+from appliance.security.keys import key_file_mode, load_data_key
+from appliance.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -173,9 +177,6 @@ def _check_presidio() -> Check:
             "presidio", "fail", f"{version} installed but import fails: {type(exc).__name__}: {exc}"
         )
     try:
-        from appliance.config import IdentifierPolicy
-        from appliance.identifiers.recognizers import build_recognizers, find_identifiers
-
         sample = "isikukood 37605030299, tel +372 5123 4567"
         found = find_identifiers(sample, build_recognizers(IdentifierPolicy()))
     except Exception as exc:  # any failure here means identifiers would go undetected
@@ -211,8 +212,6 @@ def _check_disk(path: Path) -> Check:
 
 
 def _check_workspace(root: Path) -> list[Check]:
-    from appliance.security.keys import key_file_mode, load_data_key
-    from appliance.workspace import Workspace
 
     try:
         ws = Workspace.open(root)

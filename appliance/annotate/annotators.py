@@ -27,7 +27,9 @@ from typing import Any, Protocol
 
 from appliance.annotate.align import align, resolve_overlaps
 from appliance.annotate.cache import AnswerCache
+from appliance.annotate.client import LLMClient, LLMSettings, base_url, run_sync
 from appliance.annotate.lexicon import Lexicon, LexiconAnnotator, demo_lexicon, load_lexicon
+from appliance.annotate.prompts import PromptBuilder
 from appliance.config import EgressPolicy, EntitySchema
 from appliance.documents import Span, read_gold
 from appliance.errors import UsageError
@@ -129,7 +131,6 @@ class LLMMember:
     def run(
         self, notes: Sequence[tuple[str, str]], progress: Callable[[int], None] | None
     ) -> MemberResult:
-        from appliance.annotate.client import run_sync
 
         answers, elapsed = run_sync(self.client, notes, progress)
         texts = dict(notes)
@@ -229,8 +230,6 @@ def build_members(
             continue
         if not options.endpoint or not options.model:
             raise UsageError("--annotator llm needs --endpoint URL and --model NAME")
-        from appliance.annotate.client import LLMClient, LLMSettings, base_url
-        from appliance.annotate.prompts import PromptBuilder
 
         base_url(options.endpoint, egress)  # refuse a disallowed endpoint before anything else
         examples = read_gold(options.examples) if options.examples else None

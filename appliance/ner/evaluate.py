@@ -11,16 +11,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.documents import Document
+from appliance.documents import Document, read_gold
 from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
-from appliance.ner.runtime import Tagger
+from appliance.metrics import score, seqeval_report
+from appliance.ner.model import is_model_folder
+from appliance.ner.package import is_package, verify_package
+from appliance.ner.runtime import Tagger, onnx_tagger, torch_tagger
+from appliance.security.keys import load_public_key
+from appliance.workspace import hashed
 
 
 def load_tagger(model: Path, *, public_key: Any = None, device: str = "auto") -> Tagger:
     """A package folder (verified with ``public_key``), a model folder, or ``models/ner/<name>``."""
-    from appliance.ner.model import is_model_folder
-    from appliance.ner.package import is_package, verify_package
-    from appliance.ner.runtime import onnx_tagger, torch_tagger
 
     if is_package(model) or (model / "manifest.sig").exists():
         if public_key is None:
@@ -47,7 +49,6 @@ def evaluate(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Predict every gold document and score: ``{"model", "documents", "seqeval", "spans"}``."""
-    from appliance.metrics import score, seqeval_report
 
     if not gold_docs:
         raise InputError("the gold set holds no documents")
@@ -101,8 +102,6 @@ def run(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate a package or model on a gold file; ``ws`` may be None when ``model`` and ``public_key`` are given."""
-    from appliance.documents import read_gold
-    from appliance.security.keys import load_public_key
 
     if model is None:
         if ws is None:
@@ -133,8 +132,6 @@ def run(
             ws.log("ner evaluate", args=args, result=f"error: {exc.message}")
         raise
     if ws is not None:
-        from appliance.workspace import hashed
-
         micro = report["seqeval"].get("micro", {})
         ws.log(
             "ner evaluate",

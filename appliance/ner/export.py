@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from appliance import __version__
-from appliance.documents import Document
+from appliance.documents import Document, read_gold
 from appliance.errors import (
     ApplianceError,
     IntegrityError,
@@ -37,7 +37,9 @@ from appliance.errors import (
 from appliance.ner.model import NER_META, TOKENIZER_FILE, NerModel, load_model
 from appliance.ner.package import sign_package
 from appliance.ner.runtime import Tagger, TorchBackend, onnx_tagger
+from appliance.ner.train import dev_scores
 from appliance.security.audit import utc_now
+from appliance.security.keys import load_signing_key
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
 PARITY_TOLERANCE = 1e-3  # largest |logit difference| allowed between PyTorch and ONNX fp32
@@ -175,7 +177,6 @@ def check_parity(
 
 
 def _f1(tagger: Tagger, docs: Sequence[Document]) -> float:
-    from appliance.ner.train import dev_scores
 
     return float(dev_scores(tagger, docs)["exact"]["micro"]["f1"])
 
@@ -383,7 +384,6 @@ def load_dev_docs(
     ws: Workspace, root: Path, dev_gold: Path | None, gold_format: str = "auto"
 ) -> list[Document]:
     """The model's development notes: --dev GOLD, else the kept synthetic split, else the gold file it was trained with."""
-    from appliance.documents import read_gold
 
     if dev_gold is not None:
         return read_gold(dev_gold, gold_format)
@@ -411,7 +411,6 @@ def run(
     gold_format: str = "auto",
 ) -> ExportResult:
     """Export ``models/ner/<name>/model`` to ``models/ner/<name>/package`` (or ``out``), signed."""
-    from appliance.security.keys import load_signing_key
 
     root = ws.ner_model_dir(name)
     model_dir = root / "model"

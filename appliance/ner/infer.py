@@ -44,9 +44,19 @@ from typing import Any
 from appliance.documents import Record, Reject
 from appliance.errors import IntegrityError, UsageError, WorkspaceError
 from appliance.ner.encoding import Entity
+from appliance.ner.package import verify_package
+from appliance.ner.runtime import onnx_tagger
 from appliance.records.readers import ReaderOptions, read_export
-from appliance.security.crypto import NONCE_BYTES, atomic_write, seal, unseal
-from appliance.security.keys import PURPOSE_ARTIFACT_AEAD, DataKey
+from appliance.security.crypto import (
+    NONCE_BYTES,
+    atomic_write,
+    read_encrypted,
+    seal,
+    unseal,
+    write_encrypted,
+)
+from appliance.security.keys import PURPOSE_ARTIFACT_AEAD, DataKey, load_public_key
+from appliance.workspace import hashed
 
 OUTPUT_FORMATS = ("jsonl", "csv", "brat", "fhir")
 CSV_HEADER = ["note_id", "start", "end", "label", "text", "confidence"]
@@ -352,8 +362,6 @@ class _BratWriter:
 
     def _put(self, path: Path, data: bytes) -> None:
         if self.key is not None:
-            from appliance.security.crypto import write_encrypted
-
             write_encrypted(
                 path.with_name(path.name + ".enc"), self.key, data, label="ner/infer/brat"
             )
@@ -378,8 +386,6 @@ def read_output(path: Path, key: DataKey) -> bytes:
     """Decrypt an encrypted jsonl/csv/fhir output (or a BRAT ``.enc`` file)."""
     blob = path.read_bytes()
     if path.suffix == ".enc":
-        from appliance.security.crypto import read_encrypted
-
         return read_encrypted(path, key, label="ner/infer/brat")
     header = blob[: len(STREAM_MAGIC) + 8]
     if not header.startswith(STREAM_MAGIC):
@@ -433,8 +439,6 @@ def run(
 
     ``stop_after`` ends the run after that many notes (as an interruption would).
     """
-    from appliance.ner.package import verify_package
-    from appliance.ner.runtime import onnx_tagger
 
     if fmt not in OUTPUT_FORMATS:
         raise UsageError(
@@ -533,8 +537,6 @@ def run_ws(
     **kwargs: Any,
 ) -> InferResult:
     """``run`` inside a workspace: its public key (or ``public_key``), its data key for ``--encrypt``, an audit entry."""
-    from appliance.security.keys import load_public_key
-    from appliance.workspace import hashed
 
     package = package or ws.ner_model_dir(name) / "package"
     key_path = public_key or ws.signing_key_path.with_suffix(".pub")

@@ -17,7 +17,7 @@ from typing import Any
 
 from appliance.records.ingest import open_store
 from appliance.records.model import normalize_field_name
-from appliance.workspace import Workspace
+from appliance.workspace import Workspace, read_manifest
 
 # Very common function words per language: enough to tell the languages a
 # hospital is likely to have apart, with no model to download.
@@ -330,7 +330,6 @@ def run(ws: Workspace, *, max_values: int = 20, min_count: int = 5) -> RecordSta
             shown = {v: n for v, n in counter.most_common() if n >= min_count}
             if shown:
                 stats.metadata_values[key] = shown
-    from appliance.workspace import read_manifest
 
     stats.ingests = len((read_manifest(ws.records_dir) or {}).get("ingests", []))
     ws.log("records stats", outputs=[], details={"records": stats.records, "shards": stats.shards})
