@@ -1,0 +1,71 @@
+"""What every annotator shares: the options it reads, the result it returns, the interface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from appliance.annotate.cache import AnswerCache
+from appliance.config import EgressPolicy, EntitySchema
+from appliance.documents import Span
+
+
+@dataclass(frozen=True)
+class AnnotatorOptions:
+    """What to annotate with; plain data, written into the manifest."""
+
+    annotators: tuple[str, ...] = ("lexicon",)
+    lexicons: tuple[Path, ...] = ()
+    label: str | None = None
+    regex: tuple[tuple[str, str], ...] = ()
+    endpoint: str | None = None
+    model: str | None = None
+    prompts: tuple[str, ...] = ("zero-shot",)
+    examples: Path | None = None
+    k: int = 3
+    retriever: str = "bm25"
+    embedder: Path | None = None
+    combine: str = "union"
+    max_in_flight: int = 8
+    timeout: float = 120.0
+    retries: int = 4
+    max_failures: int = 10
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass
+class MemberResult:
+    spans: dict[str, list[Span]]  # note id -> spans, for notes that succeeded
+    failures: dict[str, tuple[str, str]]  # note id -> (kind, detail)
+    qa: dict[str, Any]
+    record: dict[str, Any]  # what each annotation line records about this member
+
+
+class Member(Protocol):
+    """One annotator run over notes (an ensemble has several)."""
+
+    name: str
+
+    def params(self) -> dict[str, Any]: ...
+
+    def run(
+        self, notes: Sequence[tuple[str, str]], progress: Callable[[int], None] | None
+    ) -> MemberResult: ...
+
+
+class Builder(Protocol):
+    """How the registry makes an annotator's members from the options (an LLM makes one per prompt)."""
+
+    def __call__(
+        self,
+        options: AnnotatorOptions,
+        schema: EntitySchema,
+        egress: EgressPolicy,
+        *,
+        cache: AnswerCache | None,
+        language: str,
+    ) -> list[Member]: ...
