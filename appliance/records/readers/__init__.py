@@ -144,7 +144,10 @@ FORMATS = tuple(f.name for f in REGISTRY)
 
 _BY_NAME = {name: f for f in REGISTRY for name in (f.name, *f.aliases)}
 _FOLDER_FORMAT = next((f for f in REGISTRY if f.folders), None)
-_SNIFF_ORDER = tuple(sorted((f for f in REGISTRY if f.sniff), key=lambda f: f.sniff_last))
+# (name, sniff) in the order detect_format tries them: registry order, weak guesses last.
+_SNIFFERS = tuple(
+    (f.name, f.sniff) for f in sorted(REGISTRY, key=lambda f: f.sniff_last) if f.sniff is not None
+)
 _FORMAT_HINT = "--format " + "|".join(FORMATS)
 _DEFAULT_OPTIONS = ReaderOptions()
 
@@ -168,10 +171,9 @@ def detect_format(path: Path) -> str:
         if suffix in fmt.suffixes:
             return fmt.name
     head = Head(suffix, head_text(read_head(path, name)))
-    for fmt in _SNIFF_ORDER:
-        assert fmt.sniff is not None
-        if fmt.sniff(head):
-            return fmt.name
+    for fmt_name, sniff in _SNIFFERS:
+        if sniff(head):
+            return fmt_name
     raise InputError(
         f"{name}: cannot tell the export format from its name or content; pass {_FORMAT_HINT}"
     )
