@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.records.ingest import open_store
-from appliance.records.model import normalize_field_name
+from appliance.records.readers.fields import normalize_field_name
 from appliance.workspace import Workspace, read_manifest
 
 # Very common function words per language: enough to tell the languages a

@@ -1,6 +1,7 @@
 """Field names of record exports: which columns hold the id, the text and identifiers.
 
-The types a reader yields (``Record``, ``Identifier``, ``Reject``) live in
+Shared by the CSV and JSONL readers (and ``records stats``). The types a
+reader yields (``Record``, ``Identifier``, ``Reject``) live in
 ``appliance.documents``, shared with every later stage.
 """
 
