@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import io
 import json
 import math
@@ -37,6 +36,7 @@ from appliance.generator import artifact
 from appliance.generator.prefixes import PrefixSampler, derive_schema
 from appliance.generator.recipes import Recipe, load_recipe
 from appliance.generator.tokenizer import EOS, train_tokenizer
+from appliance.records.holdout import is_holdout
 from appliance.records.ingest import open_store
 from appliance.security.audit import utc_now
 from appliance.security.crypto import read_encrypted, write_encrypted
@@ -86,12 +86,6 @@ class TrainResult:
             f"{self.tokens_per_second:.0f} tokens/s, {replaced} identifier spans pseudonymized; "
             f"saved encrypted to {self.manifest_path.parent}"
         )
-
-
-def is_holdout(key: bytes, record_id: str, fraction: float) -> bool:
-    """Stable membership: a keyed hash of the id, so re-ingesting or adding records never moves one."""
-    digest = hmac.new(key, record_id.encode(), hashlib.sha256).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def make_canaries(count: int, repeats: int) -> list[dict[str, Any]]:

@@ -60,11 +60,18 @@ from presidio_analyzer import (
 
 from appliance.config import IdentifierPolicy
 from appliance.documents import Identifier
+from appliance.identifiers.dates import MONTHS
 from appliance.identifiers.national_ids import (
     hetu_is_valid,
     isikukood_is_valid,
     personnummer_is_valid,
     ssn_is_valid,
+)
+from appliance.identifiers.phones import (
+    DEFAULT_PHONE_REGIONS,
+    digit_runs,
+    number_forms,
+    phone_parts,
 )
 
 if TYPE_CHECKING:
@@ -125,10 +132,6 @@ PRESIDIO_ENTITY_TYPES: Mapping[str, str] = MappingProxyType(
         "NATIONAL_ID": "NATIONAL_ID",
     }
 )
-
-# Regions whose numbering plans decide whether a number without a country
-# code is a phone number. A number with "+" or "00" is checked on its own.
-DEFAULT_PHONE_REGIONS: tuple[str, ...] = ("EE", "FI", "SE", "US", "GB", "DE")
 
 # presidio's default flags include IGNORECASE; check characters (HETU) are upper case.
 _CASE_SENSITIVE = int(re.DOTALL | re.MULTILINE)
@@ -381,22 +384,8 @@ class EmailRecognizer(_IdentifierPatternRecognizer):
         return ".." not in local and ".." not in domain and len(pattern_text) <= 254
 
 
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-_FULL_MONTHS = frozenset(m.lower() for m in _MONTHS)
-_MONTH_RE = "|".join(m for m in _MONTHS) + "|" + "|".join(m[:3] for m in _MONTHS) + "|Sept"
+_FULL_MONTHS = frozenset(m.lower() for m in MONTHS)
+_MONTH_RE = "|".join(m for m in MONTHS) + "|" + "|".join(m[:3] for m in MONTHS) + "|Sept"
 _DATE_RE = (
     r"(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./\-]\d{1,2}[./\-](?:\d{4}|\d{2})"
     rf"|\d{{1,2}}\.?\s+(?:{_MONTH_RE})\.?\s+\d{{4}}|(?:{_MONTH_RE})\.?\s+\d{{1,2}},?\s+\d{{4}})"
@@ -517,7 +506,7 @@ def format_date(d: date, style: DateStyle) -> str:
     day = f"{d.day:02d}" if style.pad_day else str(d.day)
     year = f"{d.year % 100:02d}" if style.year_digits == 2 else f"{d.year:04d}"
     if style.month_name:
-        name = _MONTHS[d.month - 1]
+        name = MONTHS[d.month - 1]
         name = name[:3] if style.month_name == "abbr" else name
         name = name.upper() if style.month_case == "upper" else name
         name = name.lower() if style.month_case == "lower" else name
@@ -542,7 +531,7 @@ _NAMED_MDY = re.compile(r"([^\W\d_]+)\.?\s+(\d{1,2})(,?)\s+(\d{4})")
 
 def _month_number(name: str) -> int | None:
     low = name.lower()
-    for i, full in enumerate(_MONTHS, 1):
+    for i, full in enumerate(MONTHS, 1):
         if low == full.lower() or (len(low) >= 3 and full.lower().startswith(low)):
             return i
     return None
@@ -594,7 +583,7 @@ def parse_dates(text: str) -> list[tuple[date, DateStyle]]:
     return out
 
 
-# --------------------------------------------------------------------------- names, phones
+# --------------------------------------------------------------------------- names
 
 
 def split_person_name(value: str, field: str = "") -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -638,29 +627,6 @@ def _name_variants(value: str, field: str, parts: bool) -> list[str]:
                 if sum(c.isalpha() for c in part) >= 3:
                     out.append(part)
     return list(dict.fromkeys(out))
-
-
-def phone_parts(text: str, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> tuple[str, str]:
-    """(country code, national number) of a phone number; the code is "" when unknown.
-
-    The national number has no trunk prefix ("020 7946 0018" -> "2079460018").
-    A number without "+"/"00" gets the code of the first region it is valid in.
-    """
-    digits = re.sub(r"\D", "", text)
-    international = text.lstrip().startswith("+") or digits.startswith("00")
-    body = digits[2:] if digits.startswith("00") else digits
-    try:
-        if international:
-            number = phonenumbers.parse("+" + body, None)
-            cc = str(number.country_code)
-            return cc, body[len(cc) :].lstrip("0")
-        for region in regions:
-            number = phonenumbers.parse(body, region)
-            if phonenumbers.is_valid_number_for_region(number, region):
-                return str(number.country_code), body.lstrip("0")
-    except NumberParseException:
-        pass
-    return "", body.lstrip("0")
 
 
 # --------------------------------------------------------------------------- deny lists
@@ -769,13 +735,6 @@ class DenyListRecognizer(_DenyListBase):
         ]
 
 
-# A phone number's digit groups: "+372", "5141", "3739"; between groups at most
-# three of space, dash, dot, slash or parentheses ("+44 (0)20 7946 0018").
-_DIGIT_GROUP = re.compile(r"\+?\d+")
-_PHONE_GAP = re.compile(r"[ \t\-./()]{1,3}")
-_MAX_PHONE_GROUPS = 8
-
-
 class DenyListPhoneRecognizer(_DenyListBase):
     """Known real phone numbers, compared on digits: any spacing or dashes, with or without the code."""
 
@@ -790,31 +749,12 @@ class DenyListPhoneRecognizer(_DenyListBase):
     ) -> list[RecognizerResult]:
         if entities and "PHONE_NUMBER" not in entities:
             return []
-        groups = [(m.start(), m.end(), m.group().lstrip("+")) for m in _DIGIT_GROUP.finditer(text)]
-        out = []
-        for i, (start, _, digits) in enumerate(groups):
-            acc, best = digits, 0
-            for j in range(i, min(i + _MAX_PHONE_GROUPS, len(groups))):
-                if j > i:
-                    gap = text[groups[j - 1][1] : groups[j][0]]
-                    if not _PHONE_GAP.fullmatch(gap) or text[groups[j][0]] == "+":
-                        break
-                    acc += groups[j][2]
-                if acc in self._numbers or (acc.startswith("00") and acc[2:] in self._numbers):
-                    best = groups[j][1]
-            if best:
-                out.append(self._result("PHONE_NUMBER", start, best))
-        return out
-
-
-def _phone_numbers(value: str, regions: Sequence[str]) -> set[str]:
-    cc, national = phone_parts(value, regions)
-    if len(national) < 6:  # too short to tell from any other number
-        return set()
-    out = {national, "0" + national}
-    if cc:
-        out |= {cc + national, cc + "0" + national}
-    return out
+        # The longest known number starting at each digit group (runs come shortest first).
+        best: dict[int, int] = {}
+        for start, end, acc in digit_runs(text):
+            if acc in self._numbers or (acc.startswith("00") and acc[2:] in self._numbers):
+                best[start] = end
+        return [self._result("PHONE_NUMBER", start, end) for start, end in best.items()]
 
 
 def deny_list_recognizers(
@@ -842,7 +782,7 @@ def deny_list_recognizers(
         if not value:
             continue
         if ident.type == "PHONE_NUMBER":
-            phones |= _phone_numbers(value, phone_regions)
+            phones |= number_forms(value, phone_regions)
             continue
         if ident.type == "PERSON":
             variants = _name_variants(value, ident.field, name_parts)

@@ -46,11 +46,14 @@ from appliance import __version__
 from appliance.config import Policy
 from appliance.documents import Identifier, Record
 from appliance.errors import WorkspaceError
+from appliance.identifiers.phones import DEFAULT_PHONE_REGIONS, number_forms
 from appliance.privacy.ngram_index import _P, _TOKEN
+from appliance.records.holdout import is_holdout
+from appliance.records.ingest import open_store
 from appliance.security.audit import utc_now
 from appliance.security.crypto import read_encrypted, write_encrypted
 from appliance.security.keys import PURPOSE_HOLDOUT, PURPOSE_LEAKAGE_INDEX, DataKey
-from appliance.workspace import Workspace
+from appliance.workspace import Workspace, hashed
 
 INDEX_DIR = "leakage-index"
 INDEX_FILE = "index.npz.enc"
@@ -61,9 +64,6 @@ DEFAULT_HOLDOUT_FRACTION = 0.1
 
 # Identifier tokens: words and single punctuation marks, case-folded (as the deny-list recognizers).
 _ID_TOKEN = re.compile(r"\w+|[^\w\s]")
-_DIGIT_GROUP = re.compile(r"\+?\d+")
-_PHONE_GAP = re.compile(r"[ \t\-./()]{1,3}")
-_MAX_PHONE_GROUPS = 8
 
 STRONG, WEAK = 1, 0
 _MASK = (1 << 64) - 1
@@ -167,23 +167,6 @@ def id_token_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _ID_TOKEN.finditer(text)]
 
 
-def phone_candidates(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, digits) of every run of digit groups that could be a phone number."""
-    groups = [(m.start(), m.end(), m.group().lstrip("+")) for m in _DIGIT_GROUP.finditer(text)]
-    out = []
-    for i, (start, _, digits) in enumerate(groups):
-        acc = digits
-        for j in range(i, min(i + _MAX_PHONE_GROUPS, len(groups))):
-            if j > i:
-                gap = text[groups[j - 1][1] : groups[j][0]]
-                if not _PHONE_GAP.fullmatch(gap) or text[groups[j][0]] == "+":
-                    break
-                acc += groups[j][2]
-            if len(acc) >= 6:
-                out.append((start, groups[j][1], acc[2:] if acc.startswith("00") else acc))
-    return out
-
-
 def patient_key(record: Record) -> str:
     """Which patient a record belongs to, as far as the export says.
 
@@ -207,6 +190,7 @@ def patient_key(record: Record) -> str:
 
 def identifier_variants(ident: Identifier) -> list[tuple[str, int]]:
     """(variant, strength) forms a note may write a real identifier in."""
+    # presidio (under the recognizers) takes seconds to import: only when an index is built.
     from appliance.identifiers.recognizers import _name_variants, date_variants, parse_dates
 
     value = ident.value.strip()
@@ -389,7 +373,6 @@ class ReferenceIndex:
         canaries: Sequence[str] = (),
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        from appliance.generator.train import is_holdout
         from appliance.identifiers.recognizers import build_recognizers, find_identifiers
 
         recognizers = build_recognizers(identifier_policy)
@@ -459,9 +442,8 @@ class ReferenceIndex:
     def _identifier_hashes(self, ident: Identifier, first: set[int]) -> list[tuple[int, int]]:
         out = []
         if ident.type == PHONE_TYPE:
-            from appliance.identifiers.recognizers import _phone_numbers
-
-            for digits in _phone_numbers(ident.value, ("EE", "FI", "SE", "US", "GB", "DE")):
+            # The forms the screen's phone scan (``phone_candidates``) looks up.
+            for digits in number_forms(ident.value, DEFAULT_PHONE_REGIONS):
                 out.append((self.hasher.digits(digits), STRONG))
             return out
         for variant, strength in identifier_variants(ident):
@@ -685,8 +667,6 @@ def _bands(permutations: int) -> int:
 
 
 def fingerprint(ws: Workspace, holdout_fraction: float, canaries: Sequence[str]) -> str:
-    from appliance.workspace import hashed
-
     store = ws.store_manifest
     if not store.exists():
         raise WorkspaceError(
@@ -715,10 +695,9 @@ def load_or_build(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[ReferenceIndex, bool]:
     """The workspace's reference index, built if missing or stale; (index, built now)."""
-    from appliance.records.ingest import open_store
 
     fp = fingerprint(ws, holdout_fraction, canaries)
-    folder = ws.records_dir / INDEX_DIR
+    folder = ws.leakage_index_dir
     index = ReferenceIndex(ws.data_key, ws.policy)
     if index.load(folder, ws.data_key, fp):
         return index, False

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.privacy.detectors import Finding
+from appliance.privacy.detectors import Finding, by_name
 from appliance.privacy.reference import ReferenceIndex
 from appliance.security.crypto import atomic_write
 from appliance.workspace import Workspace
@@ -179,10 +179,7 @@ code,.excerpt{font-family:ui-monospace,Menlo,monospace;font-size:.85rem}.excerpt
 {% for name, d in r.detectors.items() %}<tr><td><b>{{ name }}</b></td><td>{{ d.description }}</td><td>{{ thresholds.get(name, "") }}</td>
 <td>{{ d.quarantined }}</td><td>{% if d.scores.count %}{{ d.scores.median }} / {{ d.scores.p95 }} / {{ d.scores.max }}{% else %}<span class="muted">n/a</span>{% endif %}</td></tr>
 {% endfor %}</table>
-{% if r.dcr.enabled %}<p>Distance to closest record: {{ (100 * r.dcr.share_closer_to_training_than_holdout) | round(1) if r.dcr.share_closer_to_training_than_holdout is not none else "n/a" }}% of synthetic notes are closer to a
-training note than to a held-out real note (same-size samples; about 50% means the generator does not copy its training notes).
-Notes more similar to a training note than the held-out real note of rank {{ r.dcr.threshold_rank }} of {{ r.dcr.holdout_notes }} are quarantined (similarity &gt; {{ r.dcr.threshold_similarity }}; a new real note lies above it with probability at most {{ (100 * r.dcr.quantile) | round(1) }}%).</p>
-{% else %}<p class="muted">Distance to closest record: not applied ({{ r.dcr.why }}).</p>{% endif %}
+{% for note in notes %}{{ note | safe }}{% endfor %}
 
 <h2>Distributions</h2>
 <div class="grid">{% for name, svg in plots %}<div><b>{{ name }}</b><br>{{ svg | safe }}</div>{% endfor %}</div>
@@ -219,35 +216,24 @@ def render_html(
 ) -> str:
     import jinja2
 
-    lk = report["policy"]["leakage"]
-    thresholds = {
-        "verbatim": f"≥ {report['verbatim_threshold']['tokens']} tokens ({report['verbatim_threshold']['source']})",
-        "lcs_ratio": f"≥ {lk['lcs_ratio_max']} (notes ≥ {lk['lcs_min_tokens']} tokens)",
-        "near_duplicate": f"Jaccard ≥ {lk['near_duplicate_jaccard']} (notes ≥ {lk['lcs_min_tokens']} tokens)",
-        "identifiers": "any real identifier; 2 quasi-identifiers of one record",
-        "dcr": (
-            f"similarity > {report['dcr']['threshold_similarity']} (notes ≥ {lk['dcr_min_tokens']} tokens)"
-            if report["dcr"].get("enabled")
-            else "not applied"
-        ),
-    }
-    limits = {
-        "verbatim": float(report["verbatim_threshold"]["tokens"]),
-        "lcs_ratio": float(lk["lcs_ratio_max"]),
-        "near_duplicate": float(lk["near_duplicate_jaccard"]),
-        "dcr": report["dcr"].get("threshold_similarity"),
-    }
+    # Each detector says how its threshold reads, where its line goes and what held-out
+    # real notes scored (a name not in the registry gets none of them).
+    thresholds = {name: by_name(name).threshold_text(report) for name in report["detectors"]}
     plots = []
     for name, values in scores.items():
-        held = (
-            index.holdout_baseline(lk["dcr_min_tokens"]).tolist()
-            if name == "dcr"
-            else (baseline or {}).get(name)
+        det = by_name(name)
+        held = det.held_out(report, index, baseline or {})
+        plots.append(
+            (name, _histogram_svg(values, threshold=det.threshold_value(report), baseline=held))
         )
-        plots.append((name, _histogram_svg(values, threshold=limits.get(name), baseline=held)))
+    notes = [note for name in report["detectors"] if (note := by_name(name).html_note(report))]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(_TEMPLATE).render(
-        r=report, plots=plots, thresholds=thresholds, shown=report["quarantined"][:500]
+        r=report,
+        plots=plots,
+        thresholds=thresholds,
+        notes=notes,
+        shown=report["quarantined"][:500],
     )
 
 

@@ -16,7 +16,6 @@ hashes go into the audit log.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,10 +25,31 @@ from typing import Any
 
 import numpy as np
 
-from appliance.corpus import text_sha256, write_release
-from appliance.errors import ApplianceError, InputError, UsageError
-from appliance.privacy.detectors import Candidate, Context, Detector, Finding, default_detectors
-from appliance.privacy.reference import DEFAULT_HOLDOUT_FRACTION, ReferenceIndex, load_or_build
+from appliance.corpus import import_corpus, read_corpus, text_sha256, write_release
+from appliance.documents import Reject
+from appliance.errors import ApplianceError, InputError, IntegrityError, UsageError
+from appliance.generator.artifact import load_generator
+from appliance.privacy.canary import exposures
+from appliance.privacy.detectors import (
+    CALIBRATED,
+    DETECTORS,
+    Candidate,
+    Context,
+    Detector,
+    Finding,
+    default_detectors,
+)
+from appliance.privacy.detectors.base import summary
+from appliance.privacy.reference import (
+    DEFAULT_HOLDOUT_FRACTION,
+    ReferenceIndex,
+    load_or_build,
+    word_tokens,
+)
+from appliance.privacy.reference import fingerprint as index_fingerprint
+from appliance.privacy.report import masked_findings, write_report
+from appliance.records.ingest import open_store
+from appliance.records.readers import ReaderOptions, read_export
 from appliance.security.audit import utc_now
 from appliance.workspace import Workspace, hashed
 
@@ -80,9 +100,6 @@ def read_candidates(path: Path) -> Iterator[tuple[str, str] | tuple[str, None, s
 
     JSONL with ``id`` and ``text`` per line, or a folder of ``.txt`` files (id: the file name).
     """
-    from appliance.documents import Reject
-    from appliance.records.readers import ReaderOptions, read_export
-
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     fmt = "txt" if path.is_dir() else "jsonl"
@@ -96,7 +113,6 @@ def read_candidates(path: Path) -> Iterator[tuple[str, str] | tuple[str, None, s
 
 
 def _corpus_notes(ws: Workspace, corpus: str) -> Iterator[tuple[str, str]]:
-    from appliance.corpus import read_corpus
 
     for note in read_corpus(ws, corpus):
         yield note.id, note.text
@@ -125,7 +141,6 @@ class Screener:
         index: ReferenceIndex,
         detectors: Sequence[Detector] | None = None,
     ) -> None:
-        from appliance.records.ingest import open_store
 
         self.ws = ws
         self.index = index
@@ -133,11 +148,8 @@ class Screener:
         self.detectors = list(detectors or default_detectors(index, ws.policy))
         self.store = open_store(ws)
         self._real_cache: dict[int, list[str]] = {}
-        self.closer_to_training: list[bool] = []
 
     def _fetch(self, records: set[int]) -> dict[int, list[str]]:
-        from appliance.privacy.reference import word_tokens
-
         missing = [r for r in records if r not in self._real_cache]
         if missing:
             if len(self._real_cache) > 50_000:
@@ -148,8 +160,6 @@ class Screener:
                 self._real_cache[ids[rid]] = word_tokens(rec.text)
             lost = set(ids) - set(found)
             if lost:
-                from appliance.errors import IntegrityError
-
                 raise IntegrityError(
                     f"{len(lost)} records of the leakage index are not in the record store; "
                     "the index is stale (rerun `appliance screen`, which rebuilds it)"
@@ -166,7 +176,6 @@ class Screener:
             needed |= d.needs(batch, ctx)
         ctx.real = self._fetch(needed)
         outcomes = {d.name: d.check(batch, ctx) for d in self.detectors}
-        self.closer_to_training += ctx.cache.get("dcr_closer_to_training", [])
         decisions = []
         for i, cand in enumerate(batch):
             findings = [f for d in self.detectors for f in outcomes[d.name][i].findings]
@@ -189,24 +198,18 @@ CALIBRATION_NOTES = 2000
 def calibrate(ws: Workspace, index: ReferenceIndex, fingerprint: str) -> dict[str, Any]:
     """How much held-out real notes share with the training notes, per detector.
 
-    The same detectors run over (up to 2,000) held-out real notes, compared
-    with the training notes only. This is the baseline the report shows
-    beside the synthetic notes' scores, and, with ``verbatim_calibrate``,
-    it raises the verbatim threshold to what clean held-out notes already
-    share (templated notes share long runs that identify no one). Kept
-    beside the index (numbers only), keyed by its fingerprint and the policy.
+    The detectors listed in ``CALIBRATED`` run over (up to 2,000) held-out
+    real notes, compared with the training notes only. This is the baseline
+    the report shows beside the synthetic notes' scores, and each detector's
+    ``calibrate`` may set its threshold from it (with ``verbatim_calibrate``,
+    the verbatim threshold rises to what clean held-out notes already share:
+    templated notes share long runs that identify no one). Kept beside the
+    index (numbers only), keyed by its fingerprint and the policy.
     """
-    from appliance.privacy.detectors import (
-        LcsRatioDetector,
-        NearDuplicateDetector,
-        VerbatimDetector,
-    )
-    from appliance.privacy.reference import INDEX_DIR
-    from appliance.records.ingest import open_store
 
     lk = ws.policy.leakage
     key = {"fingerprint": fingerprint, "leakage": dict(lk.__dict__)}
-    path = ws.records_dir / INDEX_DIR / CALIBRATION_FILE
+    path = ws.leakage_index_dir / CALIBRATION_FILE
     if path.exists():
         saved = json.loads(path.read_text())
         if saved.get("key") == key:
@@ -216,11 +219,11 @@ def calibrate(ws: Workspace, index: ReferenceIndex, fingerprint: str) -> dict[st
         held = np.sort(np.random.default_rng(0).choice(held, CALIBRATION_NOTES, replace=False))
     baseline: dict[str, Any] = {"notes": len(held)}
     if len(held):
-        screener = Screener(
-            ws, index, [NearDuplicateDetector(), VerbatimDetector(), LcsRatioDetector()]
-        )
+        # In screening order (the LCS detector uses the near-duplicate candidates).
+        detectors = [cls.create(index, ws.policy) for cls in DETECTORS if cls in CALIBRATED]
+        screener = Screener(ws, index, detectors)
         store = open_store(ws)
-        values: dict[str, list[float]] = {"verbatim": [], "lcs_ratio": [], "near_duplicate": []}
+        values: dict[str, list[float]] = {cls.name: [] for cls in CALIBRATED}
         for s in range(0, len(held), 500):
             ids = [index.record_ids[i] for i in held[s : s + 500].tolist()]
             found = store.get_many(ids)
@@ -235,29 +238,12 @@ def calibrate(ws: Workspace, index: ReferenceIndex, fingerprint: str) -> dict[st
     return baseline
 
 
-def verbatim_limit(ws: Workspace, baseline: dict[str, Any]) -> tuple[int, str]:
-    """The effective verbatim threshold and why."""
-    lk = ws.policy.leakage
-    runs = baseline.get("verbatim") or []
-    if not lk.verbatim_calibrate or len(runs) < 20:
-        return lk.verbatim_max_tokens, "policy"
-    q = float(np.quantile(runs, 1 - max(lk.dcr_quantile, 0.01)))
-    calibrated = math.floor(q) + 1
-    if calibrated <= lk.verbatim_max_tokens:
-        return lk.verbatim_max_tokens, "policy"
-    return calibrated, (
-        f"raised from {lk.verbatim_max_tokens}: {1 - max(lk.dcr_quantile, 0.01):.0%} of held-out "
-        f"real notes share at most {int(q)} tokens with a training note"
-    )
-
-
 def _generator_settings(ws: Workspace) -> tuple[float, list[str], Any]:
     """(holdout fraction, canary secrets, generator or None) of the workspace's generator."""
 
     manifest = ws.generator_dir / "manifest.json"
     if not manifest.exists():
         return DEFAULT_HOLDOUT_FRACTION, [], None
-    from appliance.generator.artifact import load_generator
 
     gen = load_generator(ws)
     fraction = float(gen.meta.get("holdout", {}).get("fraction", DEFAULT_HOLDOUT_FRACTION))
@@ -319,6 +305,9 @@ def run(
     return result
 
 
+# --------------------------------------------------------------------------- the steps of a run
+
+
 def _run(
     ws: Workspace,
     corpus: str | None,
@@ -328,136 +317,192 @@ def _run(
     progress: Callable[[int], None] | None,
     index_progress: Callable[[int], None] | None,
 ) -> ScreenResult:
-    from appliance.privacy.report import write_report
-
     started = time.monotonic()
     rejected: list[tuple[str, str]] = []
-    if input_path is not None:
-        if import_as is not None:
-            from appliance.corpus import import_corpus
+    corpus = _source_corpus(ws, corpus, input_path, import_as, rejected)
+    ref = _reference(ws, index_progress)
+    result = ScreenResult(
+        source=f"corpus '{corpus}'" if corpus is not None else str(input_path),
+        corpus=corpus,
+        index_built=ref.built,
+        index_seconds=ref.seconds,
+    )
+    result.rejected = rejected
+    tally = _Tally({d.name: [] for d in ref.screener.detectors})
+    notes = _notes(ws, corpus, input_path, rejected)
+    for batch in _batched(_unique(notes, rejected), batch_size):
+        texts = dict(batch)
+        for d in ref.screener.screen(batch):
+            tally.add(d, texts[d.id], result, ref.index, ws)
+        if progress is not None:
+            progress(len(batch))
+    if ref.gen is not None and ref.canaries:
+        result.canaries = exposures(ref.gen, [c["text"] for c in ref.gen.meta["canaries"]])
+    result.seconds = time.monotonic() - started
+    report = _report(ws, result, input_path, ref, tally)
+    result.report_json, result.report_html = write_report(
+        ws, report, tally.scores, ref.index, ref.baseline
+    )
+    if corpus is not None:
+        result.release = write_release(
+            ws,
+            corpus,
+            released=tally.released,
+            quarantined=tally.quarantined_ids,
+            report={
+                "json": hashed(result.report_json, ws.root),
+                "html": hashed(result.report_html, ws.root),
+            },
+        )
+    result.seconds = time.monotonic() - started
+    return result
 
-            good: list[tuple[str, str, dict[str, str]]] = []
-            ids: set[str] = set()
-            for item in read_candidates(input_path):
-                if len(item) == 3:
-                    rejected.append((item[0], str(item[2])))
-                elif item[0] in ids:
-                    rejected.append((item[0], "duplicate note id (the first one was screened)"))
-                else:
-                    ids.add(item[0])
-                    good.append((item[0], str(item[1]), {}))
-            import_corpus(ws, import_as, good, source=str(input_path))
-            corpus = import_as
+
+def _source_corpus(
+    ws: Workspace,
+    corpus: str | None,
+    input_path: Path | None,
+    import_as: str | None,
+    rejected: list[tuple[str, str]],
+) -> str | None:
+    """The corpus to screen: ``corpus``, the file imported as ``import_as``, or None (the file as is).
+
+    An import stores the file's good notes (the first of each id) as an
+    unscreened corpus; the notes it leaves out go to ``rejected``.
+    """
+    if input_path is None:
+        if corpus is None:
+            raise UsageError("give a corpus (--corpus NAME) or a file of notes (--input FILE)")
+        return corpus
+    if import_as is None:
+        return None
+
+    good: list[tuple[str, str, dict[str, str]]] = []
+    ids: set[str] = set()
+    for item in read_candidates(input_path):
+        if len(item) == 3:
+            rejected.append((item[0], str(item[2])))
+        elif item[0] in ids:
+            rejected.append((item[0], "duplicate note id (the first one was screened)"))
         else:
-            corpus = None
-    elif corpus is None:
-        raise UsageError("give a corpus (--corpus NAME) or a file of notes (--input FILE)")
+            ids.add(item[0])
+            good.append((item[0], str(item[1]), {}))
+    import_corpus(ws, import_as, good, source=str(input_path))
+    return import_as
 
+
+@dataclass
+class _Reference:
+    """What a run screens against: the index, its held-out baseline and the calibrated detectors."""
+
+    index: ReferenceIndex
+    built: bool
+    seconds: float  # loading or building the index, and calibrating
+    baseline: dict[str, Any]
+    screener: Screener
+    canaries: list[str]
+    gen: Any  # the workspace's generator (for canary exposure), or None
+
+
+def _reference(ws: Workspace, index_progress: Callable[[int], None] | None) -> _Reference:
+    """Load (or build) the reference index, calibrate on held-out notes, set up the detectors."""
     fraction, canaries, gen = _generator_settings(ws)
     t0 = time.monotonic()
     index, built = load_or_build(
         ws, holdout_fraction=fraction, canaries=canaries, progress=index_progress
     )
-    from appliance.privacy.detectors import VerbatimDetector
-    from appliance.privacy.reference import fingerprint as index_fingerprint
-
     baseline = calibrate(ws, index, index_fingerprint(ws, fraction, canaries))
-    index_seconds = time.monotonic() - t0
+    seconds = time.monotonic() - t0
     screener = Screener(ws, index)
-    limit, limit_why = verbatim_limit(ws, baseline)
     for det in screener.detectors:
-        if isinstance(det, VerbatimDetector):
-            det.limit = limit
-    result = ScreenResult(
-        source=f"corpus '{corpus}'" if corpus is not None else str(input_path),
-        corpus=corpus,
-        index_built=built,
-        index_seconds=index_seconds,
-    )
-    result.rejected = rejected
+        det.calibrate(baseline, ws.policy)
+    return _Reference(index, built, seconds, baseline, screener, canaries, gen)
 
+
+def _notes(
+    ws: Workspace, corpus: str | None, input_path: Path | None, rejected: list[tuple[str, str]]
+) -> Iterator[tuple[str, str]]:
+    """(id, text) of the notes to screen, read lazily; a file's unreadable notes go to ``rejected``."""
     if corpus is not None:
-        notes: Iterable[tuple[str, str]] = _corpus_notes(ws, corpus)
-    else:
-        assert input_path is not None
+        yield from _corpus_notes(ws, corpus)
+        return
+    assert input_path is not None
+    for item in read_candidates(input_path):
+        if len(item) == 3:
+            rejected.append((item[0], str(item[2])))
+        else:
+            yield item[0], str(item[1])
 
-        def external() -> Iterator[tuple[str, str]]:
-            for item in read_candidates(input_path):
-                if len(item) == 3:
-                    rejected.append((item[0], str(item[2])))
-                else:
-                    yield item[0], str(item[1])
 
-        notes = external()
-
+def _unique(
+    items: Iterable[tuple[str, str]], rejected: list[tuple[str, str]]
+) -> Iterator[tuple[str, str]]:
+    """The notes with a new id and some text; the others go to ``rejected``."""
     seen: set[str] = set()
-    released: list[tuple[str, str]] = []  # (id, sha256 of the text)
-    quarantined_ids: list[str] = []
-    decisions_out: list[dict[str, Any]] = []
-    quarantined_detail: list[dict[str, Any]] = []
-    scores: dict[str, list[float]] = {d.name: [] for d in screener.detectors}
+    for note_id, text in items:
+        if note_id in seen:
+            rejected.append((note_id, "duplicate note id (the first one was screened)"))
+            continue
+        seen.add(note_id)
+        if not text.strip():
+            rejected.append((note_id, "empty note"))
+            continue
+        yield note_id, text
 
-    def unique(items: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
-        for note_id, text in items:
-            if note_id in seen:
-                rejected.append((note_id, "duplicate note id (the first one was screened)"))
-                continue
-            seen.add(note_id)
-            if not text.strip():
-                rejected.append((note_id, "empty note"))
-                continue
-            yield note_id, text
 
-    texts: dict[str, str] = {}
-    for batch in _batched(unique(notes), batch_size):
-        texts = dict(batch)
-        for d in screener.screen(batch):
-            result.screened += 1
-            for name, value in d.scores.items():
-                if value is not None:
-                    scores[name].append(float(value))
-            if d.released:
-                result.released += 1
-                released.append((d.id, text_sha256(texts[d.id])))
-            else:
-                result.quarantined += 1
-                quarantined_ids.append(d.id)
-                for name in sorted({f.detector for f in d.findings if f.quarantine}):
-                    result.by_detector[name] += 1
-                from appliance.privacy.report import masked_findings
+@dataclass
+class _Tally:
+    """The decisions of a run as they come, batch by batch, for the report and the release."""
 
-                quarantined_detail.append(
-                    {
-                        "id": d.id,
-                        "tokens": d.tokens,
-                        "findings": masked_findings(texts[d.id], d.findings, index, ws),
-                    }
-                )
-            decisions_out.append(
+    scores: dict[str, list[float]]  # per detector, every note's score
+    released: list[tuple[str, str]] = field(default_factory=list)  # (id, sha256 of the text)
+    quarantined_ids: list[str] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)  # with masked findings
+
+    def add(
+        self, d: Decision, text: str, result: ScreenResult, index: ReferenceIndex, ws: Workspace
+    ) -> None:
+        result.screened += 1
+        for name, value in d.scores.items():
+            if value is not None:
+                self.scores[name].append(float(value))
+        if d.released:
+            result.released += 1
+            self.released.append((d.id, text_sha256(text)))
+        else:
+            result.quarantined += 1
+            self.quarantined_ids.append(d.id)
+            for name in sorted({f.detector for f in d.findings if f.quarantine}):
+                result.by_detector[name] += 1
+            self.quarantined.append(
                 {
                     "id": d.id,
-                    "decision": "released" if d.released else "quarantined",
-                    "scores": {
-                        k: (None if v is None else round(v, 4)) for k, v in d.scores.items()
-                    },
-                    "reported": sum(1 for f in d.findings if not f.quarantine),
+                    "tokens": d.tokens,
+                    "findings": masked_findings(text, d.findings, index, ws),
                 }
             )
-        if progress is not None:
-            progress(len(batch))
-    texts = {}
+        self.decisions.append(
+            {
+                "id": d.id,
+                "decision": "released" if d.released else "quarantined",
+                "scores": {k: (None if v is None else round(v, 4)) for k, v in d.scores.items()},
+                "reported": sum(1 for f in d.findings if not f.quarantine),
+            }
+        )
 
-    if gen is not None and canaries:
-        from appliance.privacy.canary import exposures
 
-        result.canaries = exposures(gen, [c["text"] for c in gen.meta["canaries"]])
-
-    result.seconds = time.monotonic() - started
-    closer = screener.closer_to_training
-    report = {
+def _report(
+    ws: Workspace, result: ScreenResult, input_path: Path | None, ref: _Reference, tally: _Tally
+) -> dict[str, Any]:
+    """The JSON report of a run (the HTML page shows the same)."""
+    index, detectors = ref.index, ref.screener.detectors
+    # Each detector's own entries (thresholds and how they were set), in name order.
+    sections = dict(sorted(((k, v) for d in detectors for k, v in d.report_sections().items())))
+    return {
         "created": utc_now(),
         "source": result.source,
-        "corpus": corpus,
+        "corpus": result.corpus,
         "input": str(input_path) if input_path else None,
         "policy": {
             "path": ws.rel(ws.policy.path),
@@ -471,8 +516,8 @@ def _run(
         "index": {
             "records": len(index.record_ids),
             "holdout_records": int(index.holdout.sum()),
-            "rebuilt": built,
-            "seconds": round(index_seconds, 2),
+            "rebuilt": ref.built,
+            "seconds": round(ref.seconds, 2),
         },
         "counts": {
             "screened": result.screened,
@@ -485,78 +530,18 @@ def _run(
             d.name: {
                 "description": d.description,
                 "quarantined": result.by_detector.get(d.name, 0),
-                "scores": _summary(scores[d.name]),
+                "scores": summary(tally.scores[d.name]),
             }
-            for d in screener.detectors
+            for d in detectors
         },
-        "dcr": _dcr_summary(screener, closer),
-        "verbatim_threshold": {"tokens": limit, "source": limit_why},
+        **sections,
         "baseline": {
-            "notes": baseline.get("notes", 0),
-            **{k: _summary(v) for k, v in baseline.items() if isinstance(v, list)},
+            "notes": ref.baseline.get("notes", 0),
+            **{k: summary(v) for k, v in ref.baseline.items() if isinstance(v, list)},
         },
         "canaries": result.canaries,
-        "quarantined": quarantined_detail,
+        "quarantined": tally.quarantined,
         "rejected": [{"id": i, "reason": r} for i, r in result.rejected],
-        "notes": decisions_out,
+        "notes": tally.decisions,
         "seconds": round(result.seconds, 2),
-    }
-    result.report_json, result.report_html = write_report(ws, report, scores, index, baseline)
-    if corpus is not None:
-        result.release = write_release(
-            ws,
-            corpus,
-            released=released,
-            quarantined=quarantined_ids,
-            report={
-                "json": hashed(result.report_json, ws.root),
-                "html": hashed(result.report_html, ws.root),
-            },
-        )
-    result.seconds = time.monotonic() - started
-    return result
-
-
-def _summary(values: Sequence[float]) -> dict[str, Any]:
-    if not values:
-        return {"count": 0}
-    a = np.asarray(values, dtype=np.float64)
-    return {
-        "count": len(a),
-        "min": round(float(a.min()), 4),
-        "median": round(float(np.median(a)), 4),
-        "p95": round(float(np.quantile(a, 0.95)), 4),
-        "max": round(float(a.max()), 4),
-    }
-
-
-def _dcr_summary(screener: Screener, closer: Sequence[bool]) -> dict[str, Any]:
-    from appliance.privacy.detectors import DistanceToClosestDetector
-
-    det = next((d for d in screener.detectors if isinstance(d, DistanceToClosestDetector)), None)
-    if det is None:
-        return {"enabled": False, "why": "not among the detectors"}
-    if not det.enabled:
-        if screener.policy.leakage.dcr_quantile <= 0:
-            return {"enabled": False, "why": "dcr_quantile is 0 in the policy"}
-        return {
-            "enabled": False,
-            "why": f"fewer than {det.min_holdout} held-out real notes of at least "
-            f"{det.min_tokens} tokens to compare with ({len(det.baseline)}); "
-            "the quantile would be noise",
-        }
-    return {
-        "enabled": True,
-        "threshold_similarity": round(det.threshold, 4),
-        "quantile": screener.policy.leakage.dcr_quantile,
-        "threshold_rank": det.rank,
-        "holdout_notes": len(det.baseline),
-        "min_tokens": det.min_tokens,
-        "rule": "the ⌈(n + 1)(1 − q)⌉-th smallest held-out similarity (split conformal): "
-        "a new real note lies above it with probability at most q",
-        "baseline": _summary(det.baseline.tolist()),
-        "share_closer_to_training_than_holdout": (
-            round(sum(closer) / len(closer), 4) if closer else None
-        ),
-        "expected_share": 0.5,
     }
