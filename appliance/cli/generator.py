@@ -128,7 +128,7 @@ def _training_progress() -> Iterator[Callable[[Any], None]]:
 
         yield log
         return
-    progress = Progress(
+    bar = Progress(
         TextColumn("training"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -137,11 +137,11 @@ def _training_progress() -> Iterator[Callable[[Any], None]]:
         console=console,
         transient=True,
     )
-    with progress:
-        task = progress.add_task("train", total=None, loss="-", rate="-")
+    with bar:
+        task = bar.add_task("train", total=None, loss="-", rate="-")
 
         def update(p: Any) -> None:
-            progress.update(
+            bar.update(
                 task,
                 completed=p.step,
                 total=p.max_steps,
