@@ -9,6 +9,10 @@ again when either changed. A stage interrupted midway resumes (the stages
 themselves resume: checkpoints, generated parts, the LLM answer cache), and
 a stage whose inputs changed starts from a clean output folder.
 
+The stages are one table (``_STAGES``: name, fingerprint inputs, output,
+call) run in order by one loop; the config is validated frozen dataclasses,
+declared like ``appliance.toml``'s sections in :mod:`appliance.config`.
+
 The config is TOML; every key is optional except ``[pipeline] export``::
 
     [pipeline]
@@ -49,65 +53,153 @@ The config is TOML; every key is optional except ``[pipeline] export``::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from appliance.config import _read_toml
-from appliance.errors import ConfigError
+from appliance.annotate.annotators import AnnotatorOptions
+from appliance.annotate.store import run as annotate
+from appliance.config import _bool, _describe, _float, _int, _read_toml, _spec, _str
+from appliance.corpus import RELEASE_FILE, load_release
+from appliance.errors import ConfigError, InputError
+from appliance.generator import sample, train
+from appliance.ner import export as ner_export
+from appliance.ner import infer
+from appliance.ner import train as ner_train
+from appliance.ner.evaluate import run as evaluate
+from appliance.ner.settings import NerSettings
+from appliance.privacy import screen
+from appliance.records import demo as demo_data
+from appliance.records import ingest
+from appliance.records.ingest import open_store
 from appliance.security.crypto import atomic_write
-from appliance.workspace import Workspace, hashed
+from appliance.workspace import Workspace, hashed, init
 
 STATE_FILE = "pipeline-state.json"
-STAGES = ("ingest", "generator", "generate", "screen", "annotate", "ner", "export")
 
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "pipeline": {"export": None, "format": "auto"},
-    "generator": {"recipe": "small", "from": "", "canaries": 0, "max_steps": 0},
-    "generate": {
-        "count": 2000,
-        "corpus": "default",
-        "backend": "transformers",
-        "temperature": 1.0,
-        "top_k": 50,
-        "top_p": 0.95,
-        "batch_size": 16,
-        "seed": 0,
-    },
-    "annotate": {
-        "annotator": ["lexicon"],
-        "lexicons": [],
-        "endpoint": "",
-        "model": "",
-        "prompt": ["zero-shot"],
-        "combine": "union",
-        "name": "default",
-    },
-    "ner": {
-        "base": "scratch",
-        "dev": "",
-        "epochs": 20,
-        "max_steps": 0,
-        "batch_size": 16,
-        "name": "default",
-    },
-    "export": {"int8": False},
+# ---------------------------------------------------------------------------
+# The config: one frozen dataclass per section, declared like appliance.toml's
+# (appliance.config: each field's metadata holds its check and the phrase for
+# the error message). A field named after a Python keyword ends in "_"
+# (``from_``); its TOML key is the name without it.
+
+
+def _strings(v: Any) -> bool:
+    # Empty strings are allowed, as they always were: an empty lexicon entry means none.
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+_STRING = ("a string", _str())
+_INT = ("an integer", _int())
+_NUMBER = ("a number", _float())
+_BOOL = ("true or false", _bool)
+_STRINGS = ("a list of strings", _strings)
+
+
+@dataclass(frozen=True)
+class PipelineSection:
+    export: str = _spec("", "a path to the record export (relative to the config file)", _str())
+    format: str = _spec("auto", *_STRING)
+
+
+@dataclass(frozen=True)
+class GeneratorSection:
+    recipe: str = _spec("small", "a recipe name or a recipe file", _str())
+    from_: str = _spec("", "a path to a local checkpoint folder (empty: none)", _str())
+    canaries: int = _spec(0, *_INT)
+    max_steps: int = _spec(0, "an integer (0: the recipe's)", _int())
+
+
+@dataclass(frozen=True)
+class GenerateSection:
+    count: int = _spec(2000, "an integer of at least 1", _int(1))
+    corpus: str = _spec("default", *_STRING)
+    backend: str = _spec("transformers", *_STRING)
+    temperature: float = _spec(1.0, *_NUMBER)
+    top_k: int = _spec(50, *_INT)
+    top_p: float = _spec(0.95, *_NUMBER)
+    batch_size: int = _spec(16, *_INT)
+    seed: int = _spec(0, *_INT)
+
+
+@dataclass(frozen=True)
+class AnnotateSection:
+    annotator: list[str] = _spec(["lexicon"], *_STRINGS)
+    lexicons: list[str] = _spec([], *_STRINGS)
+    endpoint: str = _spec("", *_STRING)
+    model: str = _spec("", *_STRING)
+    prompt: list[str] = _spec(["zero-shot"], *_STRINGS)
+    combine: str = _spec("union", *_STRING)
+    name: str = _spec("default", *_STRING)
+
+
+@dataclass(frozen=True)
+class NerSection:
+    base: str = _spec("scratch", "'scratch' or a local encoder folder", _str())
+    dev: str = _spec("", "a path to a gold file (empty: none)", _str())
+    epochs: int = _spec(20, *_INT)
+    max_steps: int = _spec(0, "an integer (0: no limit)", _int())
+    batch_size: int = _spec(16, *_INT)
+    name: str = _spec("default", *_STRING)
+
+
+@dataclass(frozen=True)
+class ExportSection:
+    int8: bool = _spec(False, *_BOOL)
+
+
+# In stage order: the order error messages list them in.
+_SECTIONS: dict[str, type] = {
+    "pipeline": PipelineSection,
+    "generator": GeneratorSection,
+    "generate": GenerateSection,
+    "annotate": AnnotateSection,
+    "ner": NerSection,
+    "export": ExportSection,
 }
 
 
-@dataclass
+def _key(f: dataclasses.Field[Any]) -> str:
+    return f.name.removesuffix("_")
+
+
+def section_dict(section: Any) -> dict[str, Any]:
+    """A section's values under their TOML keys (what a stage's fingerprint covers)."""
+    return {_key(f): getattr(section, f.name) for f in dataclasses.fields(section)}
+
+
+def _section(cls: type, name: str, given: Mapping[str, Any], where: str) -> Any:
+    fields = {_key(f): f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in given.items():
+        f = fields.get(key)
+        if f is None:
+            raise ConfigError(f"{where}: unknown key {name}.{key} (known: {', '.join(fields)})")
+        if not f.metadata["check"](value):
+            raise ConfigError(
+                f"{where}: {name}.{key} must be {f.metadata['expect']}, not {_describe(value)}"
+            )
+        values[f.name] = value
+    return cls(**values)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
-    sections: dict[str, dict[str, Any]]
+    pipeline: PipelineSection
+    generator: GeneratorSection
+    generate: GenerateSection
+    annotate: AnnotateSection
+    ner: NerSection
+    export: ExportSection
     base_dir: Path
     source: str
-
-    def __getitem__(self, section: str) -> dict[str, Any]:
-        return self.sections[section]
 
     def path(self, value: str) -> Path | None:
         if not value:
@@ -121,43 +213,20 @@ def load_config(
 ) -> PipelineConfig:
     """Read and validate a pipeline config (unknown sections or keys, wrong types: ConfigError)."""
     data: dict[str, Any] = _read_toml(path, "pipeline config") if path is not None else {}
-    sections: dict[str, dict[str, Any]] = {}
     where = str(path) if path else "the pipeline settings"
     for name, value in data.items():
-        if name not in _DEFAULTS:
-            raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(_DEFAULTS)})")
+        if name not in _SECTIONS:
+            raise ConfigError(f"{where}: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: [{name}] must be a table")
-    for name, defaults in _DEFAULTS.items():
-        given = dict(data.get(name, {}))
-        given.update((overrides or {}).get(name, {}))
-        for key, value in given.items():
-            if key not in defaults:
-                raise ConfigError(
-                    f"{where}: unknown key {name}.{key} (known: {', '.join(defaults)})"
-                )
-            want = defaults[key]
-            ok = (
-                isinstance(value, list) and all(isinstance(v, str) for v in value)
-                if isinstance(want, list)
-                else isinstance(value, str | type(None))
-                if want is None or isinstance(want, str)
-                else isinstance(value, bool)
-                if isinstance(want, bool)
-                else isinstance(value, int | float) and not isinstance(value, bool)
-                if isinstance(want, float)
-                else isinstance(value, int) and not isinstance(value, bool)
-            )
-            if not ok:
-                kind = type(want).__name__ if want is not None else "str"
-                raise ConfigError(f"{where}: {name}.{key} must be a {kind}, not {value!r}")
-        sections[name] = {**defaults, **given}
-    if not sections["pipeline"]["export"]:
+    sections = {
+        name: _section(cls, name, {**data.get(name, {}), **(overrides or {}).get(name, {})}, where)
+        for name, cls in _SECTIONS.items()
+    }
+    if not sections["pipeline"].export:
         raise ConfigError(f"{where}: [pipeline] export is required (the record export to ingest)")
-    if sections["generate"]["count"] < 1:
-        raise ConfigError(f"{where}: generate.count must be at least 1")
     base = path.parent.resolve() if path is not None else Path.cwd()
-    return PipelineConfig(sections, base, where)
+    return PipelineConfig(**sections, base_dir=base, source=where)
 
 
 @dataclass
@@ -230,6 +299,281 @@ class _State:
         atomic_write(self.path, (json.dumps(self.data, indent=1) + "\n").encode(), 0o640)
 
 
+# ---------------------------------------------------------------------------
+# The stages: a table of entries, run in order by one loop.
+
+
+class _Run:
+    """One pipeline run: its workspace, config, state and summary, and the stages' artifacts.
+
+    The artifact paths are computed when a stage first needs them (a bad
+    corpus or model name fails when its stage comes, after the stages before it ran).
+    """
+
+    def __init__(self, ws: Workspace, config: PipelineConfig, say: Callable[[str], None]) -> None:
+        self.ws = ws
+        self.c = config
+        self.say = say
+        self.state = _State(ws)
+        self.result = PipelineResult()
+        export = config.path(config.pipeline.export)
+        assert export is not None
+        self.export = export
+
+    @cached_property
+    def store_manifest(self) -> Path:
+        return self.ws.store_manifest
+
+    @cached_property
+    def gen_manifest(self) -> Path:
+        return self.ws.generator_dir / "manifest.json"
+
+    @cached_property
+    def corpus(self) -> str:
+        return self.c.generate.corpus
+
+    @cached_property
+    def corpus_manifest(self) -> Path:
+        return self.ws.corpus_dir(self.corpus) / "manifest.json"
+
+    @cached_property
+    def release(self) -> Path:
+        return self.ws.corpus_dir(self.corpus) / RELEASE_FILE
+
+    @cached_property
+    def ann_name(self) -> str:
+        return self.c.annotate.name
+
+    @cached_property
+    def ann_manifest(self) -> Path:
+        return self.ws.annotation_dir(self.ann_name) / "manifest.json"
+
+    @cached_property
+    def ner_name(self) -> str:
+        return self.c.ner.name
+
+    @cached_property
+    def model_manifest(self) -> Path:
+        return self.ws.ner_model_dir(self.ner_name) / "manifest.json"
+
+    @cached_property
+    def dev(self) -> Path | None:
+        return self.c.path(self.c.ner.dev)
+
+    @cached_property
+    def package(self) -> Path:
+        return self.ws.ner_model_dir(self.ner_name) / "package"
+
+    def stage(self, entry: _Stage) -> None:
+        """Run one stage unless its recorded fingerprint and output are current."""
+        name = entry.name
+        t0 = time.monotonic()
+        fingerprint = _digest(entry.inputs(self))
+        output = entry.output(self)
+        if self.state.current(name, fingerprint, output):
+            summary = self.state.data[name].get("summary", "")
+            self.result.stages.append(StageReport(name, "skipped", 0.0, f"current: {summary}"))
+            self.say(f"{name}: current, skipped")
+        else:
+            self.say(f"{name}: running")
+            summary = entry.call(self, fingerprint)
+            seconds = time.monotonic() - t0
+            self.state.record(
+                name, fingerprint, output, {"summary": summary, "seconds": round(seconds, 1)}
+            )
+            self.result.stages.append(StageReport(name, "ran", seconds, summary))
+            self.say(f"{name}: {summary}")
+        if entry.collect is not None:
+            entry.collect(self)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    name: str
+    # What the stage's fingerprint covers: its parameters and the hashes of its inputs.
+    inputs: Callable[[_Run], dict[str, Any]]
+    # The artifact whose hash, recorded after a run, marks the stage as done.
+    output: Callable[[_Run], Path]
+    # Runs the stage (given its fingerprint) and returns its one-line summary.
+    call: Callable[[_Run, str], str]
+    # Reads the stage's counts into the run's summary, whether it ran or was skipped.
+    collect: Callable[[_Run], None] | None = None
+
+
+def _ingest_inputs(r: _Run) -> dict[str, Any]:
+    if not r.export.exists():
+        raise InputError(f"{r.export}: export not found (pipeline.export in {r.c.source})")
+    return {"export": hashed(r.export)["sha256"], "format": r.c.pipeline.format}
+
+
+def _ingest(r: _Run, fingerprint: str) -> str:
+    return ingest.run(r.ws, r.export, fmt=r.c.pipeline.format).summary()
+
+
+def _train_generator(r: _Run, fingerprint: str) -> str:
+    g = r.c.generator
+    recipe = r.c.path(g.recipe) if g.recipe.endswith(".toml") else g.recipe
+    return train.run(
+        r.ws,
+        recipe=recipe if recipe is not None else g.recipe,
+        from_dir=r.c.path(g.from_),
+        canaries=g.canaries,
+        max_steps=g.max_steps or None,
+    ).summary()
+
+
+def _generate(r: _Run, fingerprint: str) -> str:
+    gn = r.c.generate
+    corpus, corpus_manifest = r.corpus, r.corpus_manifest
+    folder = r.ws.corpus_dir(corpus)
+    if folder.exists() and r.state.data.get("generate", {}).get("fingerprint") != fingerprint:
+        previous = json.loads(corpus_manifest.read_text()) if corpus_manifest.exists() else {}
+        if previous.get("generator_sha256") or previous.get("stage") == "generate":
+            shutil.rmtree(folder)  # made from another generator or settings: start over
+    settings = sample.SamplingSettings(
+        temperature=gn.temperature,
+        top_k=gn.top_k,
+        top_p=gn.top_p,
+        batch_size=gn.batch_size,
+        seed=gn.seed,
+    )
+    return sample.run(
+        r.ws, count=gn.count, backend=gn.backend, settings=settings, corpus=corpus
+    ).summary()
+
+
+def _screen(r: _Run, fingerprint: str) -> str:
+    s = screen.run(r.ws, corpus=r.corpus)
+    r.result.report = s.report_html
+    return s.summary()
+
+
+def _collect_screen(r: _Run) -> None:
+    result = r.result
+    body = load_release(r.ws, r.corpus)
+    result.released = int(body["counts"]["released"])
+    result.quarantined = int(body["counts"]["quarantined"])
+    written = json.loads(r.corpus_manifest.read_text()).get("written", 0)
+    result.generated = max(int(written), result.released + result.quarantined)
+    # Notes the screen could not screen (empty ones) are neither released nor quarantined.
+    result.rejected = result.generated - result.released - result.quarantined
+    if result.report is None:
+        result.report = r.ws.root / str(body["report"]["html"]["path"])
+
+
+def _annotate(r: _Run, fingerprint: str) -> str:
+    a = r.c.annotate
+    options = AnnotatorOptions(
+        annotators=tuple(a.annotator),
+        lexicons=tuple(p for p in (r.c.path(x) for x in a.lexicons) if p is not None),
+        endpoint=a.endpoint or None,
+        model=a.model or None,
+        prompts=tuple(a.prompt),
+        combine=a.combine,
+    )
+    return annotate(r.ws, options, corpus=r.corpus, name=r.ann_name).summary()
+
+
+def _collect_annotate(r: _Run) -> None:
+    ann = json.loads(r.ann_manifest.read_text())
+    r.result.annotated = int(ann.get("counts", {}).get("annotated", 0))
+    r.result.entities = int(ann.get("counts", {}).get("entities", 0))
+
+
+def _train_ner(r: _Run, fingerprint: str) -> str:
+    n = r.c.ner
+    settings = NerSettings(
+        epochs=n.epochs,
+        max_steps=n.max_steps or None,
+        batch_size=n.batch_size,
+    )
+    base = n.base
+    if base != "scratch":
+        base = str(r.c.path(base))
+    return ner_train.run(
+        r.ws, base=base, annotations=r.ann_name, dev_gold=r.dev, name=r.ner_name, settings=settings
+    ).summary()
+
+
+def _collect_ner(r: _Run) -> None:
+    try:
+        meta = json.loads(r.model_manifest.read_text())
+        f1 = meta["metrics"]["dev"]["exact"]["micro"]["f1"]
+        r.result.dev_f1 = float(f1) if f1 is not None else None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        r.result.dev_f1 = None
+
+
+def _export(r: _Run, fingerprint: str) -> str:
+    return ner_export.run(r.ws, name=r.ner_name, int8=r.c.export.int8, dev_gold=r.dev).summary()
+
+
+def _collect_export(r: _Run) -> None:
+    r.result.package = r.package
+
+
+# Each stage's fingerprint covers the hash of the artifact of the stage before
+# it, so a change anywhere reruns everything after it and nothing before.
+_STAGES: tuple[_Stage, ...] = (
+    _Stage("ingest", _ingest_inputs, lambda r: r.store_manifest, _ingest),
+    _Stage(
+        "generator",
+        lambda r: {"store": _file_hash(r.store_manifest), **section_dict(r.c.generator)},
+        lambda r: r.gen_manifest,
+        _train_generator,
+    ),
+    _Stage(
+        "generate",
+        lambda r: {"generator": _file_hash(r.gen_manifest), **section_dict(r.c.generate)},
+        lambda r: r.corpus_manifest,
+        _generate,
+    ),
+    _Stage(
+        "screen",
+        lambda r: {
+            "corpus": _file_hash(r.corpus_manifest),
+            "store": _file_hash(r.store_manifest),
+            "policy": r.ws.policy.sha256,
+        },
+        lambda r: r.release,
+        _screen,
+        _collect_screen,
+    ),
+    _Stage(
+        "annotate",
+        lambda r: {"release": _file_hash(r.release), **section_dict(r.c.annotate)},
+        lambda r: r.ann_manifest,
+        _annotate,
+        _collect_annotate,
+    ),
+    _Stage(
+        "ner",
+        # The section's own "dev" (the path as written) overrides the hash: kept
+        # so, because it is what existing pipeline states were fingerprinted with.
+        lambda r: {
+            "annotations": _file_hash(r.ann_manifest),
+            "dev": _file_hash(r.dev) if r.dev else None,
+            **section_dict(r.c.ner),
+        },
+        lambda r: r.model_manifest,
+        _train_ner,
+        _collect_ner,
+    ),
+    _Stage(
+        "export",
+        lambda r: {
+            "model": _file_hash(r.model_manifest),
+            **section_dict(r.c.export),
+            "dev": _file_hash(r.dev) if r.dev else None,
+        },
+        lambda r: r.package / "manifest.json",
+        _export,
+        _collect_export,
+    ),
+)
+STAGES = tuple(s.name for s in _STAGES)
+
+
 def run(
     ws: Workspace,
     config: PipelineConfig,
@@ -237,196 +581,16 @@ def run(
     echo: Callable[[str], None] | None = None,
 ) -> PipelineResult:
     """Run every stage that is not current; returns the summary."""
-    from appliance.annotate.annotators import AnnotatorOptions
-    from appliance.annotate.store import run as annotate
-    from appliance.corpus import RELEASE_FILE, load_release
-    from appliance.generator import sample, train
-    from appliance.ner import export as ner_export
-    from appliance.ner import train as ner_train
-    from appliance.ner.settings import NerSettings
-    from appliance.privacy import screen
-    from appliance.records import ingest
-
-    say = echo or (lambda _: None)
-    state = _State(ws)
-    result = PipelineResult()
     started = time.monotonic()
-    c = config
-    export = c.path(str(c["pipeline"]["export"]))
-    assert export is not None
-    store_manifest = ws.store_manifest
-
-    def stage(name: str, fingerprint: str, output: Path, work: Callable[[], str]) -> None:
-        t0 = time.monotonic()
-        if state.current(name, fingerprint, output):
-            summary = state.data[name].get("summary", "")
-            result.stages.append(StageReport(name, "skipped", 0.0, f"current: {summary}"))
-            say(f"{name}: current, skipped")
-            return
-        say(f"{name}: running")
-        summary = work()
-        seconds = time.monotonic() - t0
-        state.record(name, fingerprint, output, {"summary": summary, "seconds": round(seconds, 1)})
-        result.stages.append(StageReport(name, "ran", seconds, summary))
-        say(f"{name}: {summary}")
-
-    # -- ingest
-    if not export.exists():
-        from appliance.errors import InputError
-
-        raise InputError(f"{export}: export not found (pipeline.export in {c.source})")
-    fp = _digest({"export": hashed(export)["sha256"], "format": c["pipeline"]["format"]})
-    stage(
-        "ingest",
-        fp,
-        store_manifest,
-        lambda: ingest.run(ws, export, fmt=c["pipeline"]["format"]).summary(),
-    )
-
-    # -- generator
-    g = c["generator"]
-    gen_manifest = ws.generator_dir / "manifest.json"
-    fp = _digest({"store": _file_hash(store_manifest), **g})
-
-    def train_generator() -> str:
-        recipe = c.path(g["recipe"]) if g["recipe"].endswith(".toml") else g["recipe"]
-        return train.run(
-            ws,
-            recipe=recipe if recipe is not None else g["recipe"],
-            from_dir=c.path(g["from"]),
-            canaries=int(g["canaries"]),
-            max_steps=int(g["max_steps"]) or None,
-        ).summary()
-
-    stage("generator", fp, gen_manifest, train_generator)
-
-    # -- generate
-    gn = c["generate"]
-    corpus = str(gn["corpus"])
-    corpus_manifest = ws.corpus_dir(corpus) / "manifest.json"
-    fp = _digest({"generator": _file_hash(gen_manifest), **gn})
-
-    def generate() -> str:
-        folder = ws.corpus_dir(corpus)
-        if folder.exists() and state.data.get("generate", {}).get("fingerprint") != fp:
-            previous = json.loads(corpus_manifest.read_text()) if corpus_manifest.exists() else {}
-            if previous.get("generator_sha256") or previous.get("stage") == "generate":
-                shutil.rmtree(folder)  # made from another generator or settings: start over
-        settings = sample.SamplingSettings(
-            temperature=float(gn["temperature"]),
-            top_k=int(gn["top_k"]),
-            top_p=float(gn["top_p"]),
-            batch_size=int(gn["batch_size"]),
-            seed=int(gn["seed"]),
-        )
-        return sample.run(
-            ws, count=int(gn["count"]), backend=gn["backend"], settings=settings, corpus=corpus
-        ).summary()
-
-    stage("generate", fp, corpus_manifest, generate)
-
-    # -- screen
-    release = ws.corpus_dir(corpus) / RELEASE_FILE
-    fp = _digest(
-        {
-            "corpus": _file_hash(corpus_manifest),
-            "store": _file_hash(store_manifest),
-            "policy": ws.policy.sha256,
-        }
-    )
-
-    def run_screen() -> str:
-        r = screen.run(ws, corpus=corpus)
-        result.report = r.report_html
-        return r.summary()
-
-    stage("screen", fp, release, run_screen)
-    body = load_release(ws, corpus)
-    result.released = int(body["counts"]["released"])
-    result.quarantined = int(body["counts"]["quarantined"])
-    written = json.loads(corpus_manifest.read_text()).get("written", 0)
-    result.generated = max(int(written), result.released + result.quarantined)
-    # Notes the screen could not screen (empty ones) are neither released nor quarantined.
-    result.rejected = result.generated - result.released - result.quarantined
-    if result.report is None:
-        result.report = ws.root / str(body["report"]["html"]["path"])
-
-    # -- annotate
-    a = c["annotate"]
-    ann_name = str(a["name"])
-    ann_manifest = ws.annotation_dir(ann_name) / "manifest.json"
-    fp = _digest({"release": _file_hash(release), **a})
-
-    def run_annotate() -> str:
-        options = AnnotatorOptions(
-            annotators=tuple(a["annotator"]),
-            lexicons=tuple(p for p in (c.path(x) for x in a["lexicons"]) if p is not None),
-            endpoint=a["endpoint"] or None,
-            model=a["model"] or None,
-            prompts=tuple(a["prompt"]),
-            combine=a["combine"],
-        )
-        return annotate(ws, options, corpus=corpus, name=ann_name).summary()
-
-    stage("annotate", fp, ann_manifest, run_annotate)
-    ann = json.loads(ann_manifest.read_text())
-    result.annotated = int(ann.get("counts", {}).get("annotated", 0))
-    result.entities = int(ann.get("counts", {}).get("entities", 0))
-
-    # -- ner train
-    n = c["ner"]
-    ner_name = str(n["name"])
-    model_manifest = ws.ner_model_dir(ner_name) / "manifest.json"
-    dev = c.path(n["dev"])
-    fp = _digest(
-        {
-            "annotations": _file_hash(ann_manifest),
-            "dev": _file_hash(dev) if dev else None,
-            **n,
-        }
-    )
-
-    def run_ner() -> str:
-        settings = NerSettings(
-            epochs=int(n["epochs"]),
-            max_steps=int(n["max_steps"]) or None,
-            batch_size=int(n["batch_size"]),
-        )
-        base = n["base"]
-        if base != "scratch":
-            base = str(c.path(base))
-        return ner_train.run(
-            ws, base=base, annotations=ann_name, dev_gold=dev, name=ner_name, settings=settings
-        ).summary()
-
-    stage("ner", fp, model_manifest, run_ner)
-    try:
-        meta = json.loads(model_manifest.read_text())
-        f1 = meta["metrics"]["dev"]["exact"]["micro"]["f1"]
-        result.dev_f1 = float(f1) if f1 is not None else None
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        result.dev_f1 = None
-
-    # -- export
-    e = c["export"]
-    package = ws.ner_model_dir(ner_name) / "package"
-    fp = _digest(
-        {"model": _file_hash(model_manifest), **e, "dev": _file_hash(dev) if dev else None}
-    )
-    stage(
-        "export",
-        fp,
-        package / "manifest.json",
-        lambda: ner_export.run(ws, name=ner_name, int8=bool(e["int8"]), dev_gold=dev).summary(),
-    )
-    result.package = package
-    from appliance.records.ingest import open_store
-
+    r = _Run(ws, config, echo or (lambda _: None))
+    for entry in _STAGES:
+        r.stage(entry)
+    result = r.result
     result.records = len(open_store(ws).index())
     result.seconds = time.monotonic() - started
     ws.log(
         "pipeline run",
-        args={"config": c.source},
+        args={"config": config.source},
         details={
             "stages": {s.name: s.status for s in result.stages},
             "released": result.released,
@@ -482,11 +646,6 @@ def demo(
     echo: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Demo data → the whole pipeline (demo recipe, lexicon annotator) → infer on a fresh export."""
-    from appliance.ner import infer
-    from appliance.ner.evaluate import run as evaluate
-    from appliance.records import demo as demo_data
-    from appliance.workspace import init
-
     say = echo or (lambda _: None)
     started = time.monotonic()
     folder = folder.expanduser().resolve()

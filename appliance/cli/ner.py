@@ -10,11 +10,19 @@ from typing import Any
 
 import click
 
-from appliance.cli import ApplianceGroup, _open, _print_json, cli, json_option, workspace_option
-from appliance.errors import UsageError
-
-_DEVICE = click.Choice(["auto", "cpu", "cuda"])
-_GOLD_FORMAT = click.Choice(["auto", "conll", "brat", "jsonl"])
+from appliance.cli.options import (
+    DEVICE,
+    EXPORT_FORMAT,
+    GOLD_FORMAT,
+    ApplianceGroup,
+    json_option,
+    open_workspace,
+    print_json,
+    reader_options,
+    workspace_option,
+)
+from appliance.errors import UsageError, WorkspaceError
+from appliance.security.keys import load_public_key
 
 
 @contextmanager
@@ -94,7 +102,7 @@ def _infer_progress() -> Iterator[Callable[[int, float], None]]:
         yield lambda n, rate: progress.update(task, completed=n, rate=f"{rate:.1f}")
 
 
-@cli.group(cls=ApplianceGroup)
+@click.group(cls=ApplianceGroup)
 def ner() -> None:
     """Train and evaluate the NER model (token classification on annotated synthetic notes)."""
 
@@ -124,7 +132,7 @@ def ner() -> None:
     default=None,
     help="Development gold set for early stopping (default: a split of the training notes).",
 )
-@click.option("--gold-format", type=_GOLD_FORMAT, default="auto", show_default=True)
+@click.option("--gold-format", type=GOLD_FORMAT, default="auto", show_default=True)
 @click.option(
     "--epochs",
     type=int,
@@ -153,7 +161,7 @@ def ner() -> None:
     help="First pretrain the encoder by masked language modelling on the real records (the model joins the real zone).",
 )
 @click.option("--mlm-steps", type=int, default=300, show_default=True)
-@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 def ner_train(
     workspace: Path | None,
     base: str,
@@ -198,7 +206,7 @@ def ner_train(
         device=device,
         mlm_steps=mlm_steps,
     )
-    ws = _open(workspace)
+    ws = open_workspace(workspace)
     with _train_progress() as update:
         result = train_mod.run(
             ws,
@@ -223,7 +231,7 @@ def ner_train(
     required=True,
     help="Gold set: CoNLL/IOB, BRAT or JSONL.",
 )
-@click.option("--gold-format", type=_GOLD_FORMAT, default="auto", show_default=True)
+@click.option("--gold-format", type=GOLD_FORMAT, default="auto", show_default=True)
 @click.option(
     "--model",
     type=click.Path(path_type=Path),
@@ -248,7 +256,7 @@ def ner_train(
     default=None,
     help="Trusted public key to verify a package with (default: the workspace's).",
 )
-@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 @json_option
 def ner_evaluate(
     workspace: Path | None,
@@ -284,7 +292,7 @@ def ner_evaluate(
         device=device,
     )
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     rows = report["seqeval"]
     for t, c in sorted(rows.get("per_type", {}).items()):
@@ -299,17 +307,15 @@ def ner_evaluate(
 
 
 def _workspace_or_none(workspace: Path | None, can_do_without: bool) -> Any:
-    from appliance.errors import WorkspaceError
-
     try:
-        return _open(workspace)
+        return open_workspace(workspace)
     except WorkspaceError:
         if can_do_without and workspace is None:
             return None
         raise
 
 
-@cli.command("export")
+@click.command("export")
 @workspace_option
 @click.option(
     "--name", default="default", show_default=True, help="Model to export: models/ner/NAME/."
@@ -332,7 +338,7 @@ def _workspace_or_none(workspace: Path | None, can_do_without: bool) -> Any:
     default=None,
     help="Development gold set for the int8 check (default: the model's own development notes).",
 )
-@click.option("--gold-format", type=_GOLD_FORMAT, default="auto", show_default=True)
+@click.option("--gold-format", type=GOLD_FORMAT, default="auto", show_default=True)
 def export_cmd(
     workspace: Path | None,
     name: str,
@@ -354,14 +360,14 @@ def export_cmd(
     """
     from appliance.ner import export as export_mod
 
-    ws = _open(workspace)
+    ws = open_workspace(workspace)
     result = export_mod.run(
         ws, name=name, out=out, int8=int8, dev_gold=dev_gold, gold_format=gold_format
     )
     click.echo(result.summary())
 
 
-@cli.command("infer")
+@click.command("infer")
 @click.argument("export", type=click.Path(path_type=Path))
 @workspace_option
 @click.option(
@@ -389,22 +395,19 @@ def export_cmd(
 )
 @click.option(
     "--input-format",
-    type=click.Choice(["auto", "csv", "jsonl", "txt", "fhir"]),
+    type=EXPORT_FORMAT,
     default="auto",
     show_default=True,
     help="Export format, as for ingest.",
 )
-@click.option("--id-column", default=None, help="Column/field holding the note id.")
-@click.option("--text-column", default=None, help="Column/field holding the note text.")
-@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the export.")
-@click.option("--delimiter", default=None, help="CSV delimiter.")
+@reader_options(ingest=False)
 @click.option(
     "--batch-size", type=int, default=32, show_default=True, help="Windows per model call."
 )
 @click.option(
     "--threads", type=int, default=None, help="CPU threads for onnxruntime (default: all cores)."
 )
-@click.option("--device", type=_DEVICE, default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True)
 @click.option("--encrypt", is_flag=True, help="Write the output encrypted with the workspace key.")
 @click.option(
     "--public-key",
@@ -457,8 +460,6 @@ def infer_cmd(
     )
     with _infer_progress() as advance:
         if ws is None:
-            from appliance.security.keys import load_public_key
-
             assert package is not None and public_key is not None
             result = infer_mod.run(
                 export,

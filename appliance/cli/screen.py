@@ -6,10 +6,17 @@ from pathlib import Path
 
 import click
 
-from appliance.cli import _open, _print_json, _progress, cli, json_option, workspace_option
+from appliance.cli.options import (
+    json_option,
+    open_workspace,
+    print_json,
+    progress,
+    workspace_option,
+)
+from appliance.errors import UsageError
 
 
-@cli.command()
+@click.command()
 @workspace_option
 @click.option(
     "--corpus",
@@ -53,15 +60,14 @@ def screen(
       appliance screen -w ./ws
       appliance screen -w ./ws --input candidates.jsonl
     """
-    from appliance.errors import UsageError
     from appliance.privacy import screen as stage
 
     if import_as is not None and input_path is None:
         raise UsageError("--import-as needs --input FILE")
-    ws = _open(workspace)
+    ws = open_workspace(workspace)
     counts = {"records": 0, "notes": 0}
     # One live display: it counts real records while the index is built, then notes.
-    with _progress("leakage screen:", "records indexed / notes screened") as show:
+    with progress("leakage screen:", "records indexed / notes screened") as show:
 
         def indexed(n: int) -> None:
             counts["records"] += n
@@ -81,7 +87,7 @@ def screen(
             index_progress=indexed,
         )
     if as_json:
-        _print_json(
+        print_json(
             {
                 "source": result.source,
                 "screened": result.screened,

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from appliance.cli import ApplianceGroup, _open, cli, workspace_option
+from appliance.cli.options import ApplianceGroup, open_workspace, workspace_option
+from appliance.errors import InputError, UsageError
 
 
-@cli.group(cls=ApplianceGroup)
+@click.group(cls=ApplianceGroup)
 def pipeline() -> None:
     """Run every stage in order from one config (ingest to export)."""
 
@@ -35,18 +36,17 @@ def pipeline_run(workspace: Path | None, config_path: Path) -> None:
     Example:
       appliance pipeline run -w ./ws --config pipeline.toml
     """
-    from appliance.errors import InputError
     from appliance.pipeline import load_config, run
 
     if not config_path.exists():
         raise InputError(f"{config_path}: config file not found")
-    ws = _open(workspace)
+    ws = open_workspace(workspace)
     result = run(ws, load_config(config_path), echo=lambda m: click.echo(m, err=True))
     for line in result.lines():
         click.echo(line)
 
 
-@cli.command()
+@click.command()
 @click.argument(
     "folder",
     required=False,
@@ -70,7 +70,6 @@ def demo(folder: Path, notes: int, synthetic: int) -> None:
     Example:
       appliance demo ./appliance-demo
     """
-    from appliance.errors import UsageError
     from appliance.pipeline import demo as run_demo
 
     if notes < 50 or synthetic < 20:

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import os
-import signal
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from appliance.cli import (
+from appliance.cli.options import (
+    GOLD_FORMAT,
     ApplianceGroup,
-    _open,
-    _print_json,
-    _progress,
-    cli,
+    F,
+    apply,
     json_option,
+    open_workspace,
+    print_json,
+    progress,
     workspace_option,
 )
 from appliance.errors import UsageError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _annotator_options(f: F) -> F:
@@ -138,9 +135,7 @@ def _annotator_options(f: F) -> F:
             help="Environment variable holding an API key for the endpoint.",
         ),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return apply(f, options)
 
 
 def _options(kw: dict[str, Any]) -> Any:
@@ -180,7 +175,7 @@ def _options(kw: dict[str, Any]) -> Any:
     )
 
 
-@cli.group(cls=ApplianceGroup, invoke_without_command=True)
+@click.group(cls=ApplianceGroup, invoke_without_command=True)
 @workspace_option
 @_annotator_options
 @click.option(
@@ -218,12 +213,12 @@ def annotate(
         return
     from appliance.annotate import store
 
-    ws = _open(workspace)
+    ws = open_workspace(workspace)
     options = _options(kw)
-    with _progress("annotating", "notes") as advance:
+    with progress("annotating", "notes") as advance:
         result = store.run(ws, options, corpus=corpus, name=name, progress=advance)
     if as_json:
-        _print_json(
+        print_json(
             {
                 "folder": str(result.folder),
                 "notes": result.notes,
@@ -248,7 +243,7 @@ def annotate(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "conll", "brat", "jsonl"]),
+    type=GOLD_FORMAT,
     default="auto",
     show_default=True,
     help="Gold format.",
@@ -303,7 +298,7 @@ def annotate_evaluate(
     kwargs: dict[str, Any] = {}
     cache = None
     if workspace is not None or os.environ.get("APPLIANCE_WORKSPACE"):
-        ws = _open(workspace)
+        ws = open_workspace(workspace)
         kwargs = {
             "egress": ws.policy.egress,
             "schema": ws.policy.entity_schema(),
@@ -328,7 +323,7 @@ def annotate_evaluate(
         if cache is not None:
             cache.close()
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     from rich.console import Console
     from rich.table import Table
@@ -366,101 +361,3 @@ def annotate_evaluate(
         f"evaluated on {report['gold']['documents']} documents: exact P {micro['precision']:.3f} "
         f"R {micro['recall']:.3f} F1 {micro['f1']:.3f}, partial F1 {report['partial']['micro']['f1']:.3f}{failed}"
     )
-
-
-@cli.group(cls=ApplianceGroup)
-def llm() -> None:
-    """Serve a local LLM for annotation (vLLM, loopback only)."""
-
-
-@llm.command("serve")
-@click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--port", default=8000, show_default=True, type=int, help="Port on 127.0.0.1.")
-@click.option(
-    "--served-model-name", default=None, help="Model name clients use (default: the folder's name)."
-)
-@click.option(
-    "--gpu-memory-utilization",
-    default=0.9,
-    show_default=True,
-    type=float,
-    help="Share of GPU memory vLLM may use.",
-)
-@click.option(
-    "--tensor-parallel-size",
-    default=1,
-    show_default=True,
-    type=int,
-    help="GPUs to split the model over.",
-)
-@click.option(
-    "--max-model-len", default=None, type=int, help="Context length (default: the model's)."
-)
-@click.option(
-    "--ready-timeout",
-    default=900.0,
-    show_default=True,
-    type=float,
-    help="Seconds to wait for the server to become healthy.",
-)
-def llm_serve(
-    model_dir: Path,
-    port: int,
-    served_model_name: str | None,
-    gpu_memory_utilization: float,
-    tensor_parallel_size: int,
-    max_model_len: int | None,
-    ready_timeout: float,
-) -> None:
-    """Start `vllm serve` on a local model folder, bound to 127.0.0.1, offline; Ctrl-C stops it.
-
-    Waits until the server is healthy and lists the model, then prints the
-    endpoint and model name to pass to `appliance annotate`. Needs the gpu
-    extra (vllm).
-
-    \b
-    Example:
-      appliance llm serve /models/Llama-3.1-8B-Instruct --served-model-name local-llm --max-model-len 8192
-    """
-    from appliance.annotate.serve import ServeOptions, VLLMServer
-
-    opts = ServeOptions(
-        model_dir=model_dir,
-        port=port,
-        served_model_name=served_model_name,
-        gpu_memory_utilization=gpu_memory_utilization,
-        tensor_parallel_size=tensor_parallel_size,
-        max_model_len=max_model_len,
-    )
-    server = VLLMServer(opts)
-    stopping: list[int] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stopping.append(signum)
-        raise KeyboardInterrupt
-
-    # SIGINT too, explicitly: a process started from a script in the background
-    # inherits SIGINT ignored, and Ctrl-C or `kill -INT` must still stop vLLM.
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    server.start()
-    try:
-        server.wait_ready(timeout=ready_timeout)
-        click.echo(
-            f"serving {opts.name} at {server.endpoint} (vllm pid {server.proc.pid if server.proc else '?'}); Ctrl-C stops it"
-        )
-        click.echo(
-            f"  appliance annotate --annotator llm --endpoint {server.endpoint} --model {opts.name}"
-        )
-        sys.stdout.flush()
-        code = server.wait()
-        if code != 0:
-            raise UsageError(f"vllm exited with code {code}")
-        click.echo("vllm exited")
-    except KeyboardInterrupt:
-        sig = stopping[0] if stopping else signal.SIGINT
-        code = server.stop(sig=sig)
-        click.echo(f"stopped vllm (exit code {code})")
-    finally:
-        server.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)

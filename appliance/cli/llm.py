@@ -1,0 +1,111 @@
+"""``appliance llm serve``: a local LLM for the annotate stage (vLLM, loopback only)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.cli.options import ApplianceGroup
+from appliance.errors import UsageError
+
+
+@click.group(cls=ApplianceGroup)
+def llm() -> None:
+    """Serve a local LLM for annotation (vLLM, loopback only)."""
+
+
+@llm.command("serve")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--port", default=8000, show_default=True, type=int, help="Port on 127.0.0.1.")
+@click.option(
+    "--served-model-name", default=None, help="Model name clients use (default: the folder's name)."
+)
+@click.option(
+    "--gpu-memory-utilization",
+    default=0.9,
+    show_default=True,
+    type=float,
+    help="Share of GPU memory vLLM may use.",
+)
+@click.option(
+    "--tensor-parallel-size",
+    default=1,
+    show_default=True,
+    type=int,
+    help="GPUs to split the model over.",
+)
+@click.option(
+    "--max-model-len", default=None, type=int, help="Context length (default: the model's)."
+)
+@click.option(
+    "--ready-timeout",
+    default=900.0,
+    show_default=True,
+    type=float,
+    help="Seconds to wait for the server to become healthy.",
+)
+def llm_serve(
+    model_dir: Path,
+    port: int,
+    served_model_name: str | None,
+    gpu_memory_utilization: float,
+    tensor_parallel_size: int,
+    max_model_len: int | None,
+    ready_timeout: float,
+) -> None:
+    """Start `vllm serve` on a local model folder, bound to 127.0.0.1, offline; Ctrl-C stops it.
+
+    Waits until the server is healthy and lists the model, then prints the
+    endpoint and model name to pass to `appliance annotate`. Needs the gpu
+    extra (vllm).
+
+    \b
+    Example:
+      appliance llm serve /models/Llama-3.1-8B-Instruct --served-model-name local-llm --max-model-len 8192
+    """
+    from appliance.annotate.serve import ServeOptions, VLLMServer
+
+    opts = ServeOptions(
+        model_dir=model_dir,
+        port=port,
+        served_model_name=served_model_name,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        max_model_len=max_model_len,
+    )
+    server = VLLMServer(opts)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    # SIGINT too, explicitly: a process started from a script in the background
+    # inherits SIGINT ignored, and Ctrl-C or `kill -INT` must still stop vLLM.
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    server.start()
+    try:
+        server.wait_ready(timeout=ready_timeout)
+        click.echo(
+            f"serving {opts.name} at {server.endpoint} (vllm pid {server.proc.pid if server.proc else '?'}); Ctrl-C stops it"
+        )
+        click.echo(
+            f"  appliance annotate --annotator llm --endpoint {server.endpoint} --model {opts.name}"
+        )
+        sys.stdout.flush()
+        code = server.wait()
+        if code != 0:
+            raise UsageError(f"vllm exited with code {code}")
+        click.echo("vllm exited")
+    except KeyboardInterrupt:
+        sig = stopping[0] if stopping else signal.SIGINT
+        code = server.stop(sig=sig)
+        click.echo(f"stopped vllm (exit code {code})")
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
