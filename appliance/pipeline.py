@@ -484,9 +484,9 @@ def demo(
     echo: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Demo data → the whole pipeline (demo recipe, lexicon annotator) → infer on a fresh export."""
+    from appliance import demo as demo_data
     from appliance.ner import infer
     from appliance.ner.evaluate import run as evaluate
-    from appliance.records import demo as demo_data
     from appliance.workspace import init
 
     say = echo or (lambda _: None)

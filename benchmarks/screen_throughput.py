@@ -86,7 +86,7 @@ def demo_export(folder: Path, notes: int, seed: int, chunk: int = 10_000) -> Non
     patients); note ids get the chunk number so they stay unique. A chunk
     seed the demo generator cannot complete is replaced by the next seed.
     """
-    from appliance.records import demo
+    from appliance import demo
 
     folder.mkdir(parents=True, exist_ok=True)
     part_seed = seed * 1000
