@@ -64,6 +64,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from appliance import demo as demo_data
 from appliance.annotate.annotators import AnnotatorOptions
 from appliance.annotate.store import run as annotate
 from appliance.config import _bool, _describe, _float, _int, _read_toml, _spec, _str
@@ -76,7 +77,6 @@ from appliance.ner import train as ner_train
 from appliance.ner.evaluate import run as evaluate
 from appliance.ner.settings import NerSettings
 from appliance.privacy import screen
-from appliance.records import demo as demo_data
 from appliance.records import ingest
 from appliance.records.ingest import open_store
 from appliance.security.crypto import atomic_write

@@ -39,13 +39,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from appliance import demo  # noqa: E402
 from appliance.annotate.client import LLMClient, LLMSettings  # noqa: E402
 from appliance.annotate.lexicon import LexiconAnnotator, demo_lexicon, load_lexicon  # noqa: E402
 from appliance.annotate.prompts import PromptBuilder  # noqa: E402
 from appliance.config import load_policy  # noqa: E402
 from appliance.documents import Document, read_gold  # noqa: E402
 from appliance.metrics import score  # noqa: E402
-from appliance.records import demo  # noqa: E402
 
 
 def log(msg: str) -> None:

@@ -111,7 +111,7 @@ def _read_csv(path: Path, column: str) -> list[str]:
 
 def _identities(n: int, seed: int) -> list[dict[str, str]]:
     """Fake patients (name, checksum-valid isikukood, phone) from the demo data's generator."""
-    from appliance.records.demo import _make_patients
+    from appliance.demo.patients import make_patients as _make_patients
 
     out = []
     for p in _make_patients(random.Random(seed), n):
@@ -169,7 +169,7 @@ def load_notes(source: str, corpora: Path, limit: int, seed: int, work: Path) ->
     if source == "synthetic":
         return synthetic_notes(min(limit, 2000), seed)
     if source == "demo":
-        from appliance.records import demo
+        from appliance import demo
 
         res = demo.run(work / "demo-source", notes=limit, fmt="jsonl", seed=seed)
         notes = []

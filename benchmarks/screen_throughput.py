@@ -82,11 +82,11 @@ def head_jsonl(src: Path, dest: Path, n: int) -> None:
 def demo_export(folder: Path, notes: int, seed: int, chunk: int = 10_000) -> None:
     """``notes`` demo notes as one JSONL export, made in chunks of ``chunk`` notes.
 
-    Each chunk is one ``appliance.records.demo.run`` (its own seed, its own
+    Each chunk is one ``appliance.demo.run`` (its own seed, its own
     patients); note ids get the chunk number so they stay unique. A chunk
     seed the demo generator cannot complete is replaced by the next seed.
     """
-    from appliance.records import demo
+    from appliance import demo
 
     folder.mkdir(parents=True, exist_ok=True)
     part_seed = seed * 1000

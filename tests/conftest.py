@@ -77,9 +77,10 @@ def _released_template(root: Path) -> tuple[Path, str, dict[str, dict[str, Any]]
     """Built once per test session: 150 real demo notes ingested; 60 other demo notes screened."""
     import json
 
+    from appliance import demo
     from appliance.corpus import released_notes
     from appliance.privacy import screen
-    from appliance.records import demo, ingest
+    from appliance.records import ingest
     from appliance.workspace import init
 
     ws = init(root / "ws")

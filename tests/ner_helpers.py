@@ -34,7 +34,7 @@ def tiny_settings(**overrides: object) -> NerSettings:
 
 
 def demo_export(out: Path, fmt: str, notes: int = 40, seed: int = 5) -> Path:
-    from appliance.records import demo
+    from appliance import demo
 
     return demo.run(out, notes=notes, fmt=fmt, seed=seed).export_path
 

@@ -153,7 +153,7 @@ def test_lexicon_formats(tmp_path):
 
 
 def test_demo_vocabulary_annotates_demo_notes_well(tmp_path):
-    from appliance.records import demo
+    from appliance import demo
 
     result = demo.run(tmp_path / "export", notes=60, fmt="jsonl", seed=11)
     gold = read_gold(result.gold_path)

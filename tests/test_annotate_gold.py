@@ -172,7 +172,7 @@ def test_brat_discontinuous_and_bad_offsets(tmp_path):
 
 
 def test_demo_gold_reads(tmp_path):
-    from appliance.records import demo
+    from appliance import demo
 
     result = demo.run(tmp_path / "export", notes=20, fmt="jsonl", seed=3)
     docs = read_gold(result.gold_path)

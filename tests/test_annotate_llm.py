@@ -29,7 +29,7 @@ SCHEMA = POLICY.entity_schema()
 
 @pytest.fixture(scope="module")
 def gold(tmp_path_factory):
-    from appliance.records import demo
+    from appliance import demo
 
     out = tmp_path_factory.mktemp("demo")
     result = demo.run(out / "export", notes=24, fmt="jsonl", seed=4)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from appliance import demo
 from appliance.errors import UsageError
 from appliance.identifiers.national_ids import isikukood_birth_info
-from appliance.records import demo
 
 NOTES = 300
 SEED = 11
@@ -72,7 +72,7 @@ def test_knowledge_tables_are_consistent() -> None:
 def test_vocab_files_are_clean(name: str, label: str, code_re: str, lo: int, hi: int) -> None:
     from importlib import resources
 
-    text = (resources.files("appliance.records") / "vocab" / name).read_text(encoding="utf-8")
+    text = (resources.files("appliance.demo") / "data" / "vocab" / name).read_text(encoding="utf-8")
     assert text.endswith("\n") and "\r" not in text
     lines = text.splitlines()
     assert lines[0] == "term\tlabel\tcode\tsynonyms"

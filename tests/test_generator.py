@@ -10,11 +10,11 @@ from typing import ClassVar
 
 import pytest
 
-from appliance import corpus
+from appliance import corpus, demo
 from appliance.errors import DependencyError, UsageError
 from appliance.generator import artifact, sample, train
 from appliance.generator.recipes import load_recipe
-from appliance.records import demo, ingest
+from appliance.records import ingest
 from appliance.security.crypto import FILE_MAGIC
 from appliance.workspace import init
 

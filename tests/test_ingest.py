@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from appliance import demo
 from appliance.errors import IntegrityError
-from appliance.records import demo, ingest, stats
+from appliance.records import ingest, stats
 from appliance.records.ingest import open_store
 
 FORMATS = ["csv", "jsonl", "txt", "fhir"]

@@ -143,7 +143,8 @@ def test_train_on_a_gold_file_says_so(workspace, tmp_path):
 
 
 def test_mlm_on_records_makes_a_real_zone_model(workspace, tmp_path):
-    from appliance.records import demo, ingest
+    from appliance import demo
+    from appliance.records import ingest
 
     real = demo.run(tmp_path / "real", notes=10, fmt="jsonl", seed=3)
     ingest.run(workspace, real.export_path)

@@ -38,7 +38,7 @@ batch_size = 8
 
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Any, Path]:
-    from appliance.records import demo
+    from appliance import demo
     from appliance.workspace import init
 
     demo.run(tmp_path / "export", notes=120, fmt="csv", seed=5)

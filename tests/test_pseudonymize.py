@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from appliance import demo
 from appliance.config import Policy, load_policy
 from appliance.documents import Identifier, Record
 
@@ -26,7 +27,6 @@ from appliance.identifiers.national_ids import (
     ssn_is_valid,
 )
 from appliance.identifiers.recognizers import format_date, parse_dates
-from appliance.records import demo
 from appliance.records.readers import read_export
 
 KEY = hashlib.sha256(b"test pseudonym key").digest()

@@ -1222,7 +1222,7 @@ def test_unreadable_file_is_input_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "txt", "fhir"])
 def test_reads_the_demo_generator_export(tmp_path: Path, fmt: str) -> None:
     """The demo generator's real output: no rejects, and texts equal the gold sidecar's."""
-    demo = pytest.importorskip("appliance.records.demo")
+    demo = pytest.importorskip("appliance.demo")
     result = demo.run(tmp_path / fmt, notes=25, fmt=fmt, seed=7)
     assert detect_format(result.export_path) == fmt
     items = read(result.export_path)

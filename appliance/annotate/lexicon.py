@@ -31,11 +31,11 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from appliance.annotate.align import resolve_overlaps
+from appliance.demo.vocabulary import load_vocabulary, vocabulary_folder
 from appliance.documents import Span, word_tokens
 from appliance.errors import InputError, UsageError
 
@@ -85,20 +85,18 @@ class Lexicon:
 
 
 def demo_lexicon() -> Lexicon:
-    """The appliance's demo vocabularies (appliance/records/vocab): DRUG, PROCEDURE, DIAGNOSIS."""
-    from appliance.records.demo import load_vocabulary
-
+    """The appliance's demo vocabularies (appliance/demo/data/vocab): DRUG, PROCEDURE, DIAGNOSIS."""
     lex = Lexicon()
     for entry in load_vocabulary().values():
         for surface in entry.surfaces:
             lex.entries.append(LexiconEntry(surface, entry.label, entry.code))
-    folder = resources.files("appliance.records") / "vocab"
+    folder = vocabulary_folder()
     digest = hashlib.sha256()
     for name in sorted(p.name for p in folder.iterdir() if p.name.endswith(".tsv")):
         digest.update((folder / name).read_bytes())
     lex.sources.append(
         {
-            "path": "appliance/records/vocab",
+            "path": "appliance/demo/data/vocab",
             "sha256": digest.hexdigest(),
             "entries": len(lex.entries),
         }

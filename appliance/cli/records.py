@@ -46,7 +46,7 @@ def demo_data(out: Path, notes: int, fmt: str, seed: int) -> None:
     Example:
       appliance demo-data ./export --notes 500 --format fhir --seed 7
     """
-    from appliance.records import demo
+    from appliance import demo
 
     result = demo.run(out, notes=notes, fmt=fmt, seed=seed)
     click.echo(
