@@ -406,7 +406,7 @@ def test_distance_to_closest_record_against_held_out_notes(tmp_path: Path) -> No
     records += [{"id": f"S{i}", "text": _note(rng, 5)} for i in range(300)]
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     ingest.run(ws, tmp_path / "r.jsonl")
-    from appliance.generator.train import is_holdout
+    from appliance.generator.corpus import is_holdout
     from appliance.security.keys import PURPOSE_HOLDOUT
 
     key = ws.data_key.derive(PURPOSE_HOLDOUT)

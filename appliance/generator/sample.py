@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from appliance import quiet_transformers
 from appliance.errors import (
     ApplianceError,
     UsageError,
@@ -34,9 +33,9 @@ from appliance.errors import (
 from appliance.generator.artifact import Generator, load_generator, plain_model_folder
 from appliance.generator.prefixes import parse_prefix
 from appliance.generator.tokenizer import EOS
-from appliance.generator.train import resolve_device
 from appliance.security.audit import utc_now
 from appliance.security.crypto import read_encrypted, write_encrypted
+from appliance.training import quiet_transformers, resolve_device
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
 BACKENDS = ("transformers", "vllm")

@@ -175,7 +175,7 @@ def check_parity(
 
 
 def _f1(tagger: Tagger, docs: Sequence[Document]) -> float:
-    from appliance.ner.train import dev_scores
+    from appliance.ner.loop import dev_scores
 
     return float(dev_scores(tagger, docs)["exact"]["micro"]["f1"])
 

@@ -389,7 +389,7 @@ class ReferenceIndex:
         canaries: Sequence[str] = (),
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        from appliance.generator.train import is_holdout
+        from appliance.generator.corpus import is_holdout
         from appliance.identifiers.recognizers import build_recognizers, find_identifiers
 
         recognizers = build_recognizers(identifier_policy)
