@@ -21,13 +21,6 @@ OFFLINE_ENV = {
 }
 
 
-def quiet_transformers() -> None:
-    """Silence transformers' advisory warnings (padding, generation defaults) in CLI output."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-
-
 def apply_offline_env() -> None:
     """Force the offline settings (explicit values, not setdefault: a stray
     HF_HUB_OFFLINE=0 in the environment must not re-enable downloads)."""

@@ -520,9 +520,11 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
     from appliance import workspace
     from appliance.generator import sample, train
     from appliance.generator.artifact import load_generator
+    from appliance.generator.data import encode, prepare
     from appliance.generator.recipes import load_recipe
     from appliance.records import ingest
     from appliance.records.ingest import open_store
+    from appliance.training import resolve_device
 
     t_start = time.monotonic()
     report = Report()
@@ -641,13 +643,13 @@ def run(args: argparse.Namespace, corpora: Path, work: Path) -> int:
     report.add("training", "CPU contention during training", cpu_note(cpu_train))
 
     # 3a. perplexity vs n-gram baselines ------------------------------------------
-    device = train._device(args.device)
+    device = resolve_device(args.device)
     gen = load_generator(ws, device=device)
     t0 = time.monotonic()
-    corpus, schema = train._prepare(ws, recipe)
+    corpus, schema = prepare(ws, recipe)
     prepare_s = time.monotonic() - t0
-    train_stream = train._encode(gen.tokenizer, corpus.train_docs)
-    holdout_stream = train._encode(gen.tokenizer, corpus.holdout_docs)
+    train_stream = encode(gen.tokenizer, corpus.train_docs)
+    holdout_stream = encode(gen.tokenizer, corpus.holdout_docs)
     info["stream_check"] = {
         "train_tokens_reproduced": len(train_stream),
         "train_tokens_trainer": result.train_tokens,

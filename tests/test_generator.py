@@ -13,6 +13,7 @@ import pytest
 from appliance import corpus, demo
 from appliance.errors import DependencyError, UsageError
 from appliance.generator import artifact, sample, train
+from appliance.generator.data import prepare
 from appliance.generator.recipes import load_recipe
 from appliance.records import ingest
 from appliance.security.crypto import FILE_MAGIC
@@ -215,7 +216,7 @@ def test_plain_model_folder_is_private_and_removed(trained):
 
 def test_training_stream_holds_no_real_identifier(trained):
     ws, export, _ = trained
-    corpus, _ = train._prepare(ws, _recipe())
+    corpus, _ = prepare(ws, _recipe())
     stream = "\n".join(corpus.train_docs + corpus.holdout_docs).lower()
     gold = [json.loads(line) for line in export.gold_path.read_text(encoding="utf-8").splitlines()]
     values = {i["value"] for g in gold for i in g["identifiers"] if len(i["value"]) >= 4}

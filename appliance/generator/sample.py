@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from appliance import quiet_transformers
 from appliance.corpus import STATUS_UNSCREENED, UNSCREENED_ZONE, SyntheticNote, write_part
 from appliance.errors import (
     UsageError,
@@ -32,8 +31,8 @@ from appliance.errors import (
 from appliance.generator.artifact import Generator, load_generator, plain_model_folder
 from appliance.generator.prefixes import parse_prefix
 from appliance.generator.tokenizer import EOS
-from appliance.generator.train import resolve_device
 from appliance.security.audit import utc_now
+from appliance.training import quiet_transformers, resolve_device
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
 BACKENDS = ("transformers", "vllm")

@@ -37,7 +37,6 @@ from appliance.errors import (
 from appliance.ner.model import NER_META, TOKENIZER_FILE, NerModel, load_model
 from appliance.ner.package import sign_package
 from appliance.ner.runtime import Tagger, TorchBackend, onnx_tagger
-from appliance.ner.train import dev_scores
 from appliance.security.audit import utc_now
 from appliance.security.keys import load_signing_key
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
@@ -177,6 +176,7 @@ def check_parity(
 
 
 def _f1(tagger: Tagger, docs: Sequence[Document]) -> float:
+    from appliance.ner.loop import dev_scores
 
     return float(dev_scores(tagger, docs)["exact"]["micro"]["f1"])
 

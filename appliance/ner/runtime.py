@@ -28,15 +28,9 @@ from appliance.ner.encoding import (
     softmax,
     window_ranges,
 )
+from appliance.training import resolve_device
 
 Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ids, mask) (B, T) -> logits (B, T, L)
-
-
-def resolve_device(requested: str) -> str:
-    """ "auto" is CUDA when torch sees a GPU, else the CPU; "cuda" without a GPU is an error."""
-    from appliance.generator.train import resolve_device as _resolve
-
-    return _resolve(requested)
 
 
 class TorchBackend:

@@ -1,13 +1,15 @@
 """``appliance ner train``: fine-tune a token classifier on annotated synthetic notes.
 
-The loop is short on purpose: windows of sub-word tokens with aligned BIO
-labels, AdamW with linear warmup and decay, gradient clipping, an
+nanoGPT's shape: build the model (:mod:`~appliance.ner.build`), run the short
+loop (:mod:`~appliance.ner.loop`), save the folder with its ``ner.json``
+(:mod:`~appliance.ner.metadata`). The loop: windows of sub-word tokens with
+aligned BIO labels, AdamW with linear warmup and decay, gradient clipping, an
 entity-level F1 on the development set every ``eval_every`` steps (or each
 epoch), the best weights kept, and a stop after ``patience`` evaluations
 without improvement. Every ``checkpoint_every`` steps (and on Ctrl-C) the
-whole state goes into one checkpoint; batches are drawn from a generator
-seeded by the epoch, so a resumed run sees the batches the uninterrupted one
-would have.
+whole state goes into one checkpoint (:mod:`appliance.training`); batches are
+drawn from a generator seeded by the epoch, so a resumed run sees the batches
+the uninterrupted one would have.
 
 ``--mlm-on-records`` first continues the encoder's pretraining by masked
 language modelling on the hospital's real notes (read from the encrypted
@@ -18,9 +20,6 @@ card say so, and its checkpoints are encrypted.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -30,39 +29,37 @@ from typing import Any
 
 import numpy as np
 
-from appliance import __version__, quiet_transformers
-from appliance.documents import Document
-from appliance.errors import ApplianceError, InputError, WorkspaceError
-from appliance.ner.encoding import IGNORE, align_labels, encode_notes, window_ranges
-from appliance.ner.model import (
-    describe_special,
-    load_base_model,
-    load_base_tokenizer,
-    max_positions,
-    save_model,
-    scratch_config,
-    torch_module,
-    train_wordpiece,
+from appliance.documents import Document, read_gold, write_jsonl
+from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
+from appliance.ner.build import CHECKPOINT_LABEL, Built, MlmJob, build, resumed
+from appliance.ner.loop import (
+    LoopState,
+    LoopStats,
+    Plan,
+    Row,
+    TrainProgress,
+    dev_scores,
+    fit,
+    make_optimizer,
+    windows,
 )
-from appliance.ner.runtime import Tagger, TorchBackend, resolve_device
+from appliance.ner.metadata import Windowing, fingerprint, model_meta
+from appliance.ner.model import describe_special, max_positions, save_model, torch_module
+from appliance.ner.runtime import Tagger, TorchBackend
 from appliance.ner.settings import NerSettings, bio_labels
 from appliance.security.audit import utc_now
 from appliance.security.keys import DataKey
+from appliance.training import (
+    load_checkpoint,
+    quiet_transformers,
+    resolve_device,
+    save_checkpoint,
+    training_state,
+)
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
 CHECKPOINT = "checkpoint.pt"
 MLM_CHECKPOINT = "mlm-checkpoint.pt.enc"
-
-
-@dataclass(frozen=True)
-class TrainProgress:
-    phase: str  # "mlm" or "ner"
-    step: int
-    max_steps: int
-    loss: float
-    tokens_per_second: float
-    eta_seconds: float
-    dev_f1: float | None = None
 
 
 @dataclass
@@ -106,176 +103,87 @@ def _seed_all(seed: int, torch: Any) -> None:
     torch.manual_seed(seed)
 
 
-def _doc_hash(docs: Sequence[Document]) -> str:
-    h = hashlib.sha256()
-    for d in docs:
-        spans = [(s.start, s.end, s.label) for s in d.spans]
-        h.update(json.dumps([d.id, d.text, spans], ensure_ascii=False).encode() + b"\n")
-    return h.hexdigest()
+def _types(train_docs: Sequence[Document], types: list[str] | None) -> list[str]:
+    """The entity types to learn: those given, else those the training notes carry."""
+    if not train_docs:
+        raise InputError("no training notes: the annotations (or --train gold) hold no documents")
+    found = sorted({s.label for d in train_docs for s in d.spans})
+    if not found:
+        raise InputError("the training notes hold no entity spans; nothing to learn")
+    return list(types) if types else found
 
 
-def _windows(
-    tokenizer: Any,
-    docs: Sequence[Document],
-    label2id: dict[str, int],
-    special: Any,
-    body: int,
-    stride: int,
-) -> list[tuple[list[int], list[int]]]:
-    """(ids, labels) per window, special tokens wrapped in and labelled IGNORE."""
-    out = []
-    for doc, enc in zip(docs, encode_notes(tokenizer, [d.text for d in docs]), strict=True):
-        labels = align_labels(enc.offsets, doc.spans, label2id)
-        for s, e in window_ranges(len(enc.ids), body, stride):
-            ids = [*special.prefix, *enc.ids[s:e], *special.suffix]
-            lab = [IGNORE] * len(special.prefix) + labels[s:e] + [IGNORE] * len(special.suffix)
-            out.append((ids, lab))
-    return out
+def _windowing(tokenizer: Any, model: Any, settings: NerSettings) -> Windowing:
+    special = describe_special(tokenizer, model.config)
+    max_length = min(settings.max_length, max_positions(model.config))
+    body = max_length - len(special.prefix) - len(special.suffix)
+    return Windowing(special, max_length, min(settings.stride, body // 2))
 
 
-def _pad(rows: list[tuple[list[int], list[int]]], pad_id: int, torch: Any) -> tuple[Any, Any, Any]:
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for r, (i, lab) in enumerate(rows):
-        ids[r, : len(i)] = torch.tensor(i)
-        mask[r, : len(i)] = 1
-        labels[r, : len(lab)] = torch.tensor(lab)
-    return ids, mask, labels  # (B, T) each
+@dataclass
+class _Run:
+    """One training run: the model and its tokenizer, windows, plan, optimizer and loop state."""
+
+    built: Built
+    labels: list[str]
+    wnd: Windowing
+    rows: list[Row]
+    plan: Plan
+    device: str
+    optimizer: Any
+    st: LoopState
+    resumed_from: int
+    run_id: str
+    ckpt_path: Path
+    key: DataKey | None
+
+    def tagger(self) -> Tagger:
+        w = self.wnd
+        backend = TorchBackend(self.built.model, self.device)
+        return Tagger(backend, self.built.tokenizer, self.labels, w.special, w.max_length, w.stride)
+
+    def checkpoint(self) -> None:
+        state = training_state(
+            fingerprint=self.run_id,
+            step=self.st.step,
+            model=self.built.model,
+            optimizer=self.optimizer,
+            tokenizer=self.built.tokenizer,
+            history=self.st.history,
+            **self.st.checkpoint_fields(),
+            mlm_steps=self.built.mlm_steps,
+        )
+        save_checkpoint(self.ckpt_path, state, self.key, label=CHECKPOINT_LABEL)
 
 
-def _schedule(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def dev_scores(
-    tagger: Tagger, dev_docs: Sequence[Document], batch_size: int = 32
-) -> dict[str, Any]:
-    """Exact-span scores of the tagger on the dev documents (metrics.score)."""
-    from appliance.metrics import score
-
-    preds = tagger.predict([d.text for d in dev_docs], batch_size=batch_size)
-    pred_docs = [
-        Document(d.id, d.text, [e.span() for e in p]) for d, p in zip(dev_docs, preds, strict=True)
-    ]
-    return score(dev_docs, pred_docs)
-
-
-def _save_state(path: Path, state: dict[str, Any], key: DataKey | None, torch: Any) -> None:
-    from appliance.security.crypto import atomic_write, write_encrypted
-
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    if key is not None:
-        write_encrypted(path, key, buf.getvalue(), label="ner/checkpoint")
-    else:
-        atomic_write(path, buf.getvalue())
-
-
-def _load_state(path: Path, key: DataKey | None, torch: Any) -> dict[str, Any] | None:
-    from appliance.security.crypto import read_encrypted
-
-    if not path.exists():
-        return None
-    blob = (
-        read_encrypted(path, key, label="ner/checkpoint") if key is not None else path.read_bytes()
-    )
-    try:
-        state: dict[str, Any] = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
-    except Exception:  # a checkpoint cut short by a crash: start over
-        return None
-    return state
-
-
-def _mlm(
-    model: Any,
-    tokenizer: Any,
-    special: Any,
-    texts: list[str],
+def _setup(
+    built: Built,
+    state: dict[str, Any] | None,
+    train_docs: Sequence[Document],
+    labels: list[str],
     settings: NerSettings,
+    scratch: bool,
     device: str,
-    key: DataKey | None,
-    ckpt: Path,
-    progress: Callable[[TrainProgress], None] | None,
+    checkpoint: tuple[str, Path, DataKey | None],
     torch: Any,
-) -> int:
-    """Masked-language-model pretraining on ``texts``; returns the steps run."""
-    mask_id = next(
-        (int(i) for n in ("[MASK]", "<mask>") if (i := tokenizer.token_to_id(n)) is not None), None
-    )
-    if mask_id is None:
-        raise InputError("--mlm-on-records: the tokenizer has no mask token ([MASK] or <mask>)")
-    body = settings.max_length - len(special.prefix) - len(special.suffix)
-    rows = []
-    for enc in encode_notes(tokenizer, texts):
-        for s, e in window_ranges(len(enc.ids), body, 0):
-            rows.append(
-                (
-                    [*special.prefix, *enc.ids[s:e], *special.suffix],
-                    [0] * (e - s + len(special.prefix) + len(special.suffix)),
-                )
-            )
-    if not rows:
-        raise InputError("--mlm-on-records: the record store holds no text to pretrain on")
-    n_special = {*special.prefix, *special.suffix, special.pad_id}
-    vocab = int(model.config.vocab_size)
-    total = settings.mlm_steps
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=settings.learning_rate(True) if settings.lr is None else settings.lr,
-        weight_decay=settings.weight_decay,
-    )
-    start = 0
-    state = _load_state(ckpt, key, torch)
-    if state is not None and state.get("steps") == total and state.get("n_rows") == len(rows):
-        model.load_state_dict(state["model"])
+) -> _Run:
+    """Windows of the training notes, the plan, the optimizer and loop state (resumed from ``state``).
+
+    ``checkpoint``: the run's fingerprint, the checkpoint's path and its key.
+    """
+    model, tokenizer = built.model, built.tokenizer
+    wnd = _windowing(tokenizer, model, settings)
+    label2id = {label: i for i, label in enumerate(labels)}
+    body = wnd.max_length - len(wnd.special.prefix) - len(wnd.special.suffix)
+    rows = windows(tokenizer, train_docs, label2id, wnd.special, body, wnd.stride)
+    plan = Plan.of(settings, len(rows), scratch)
+    model.to(device)
+    optimizer = make_optimizer(model, settings, plan.lr, torch)
+    st = LoopState()
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-    model.to(device).train()
-    started = time.monotonic()
-    tokens = 0
-    for step in range(start, total):
-        gen = torch.Generator().manual_seed(settings.seed * 7919 + step)
-        pick = torch.randint(len(rows), (settings.batch_size,), generator=gen).tolist()
-        ids, mask, _ = _pad([rows[i] for i in pick], special.pad_id, torch)
-        labels = ids.clone()
-        maskable = mask.bool() & ~torch.isin(ids, torch.tensor(sorted(n_special)))
-        chosen = (torch.rand(ids.shape, generator=gen) < settings.mlm_probability) & maskable
-        labels[~chosen] = IGNORE
-        roll = torch.rand(ids.shape, generator=gen)
-        ids = ids.clone()
-        ids[chosen & (roll < 0.8)] = mask_id  # BERT's 80/10/10 corruption
-        swap = chosen & (roll >= 0.8) & (roll < 0.9)
-        ids[swap] = torch.randint(vocab, ids.shape, generator=gen)[swap]
-        loss = model(
-            input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)
-        ).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        tokens += int(mask.sum())
-        if (step + 1) % settings.checkpoint_every == 0 and step + 1 < total:
-            _save_state(
-                ckpt,
-                {
-                    "steps": total,
-                    "n_rows": len(rows),
-                    "step": step + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                },
-                key,
-                torch,
-            )
-        if progress is not None:
-            rate = tokens / max(1e-9, time.monotonic() - started)
-            progress(TrainProgress("mlm", step + 1, total, float(loss.item()), rate, 0.0))
-    ckpt.unlink(missing_ok=True)
-    return total - start
+        st = LoopState.from_checkpoint(state)
+    return _Run(built, labels, wnd, rows, plan, device, optimizer, st, st.step, *checkpoint)
 
 
 def train_model(
@@ -302,285 +210,119 @@ def train_model(
     quiet_transformers()
     settings = settings or NerSettings()
     started = time.monotonic()
-    if not train_docs:
-        raise InputError("no training notes: the annotations (or --train gold) hold no documents")
-    found = sorted({s.label for d in train_docs for s in d.spans})
-    if not found:
-        raise InputError("the training notes hold no entity spans; nothing to learn")
-    types = list(types) if types else found
+    types = _types(train_docs, types)
     labels = bio_labels(types)
-    label2id = {label: i for i, label in enumerate(labels)}
     device = resolve_device(settings.device)
-    scratch = base is None
-    zone = "real" if mlm_texts else "screened"
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {
-                "settings": settings.as_dict(),
-                "base": hashed(base)["sha256"] if base is not None else "scratch",
-                "train": _doc_hash(train_docs),
-                "dev": _doc_hash(dev_docs),
-                "types": types,
-                "mlm": hashlib.sha256("\0".join(mlm_texts or []).encode()).hexdigest(),
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    run_id = fingerprint(settings, base, train_docs, dev_docs, types, mlm_texts)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
-    state = _load_state(ckpt_path, checkpoint_key, torch)
-    if state is not None and state.get("fingerprint") != fingerprint:
-        state = None  # other data or settings: start over
-        ckpt_path.unlink()
+    state = load_checkpoint(
+        ckpt_path, checkpoint_key, label=CHECKPOINT_LABEL, fingerprint=run_id, weights_only=False
+    )
 
     _seed_all(settings.seed, torch)
-    from tokenizers import Tokenizer
-
-    mlm_steps = 0
-    config: Any = None
-    mlm_model: Any = None
     if state is not None:
-        tokenizer = Tokenizer.from_str(state["tokenizer"])
-        from transformers import AutoConfig, AutoModelForTokenClassification
-
-        config = AutoConfig.for_model(**state["config"])
-        model = AutoModelForTokenClassification.from_config(config)
-        model.load_state_dict(state["model"])
-        mlm_steps = int(state.get("mlm_steps", 0))
+        built = resumed(state)
     else:
-        if scratch:
-            tokenizer = train_wordpiece(
-                [d.text for d in train_docs] + list(mlm_texts or []), settings.vocab_size
-            )
-            config = scratch_config(settings, tokenizer.get_vocab_size(), labels)
-        else:
-            assert base is not None
-            tokenizer = load_base_tokenizer(base)
-        if mlm_texts:
-            if scratch:
-                from transformers import BertForMaskedLM
+        job = (
+            MlmJob(list(mlm_texts), checkpoint_key, out_dir / MLM_CHECKPOINT) if mlm_texts else None
+        )
+        built = build(base, train_docs, labels, settings, device, job, progress, torch)
+    run = _setup(built, state, train_docs, labels, settings, base is None, device,
+                 (run_id, ckpt_path, checkpoint_key), torch)  # fmt: skip
 
-                mlm_model = BertForMaskedLM(config)
-            else:
-                assert base is not None
-                mlm_model = load_base_model(base, labels, masked_lm=True)
-            special = describe_special(tokenizer, mlm_model.config)
-            mlm_steps = _mlm(
-                mlm_model,
-                tokenizer,
-                special,
-                list(mlm_texts),
-                settings,
-                device,
-                checkpoint_key,
-                out_dir / MLM_CHECKPOINT,
-                progress,
-                torch,
-            )
-            mlm_model.to("cpu")
-        if scratch:
-            from transformers import BertForTokenClassification
+    def evaluate() -> float:
+        return float(dev_scores(run.tagger(), dev_docs)["exact"]["micro"]["f1"])
 
-            model = BertForTokenClassification(config)
-        else:
-            assert base is not None
-            model = load_base_model(base, labels)
-        if mlm_texts:
-            # The MLM head is dropped; the pretrained encoder carries over.
-            model.base_model.load_state_dict(mlm_model.base_model.state_dict())
-            del mlm_model
-    special = describe_special(tokenizer, model.config)
-    max_length = min(settings.max_length, max_positions(model.config))
-    body = max_length - len(special.prefix) - len(special.suffix)
-    stride = min(settings.stride, body // 2)
-    rows = _windows(tokenizer, train_docs, label2id, special, body, stride)
-    steps_per_epoch = math.ceil(len(rows) / settings.batch_size)
-    total = settings.epochs * steps_per_epoch
-    if settings.max_steps is not None:
-        total = min(total, settings.max_steps)
-    eval_every = settings.eval_every or steps_per_epoch
-    warmup = int(settings.warmup_ratio * total)
-    lr = settings.learning_rate(scratch)
-
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": settings.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=lr,
+    stats = fit(
+        built.model,
+        run.optimizer,
+        run.rows,
+        run.st,
+        run.plan,
+        settings=settings,
+        device=device,
+        pad_id=run.wnd.special.pad_id,
+        evaluate=evaluate if dev_docs else None,
+        checkpoint=run.checkpoint,
+        progress=progress,
+        torch=torch,
     )
-    step = 0
-    history: list[dict[str, Any]] = []
-    best_f1, best_step, bad_evals = -1.0, 0, 0
-    best_state: dict[str, Any] | None = None
-    stopped_early = False
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        history = list(state["history"])
-        best_f1, best_step, bad_evals = (
-            float(state["best_f1"]),
-            int(state["best_step"]),
-            int(state["bad_evals"]),
-        )
-        best_state = state["best_state"]
-        stopped_early = bool(state.get("stopped_early", False))
-    resumed_from = step
+    return _save(run, out_dir, base, types, settings, train_docs, dev_docs, mlm_texts,
+                 data_info, stats, started)  # fmt: skip
 
-    def tagger() -> Tagger:
-        return Tagger(TorchBackend(model, device), tokenizer, labels, special, max_length, stride)
 
-    def checkpoint() -> None:
-        _save_state(
-            ckpt_path,
-            {
-                "fingerprint": fingerprint,
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "config": model.config.to_dict(),
-                "tokenizer": tokenizer.to_str(),
-                "history": history,
-                "best_f1": best_f1,
-                "best_step": best_step,
-                "bad_evals": bad_evals,
-                "best_state": best_state,
-                "stopped_early": stopped_early,
-                "mlm_steps": mlm_steps,
-            },
-            checkpoint_key,
-            torch,
-        )
-
-    model.train()
-    tokens, t0 = 0, time.monotonic()
-    loss_value = float("nan")
-    try:
-        while step < total and not stopped_early:
-            epoch, index = divmod(step, steps_per_epoch)
-            gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
-            order = torch.randperm(len(rows), generator=gen).tolist()
-            batch = [
-                rows[i]
-                for i in order[index * settings.batch_size : (index + 1) * settings.batch_size]
-            ]
-            ids, mask, lab = _pad(batch, special.pad_id, torch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * _schedule(step, total, warmup)
-            # Dropout masks from a per-step seed: a resumed run repeats them.
-            torch.manual_seed(settings.seed * 7_000_003 + step)
-            out = model(
-                input_ids=ids.to(device), attention_mask=mask.to(device), labels=lab.to(device)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            step += 1
-            loss_value = float(out.loss.item())
-            tokens += int(mask.sum())
-            rate = tokens / max(1e-9, time.monotonic() - t0)
-            f1 = None
-            if dev_docs and (step % eval_every == 0 or step == total):
-                model.eval()
-                f1 = float(dev_scores(tagger(), dev_docs)["exact"]["micro"]["f1"])
-                model.train()
-                history.append({"step": step, "loss": round(loss_value, 5), "dev_f1": f1})
-                if f1 > best_f1:
-                    best_f1, best_step, bad_evals = f1, step, 0
-                    best_state = {
-                        k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()
-                    }
-                elif best_f1 > 0:  # patience starts once the model finds entities at all
-                    bad_evals += 1
-                    stopped_early = bad_evals >= settings.patience
-            elif step % eval_every == 0:
-                history.append({"step": step, "loss": round(loss_value, 5)})
-            if step % settings.checkpoint_every == 0 and step < total:
-                checkpoint()
-            if progress is not None:
-                eta = (total - step) * (time.monotonic() - t0) / max(1, step - resumed_from)
-                progress(TrainProgress("ner", step, total, loss_value, rate, eta, f1))
-    except KeyboardInterrupt:
-        if step > resumed_from:
-            checkpoint()
-        raise
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
+def _save(
+    run: _Run,
+    out_dir: Path,
+    base: Path | None,
+    types: list[str],
+    settings: NerSettings,
+    train_docs: Sequence[Document],
+    dev_docs: Sequence[Document],
+    mlm_texts: list[str] | None,
+    data_info: dict[str, Any] | None,
+    stats: LoopStats,
+    started: float,
+) -> TrainResult:
+    """The best weights, scored on dev, saved with their ``ner.json``; the checkpoint removed."""
+    model, st = run.built.model, run.st
+    if st.best_state is not None:
+        model.load_state_dict(st.best_state)
     model.eval()
-    metrics: dict[str, Any] = {}
-    if dev_docs:
-        metrics = dev_scores(tagger(), dev_docs)
+    metrics = dev_scores(run.tagger(), dev_docs) if dev_docs else {}
     model.to("cpu")
     parameters = sum(p.numel() for p in model.parameters())
     seconds = time.monotonic() - started
-    meta = {
-        "format": 1,
-        "appliance_version": __version__,
-        "created": utc_now(),
-        "labels": labels,
-        "types": types,
-        "special": special.as_dict(),
-        "max_length": max_length,
-        "stride": stride,
-        "base": str(base) if base is not None else "scratch",
-        "base_sha256": hashed(base)["sha256"] if base is not None else None,
-        "architecture": model.config.model_type,
-        "parameters": parameters,
-        "zone": zone,
-        "mlm_on_records": {"steps": settings.mlm_steps, "notes": len(mlm_texts)}
-        if mlm_texts
-        else None,
-        "settings": settings.as_dict(),
-        "data": {
-            **(data_info or {}),
-            "train_notes": len(train_docs),
-            "dev_notes": len(dev_docs),
-            "train_windows": len(rows),
-            "train_sha256": _doc_hash(train_docs),
-            "dev_sha256": _doc_hash(dev_docs),
-        },
-        "training": {
-            "steps": step,
-            "max_steps": total,
-            "best_step": best_step,
-            "stopped_early": stopped_early,
-            "device": device,
-            "seconds": round(seconds, 2),
-            "learning_rate": lr,
-            "history": history,
-        },
-        "metrics": {"dev": metrics} if metrics else {},
-    }
-    save_model(out_dir, model, tokenizer, meta)
-    ckpt_path.unlink(missing_ok=True)
-    dev_f1 = float(metrics["exact"]["micro"]["f1"]) if metrics else None
+    meta = model_meta(
+        labels=run.labels,
+        types=types,
+        windowing=run.wnd,
+        base=base,
+        model=model,
+        parameters=parameters,
+        settings=settings,
+        mlm_texts=mlm_texts,
+        data_info=data_info,
+        train_docs=train_docs,
+        dev_docs=dev_docs,
+        train_windows=len(run.rows),
+        loop=st,
+        plan=run.plan,
+        device=run.device,
+        seconds=seconds,
+        metrics=metrics,
+    )
+    save_model(out_dir, model, run.built.tokenizer, meta)
+    run.ckpt_path.unlink(missing_ok=True)
     return TrainResult(
         model_dir=out_dir,
-        steps=step,
-        max_steps=total,
-        resumed_from=resumed_from,
-        stopped_early=stopped_early,
-        best_step=best_step,
-        dev_f1=dev_f1,
+        steps=st.step,
+        max_steps=run.plan.total,
+        resumed_from=run.resumed_from,
+        stopped_early=st.stopped_early,
+        best_step=st.best_step,
+        dev_f1=float(metrics["exact"]["micro"]["f1"]) if metrics else None,
         dev_metrics=metrics,
         train_docs=len(train_docs),
         dev_docs=len(dev_docs),
-        train_windows=len(rows),
+        train_windows=len(run.rows),
         parameters=parameters,
-        tokens_per_second=tokens / max(1e-9, time.monotonic() - t0),
+        tokens_per_second=stats.tokens / max(1e-9, time.monotonic() - stats.started),
         seconds=seconds,
-        mlm_steps=mlm_steps,
-        history=history,
+        mlm_steps=run.built.mlm_steps,
+        history=st.history,
     )
 
 
 # ---------------------------------------------------------------------------
 # Workspace wrapper
+
+
+def model_root(ws: Workspace, name: str) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r}: expected a plain folder name such as 'default'")
+    return ws.models_dir / "ner" / name
 
 
 def is_dev(doc_id: str, fraction: float, seed: int) -> bool:
@@ -599,6 +341,137 @@ def split_dev(
     return train, dev
 
 
+def _training_notes(
+    ws: Workspace,
+    annotations: str,
+    train_gold: Path | None,
+    gold_format: str,
+    inputs: list[dict[str, Any]],
+) -> tuple[list[Document], dict[str, Any]]:
+    """The notes to train on (a gold file, else the workspace's annotations) and where they came from."""
+    if train_gold is not None:
+        docs = read_gold(train_gold, gold_format)
+        inputs.append(hashed(train_gold, ws.root))
+        source: dict[str, Any] = {
+            "kind": "gold file",
+            "path": str(train_gold),
+            "sha256": inputs[-1]["sha256"],
+            "note": "trained on this gold file, not on the workspace's annotations",
+        }
+        return list(docs), source
+    try:
+        from appliance.corpus import read_annotations
+    except ImportError:
+        raise WorkspaceError(
+            "the annotate stage is not available in this installation; train with --train GOLD"
+        ) from None
+    docs = read_annotations(ws, annotations)
+    ann_manifest = ws.annotation_dir(annotations) / "manifest.json"
+    inputs.append(hashed(ann_manifest, ws.root))
+    manifest = read_manifest(ws.annotation_dir(annotations)) or {}
+    from appliance.corpus import release_manifest
+
+    inputs.append(hashed(release_manifest(ws, manifest.get("corpus", "default")), ws.root))
+    source = {
+        "kind": "annotations",
+        "name": annotations,
+        "manifest_sha256": inputs[-1]["sha256"],
+        "annotator": manifest.get("annotator"),
+        "release": manifest.get("release"),
+    }
+    return list(docs), source
+
+
+def _dev_notes(
+    ws: Workspace,
+    docs: list[Document],
+    dev_gold: Path | None,
+    gold_format: str,
+    settings: NerSettings,
+    inputs: list[dict[str, Any]],
+) -> tuple[list[Document], list[Document], dict[str, Any]]:
+    """(train, dev, where dev came from): a dev gold file, else a stable split of the notes."""
+    if dev_gold is not None:
+        dev = read_gold(dev_gold, gold_format)
+        train = list(docs)
+        inputs.append(hashed(dev_gold, ws.root))
+        dev_source: dict[str, Any] = {
+            "kind": "gold file",
+            "path": str(dev_gold),
+            "sha256": inputs[-1]["sha256"],
+        }
+        return train, list(dev), dev_source
+    train, dev = split_dev(docs, settings.dev_fraction, settings.seed)
+    dev_source = {
+        "kind": "split of the training notes",
+        "fraction": settings.dev_fraction,
+        "ids": [d.id for d in dev],
+    }
+    return train, dev, dev_source
+
+
+def _schema_types(ws: Workspace, train: Sequence[Document]) -> list[str]:
+    """The policy's entity types when the notes use no others (the model keeps their order)."""
+    schema_types = ws.policy.entity_schema().labels
+    found = {s.label for d in train for s in d.spans}
+    return schema_types if found <= set(schema_types) else sorted(found)
+
+
+def _record_texts(ws: Workspace, inputs: list[dict[str, Any]]) -> list[str]:
+    """The real notes of the record store, for --mlm-on-records."""
+    from appliance.records.ingest import open_store
+
+    if not (ws.store_manifest).exists():
+        raise WorkspaceError(
+            f"{ws.root}: --mlm-on-records needs ingested records; run `appliance ingest EXPORT`"
+        )
+    mlm_texts = [r.text for r in open_store(ws)]
+    inputs.append(hashed(ws.store_manifest, ws.root))
+    return mlm_texts
+
+
+def _write_stage_manifest(
+    ws: Workspace,
+    root: Path,
+    *,
+    base: str,
+    settings: NerSettings,
+    started: str,
+    inputs: list[dict[str, Any]],
+    source: dict[str, Any],
+    dev_source: dict[str, Any],
+    mlm_on_records: bool,
+    result: TrainResult,
+) -> None:
+    write_manifest(
+        root,
+        {
+            "stage": "ner train",
+            "zone": "real" if mlm_on_records else "screened",
+            "started": started,
+            "finished": utc_now(),
+            "inputs": inputs,
+            "base": base,
+            "settings": settings.as_dict(),
+            "data": {
+                "source": source,
+                "dev": {k: v for k, v in dev_source.items() if k != "ids"},
+                "train_notes": result.train_docs,
+                "dev_notes": result.dev_docs,
+                "real_notes_seen": bool(mlm_on_records),
+            },
+            "model": hashed(root / "model", ws.root),
+            "metrics": {"dev": result.dev_metrics},
+            "training": {
+                "steps": result.steps,
+                "best_step": result.best_step,
+                "stopped_early": result.stopped_early,
+                "resumed_from": result.resumed_from,
+            },
+        },
+    )
+
+
 def run(
     ws: Workspace,
     *,
@@ -613,8 +486,6 @@ def run(
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Train ``models/ner/<name>/`` on the workspace's annotations (or a gold file), with audit entry."""
-    from appliance.documents import read_gold
-
     settings = settings or NerSettings()
     root = ws.ner_model_dir(name)
     base_dir = None if base == "scratch" else Path(base).expanduser().resolve()
@@ -630,67 +501,10 @@ def run(
     inputs: list[dict[str, Any]] = []
     try:
         with ws.lock("ner train"):
-            if train_gold is not None:
-                docs = read_gold(train_gold, gold_format)
-                inputs.append(hashed(train_gold, ws.root))
-                source: dict[str, Any] = {
-                    "kind": "gold file",
-                    "path": str(train_gold),
-                    "sha256": inputs[-1]["sha256"],
-                    "note": "trained on this gold file, not on the workspace's annotations",
-                }
-            else:
-                try:
-                    from appliance.corpus import read_annotations
-                except ImportError:
-                    raise WorkspaceError(
-                        "the annotate stage is not available in this installation; train with --train GOLD"
-                    ) from None
-                docs = read_annotations(ws, annotations)
-                ann_manifest = ws.annotation_dir(annotations) / "manifest.json"
-                inputs.append(hashed(ann_manifest, ws.root))
-                manifest = read_manifest(ws.annotation_dir(annotations)) or {}
-                from appliance.corpus import release_manifest
-
-                inputs.append(
-                    hashed(release_manifest(ws, manifest.get("corpus", "default")), ws.root)
-                )
-                source = {
-                    "kind": "annotations",
-                    "name": annotations,
-                    "manifest_sha256": inputs[-1]["sha256"],
-                    "annotator": manifest.get("annotator"),
-                    "release": manifest.get("release"),
-                }
-            if dev_gold is not None:
-                dev = read_gold(dev_gold, gold_format)
-                train = list(docs)
-                inputs.append(hashed(dev_gold, ws.root))
-                dev_source: dict[str, Any] = {
-                    "kind": "gold file",
-                    "path": str(dev_gold),
-                    "sha256": inputs[-1]["sha256"],
-                }
-            else:
-                train, dev = split_dev(docs, settings.dev_fraction, settings.seed)
-                dev_source = {
-                    "kind": "split of the training notes",
-                    "fraction": settings.dev_fraction,
-                    "ids": [d.id for d in dev],
-                }
-            mlm_texts = None
-            if mlm_on_records:
-                from appliance.records.ingest import open_store
-
-                if not (ws.store_manifest).exists():
-                    raise WorkspaceError(
-                        f"{ws.root}: --mlm-on-records needs ingested records; run `appliance ingest EXPORT`"
-                    )
-                mlm_texts = [r.text for r in open_store(ws)]
-                inputs.append(hashed(ws.store_manifest, ws.root))
-            schema_types = ws.policy.entity_schema().labels
-            found = {s.label for d in train for s in d.spans}
-            types = schema_types if found <= set(schema_types) else sorted(found)
+            docs, source = _training_notes(ws, annotations, train_gold, gold_format, inputs)
+            train, dev, dev_source = _dev_notes(ws, docs, dev_gold, gold_format, settings, inputs)
+            mlm_texts = _record_texts(ws, inputs) if mlm_on_records else None
+            types = _schema_types(ws, train)
             root.mkdir(parents=True, exist_ok=True)
             started = utc_now()
             result = train_model(
@@ -711,35 +525,18 @@ def run(
             )
             if dev_gold is None:
                 # Keep the synthetic dev split with the model: export measures int8 loss on it.
-                from appliance.documents import write_jsonl
-
                 write_jsonl(dev, root / "dev.jsonl")
-            write_manifest(
+            _write_stage_manifest(
+                ws,
                 root,
-                {
-                    "stage": "ner train",
-                    "zone": "real" if mlm_on_records else "screened",
-                    "started": started,
-                    "finished": utc_now(),
-                    "inputs": inputs,
-                    "base": base,
-                    "settings": settings.as_dict(),
-                    "data": {
-                        "source": source,
-                        "dev": {k: v for k, v in dev_source.items() if k != "ids"},
-                        "train_notes": result.train_docs,
-                        "dev_notes": result.dev_docs,
-                        "real_notes_seen": bool(mlm_on_records),
-                    },
-                    "model": hashed(root / "model", ws.root),
-                    "metrics": {"dev": result.dev_metrics},
-                    "training": {
-                        "steps": result.steps,
-                        "best_step": result.best_step,
-                        "stopped_early": result.stopped_early,
-                        "resumed_from": result.resumed_from,
-                    },
-                },
+                base=base,
+                settings=settings,
+                started=started,
+                inputs=inputs,
+                source=source,
+                dev_source=dev_source,
+                mlm_on_records=mlm_on_records,
+                result=result,
             )
     except ApplianceError as exc:
         ws.log("ner train", args=args, inputs=inputs, result=f"error: {exc.message}")

@@ -48,7 +48,7 @@ def exposures(
     gen: Any, canaries: Sequence[str], candidates: int = CANDIDATES, seed: int = 0
 ) -> list[dict[str, Any]]:
     """Exposure in bits of each canary sentence (texts as the generator was trained on them)."""
-    from appliance.generator.train import CANARY_DIGITS, CANARY_FORMAT
+    from appliance.generator.data import CANARY_DIGITS, CANARY_FORMAT
 
     rng = random.Random(seed)
     results = []
