@@ -16,13 +16,15 @@ from typing import Any, TypeVar
 import click
 
 from appliance.errors import ApplianceError
+from appliance.records.readers import FORMATS as READER_FORMATS
 from appliance.workspace import Workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 GOLD_FORMAT = click.Choice(["auto", "conll", "brat", "jsonl"])
-EXPORT_FORMAT = click.Choice(["auto", "csv", "jsonl", "txt", "fhir"])
+# Built from the readers' registry: a new export format shows up here by itself.
+EXPORT_FORMAT = click.Choice(["auto", *READER_FORMATS])
 
 
 class ApplianceGroup(click.Group):

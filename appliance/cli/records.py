@@ -27,7 +27,7 @@ from appliance.errors import InputError
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["csv", "jsonl", "txt", "fhir"]),
+    type=click.Choice(["csv", "jsonl", "txt", "fhir"]),  # the formats the demo writes
     default="csv",
     show_default=True,
     help="Export format.",

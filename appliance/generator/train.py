@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import (
-    ApplianceError,
     ConfigError,
     InputError,
     WorkspaceError,
@@ -120,21 +119,11 @@ def run(
         raise ConfigError("--canaries must be ≥ 0 and --canary-repeats ≥ 1")
     args = {"recipe": rec.recipe.name, "from": str(from_dir) if from_dir else None, "canaries": canaries,
             "canary_repeats": canary_repeats, "max_steps": rec.train.max_steps}  # fmt: skip
-    try:
-        with ws.lock("generator train"):
-            result = _train(ws, rec, from_dir, canaries, canary_repeats, progress, torch)
-    except ApplianceError as exc:
-        ws.log("generator train", args=args, result=f"error: {exc.message}")
-        raise
-    except KeyboardInterrupt:
-        ws.log("generator train", args=args, result="interrupted (checkpoint kept)")
-        raise
-    ws.log(
-        "generator train",
-        args=args,
-        inputs=[hashed(ws.store_manifest, ws.root)],
-        outputs=[hashed(result.manifest_path, ws.root)],
-        details={
+    with ws.stage("generator train", args, interrupted="interrupted (checkpoint kept)") as stage:
+        result = _train(ws, rec, from_dir, canaries, canary_repeats, progress, torch)
+        stage.inputs = [hashed(ws.store_manifest, ws.root)]
+        stage.outputs = [hashed(result.manifest_path, ws.root)]
+        stage.details = {
             "steps": result.steps,
             "resumed_from": result.resumed_from,
             "train_records": result.train_records,
@@ -142,8 +131,7 @@ def run(
             "holdout_perplexity": result.holdout_perplexity,
             "pseudonymized_spans": result.pseudonymized,
             "canaries": result.canaries,
-        },
-    )
+        }
     return result
 
 

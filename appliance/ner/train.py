@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from appliance.documents import Document, read_gold, write_jsonl
-from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
+from appliance.errors import InputError, UsageError, WorkspaceError
 from appliance.ner.build import CHECKPOINT_LABEL, Built, MlmJob, build, resumed
 from appliance.ner.loop import (
     LoopState,
@@ -498,63 +498,51 @@ def run(
         "mlm_on_records": mlm_on_records,
         "settings": settings.as_dict(),
     }
-    inputs: list[dict[str, Any]] = []
-    try:
-        with ws.lock("ner train"):
-            docs, source = _training_notes(ws, annotations, train_gold, gold_format, inputs)
-            train, dev, dev_source = _dev_notes(ws, docs, dev_gold, gold_format, settings, inputs)
-            mlm_texts = _record_texts(ws, inputs) if mlm_on_records else None
-            types = _schema_types(ws, train)
-            root.mkdir(parents=True, exist_ok=True)
-            started = utc_now()
-            result = train_model(
-                train,
-                dev,
-                base=base_dir,
-                out_dir=root / "model",
-                settings=settings,
-                types=types,
-                data_info={
-                    "source": source,
-                    "dev": dev_source,
-                    "real_notes_seen": bool(mlm_on_records),
-                },
-                mlm_texts=mlm_texts,
-                checkpoint_key=ws.data_key if mlm_on_records else None,
-                progress=progress,
-            )
-            if dev_gold is None:
-                # Keep the synthetic dev split with the model: export measures int8 loss on it.
-                write_jsonl(dev, root / "dev.jsonl")
-            _write_stage_manifest(
-                ws,
-                root,
-                base=base,
-                settings=settings,
-                started=started,
-                inputs=inputs,
-                source=source,
-                dev_source=dev_source,
-                mlm_on_records=mlm_on_records,
-                result=result,
-            )
-    except ApplianceError as exc:
-        ws.log("ner train", args=args, inputs=inputs, result=f"error: {exc.message}")
-        raise
-    except KeyboardInterrupt:
-        ws.log("ner train", args=args, inputs=inputs, result="interrupted (checkpoint kept)")
-        raise
-    ws.log(
-        "ner train",
-        args=args,
-        inputs=inputs,
-        outputs=[hashed(root / "manifest.json", ws.root), hashed(root / "model", ws.root)],
-        details={
+    with ws.stage("ner train", args, interrupted="interrupted (checkpoint kept)") as stage:
+        inputs = stage.inputs
+        docs, source = _training_notes(ws, annotations, train_gold, gold_format, inputs)
+        train, dev, dev_source = _dev_notes(ws, docs, dev_gold, gold_format, settings, inputs)
+        mlm_texts = _record_texts(ws, inputs) if mlm_on_records else None
+        types = _schema_types(ws, train)
+        root.mkdir(parents=True, exist_ok=True)
+        started = utc_now()
+        result = train_model(
+            train,
+            dev,
+            base=base_dir,
+            out_dir=root / "model",
+            settings=settings,
+            types=types,
+            data_info={
+                "source": source,
+                "dev": dev_source,
+                "real_notes_seen": bool(mlm_on_records),
+            },
+            mlm_texts=mlm_texts,
+            checkpoint_key=ws.data_key if mlm_on_records else None,
+            progress=progress,
+        )
+        if dev_gold is None:
+            # Keep the synthetic dev split with the model: export measures int8 loss on it.
+            write_jsonl(dev, root / "dev.jsonl")
+        _write_stage_manifest(
+            ws,
+            root,
+            base=base,
+            settings=settings,
+            started=started,
+            inputs=inputs,
+            source=source,
+            dev_source=dev_source,
+            mlm_on_records=mlm_on_records,
+            result=result,
+        )
+        stage.outputs = [hashed(root / "manifest.json", ws.root), hashed(root / "model", ws.root)]
+        stage.details = {
             "steps": result.steps,
             "dev_f1": result.dev_f1,
             "train_notes": result.train_docs,
             "dev_notes": result.dev_docs,
             "zone": "real" if mlm_on_records else "screened",
-        },
-    )
+        }
     return result

@@ -27,7 +27,7 @@ import numpy as np
 
 from appliance.corpus import import_corpus, read_corpus, text_sha256, write_release
 from appliance.documents import Reject
-from appliance.errors import ApplianceError, InputError, IntegrityError, UsageError
+from appliance.errors import InputError, IntegrityError, UsageError
 from appliance.generator.artifact import load_generator
 from appliance.privacy.canary import exposures
 from appliance.privacy.detectors import (
@@ -274,34 +274,24 @@ def run(
         "input": str(input_path) if input_path else None,
         "import_as": import_as,
     }
-    try:
-        with ws.lock("screen"):
-            result = _run(ws, corpus, input_path, import_as, batch_size, progress, index_progress)
-    except ApplianceError as exc:
-        ws.log("screen", args=args, result=f"error: {exc.message}")
-        raise
-    outputs = [hashed(p, ws.root) for p in (result.report_json, result.report_html) if p]
-    if result.release is not None:
-        outputs.append(hashed(result.release, ws.root))
-    inputs = [hashed(ws.store_manifest, ws.root)]
-    if result.corpus is not None:
-        inputs.append(hashed(ws.corpus_dir(result.corpus) / "manifest.json", ws.root))
-    elif input_path is not None and input_path.is_file():
-        inputs.append(hashed(input_path))
-    ws.log(
-        "screen",
-        args=args,
-        inputs=inputs,
-        outputs=outputs,
-        details={
+    with ws.stage("screen", args) as stage:
+        result = _run(ws, corpus, input_path, import_as, batch_size, progress, index_progress)
+        stage.outputs = [hashed(p, ws.root) for p in (result.report_json, result.report_html) if p]
+        if result.release is not None:
+            stage.outputs.append(hashed(result.release, ws.root))
+        stage.inputs = [hashed(ws.store_manifest, ws.root)]
+        if result.corpus is not None:
+            stage.inputs.append(hashed(ws.corpus_dir(result.corpus) / "manifest.json", ws.root))
+        elif input_path is not None and input_path.is_file():
+            stage.inputs.append(hashed(input_path))
+        stage.details = {
             "screened": result.screened,
             "released": result.released,
             "quarantined": result.quarantined,
             "rejected": len(result.rejected),
             "by_detector": dict(result.by_detector),
             "index_rebuilt": result.index_built,
-        },
-    )
+        }
     return result
 
 
