@@ -26,6 +26,7 @@ def appliance(*args, cwd, check=True):
     return proc
 
 
+@pytest.mark.slow  # four formats through every walkthrough command: about a minute
 def test_readme_walkthrough_in_all_formats(tmp_path):
     appliance("init", "ws", cwd=tmp_path)
     exports = {
@@ -64,6 +65,7 @@ def test_ingest_with_rejects_exit_code(tmp_path, strict):
     assert "1 stored" in proc.stdout and "1 rejected (1 empty text)" in proc.stdout
 
 
+@pytest.mark.slow  # trains and samples a generator through the installed command
 def test_generator_commands(tmp_path):
     appliance("init", "ws", cwd=tmp_path)
     for args in (
