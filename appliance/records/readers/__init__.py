@@ -30,8 +30,9 @@ a file whose suffix one format lists is that format; any other file is
 offered, by its first 64 KiB, to each format's ``sniff`` in registry order
 (``sniff_last`` ones after the rest), and the first that claims it wins.
 Sniffers of formats that could both claim a file must exclude each other
-(JSONL claims JSON without a resourceType, FHIR JSON with one). Add the
-new name to the CLI's ``--format`` choices too.
+(JSONL claims JSON without a resourceType, FHIR JSON with one). The CLI's
+``--format`` choices are built from ``FORMATS``, so the new name appears
+there by itself.
 
 ``read_export(path, fmt, options)`` streams ``Record`` and ``Reject`` objects
 in file order with bounded memory: files are read line by line (a physical
