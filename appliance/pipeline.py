@@ -66,7 +66,7 @@ from typing import Any
 
 from appliance import demo as demo_data
 from appliance.annotate.annotators import AnnotatorOptions
-from appliance.annotate.store import run as annotate
+from appliance.annotate.stage import run as annotate
 from appliance.config import _bool, _describe, _float, _int, _read_toml, _spec, _str
 from appliance.corpus import RELEASE_FILE, load_release
 from appliance.errors import ConfigError, InputError

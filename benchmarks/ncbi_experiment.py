@@ -180,7 +180,7 @@ def main() -> None:
 
     from appliance.annotate.annotators import AnnotatorOptions
     from appliance.annotate.lexicon import LexiconAnnotator, load_lexicon
-    from appliance.annotate.store import run as annotate
+    from appliance.annotate.stage import run as annotate
     from appliance.corpus import RELEASE_FILE, load_release, read_annotations
     from appliance.documents import Document, write_jsonl
     from appliance.generator import sample

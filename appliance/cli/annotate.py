@@ -211,12 +211,12 @@ def annotate(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from appliance.annotate import store
+    from appliance.annotate import stage
 
     ws = open_workspace(workspace)
     options = _options(kw)
     with progress("annotating", "notes") as advance:
-        result = store.run(ws, options, corpus=corpus, name=name, progress=advance)
+        result = stage.run(ws, options, corpus=corpus, name=name, progress=advance)
     if as_json:
         print_json(
             {
@@ -306,7 +306,7 @@ def annotate_evaluate(
         }
         if "llm" in options.annotators:
             from appliance.annotate.cache import AnswerCache
-            from appliance.annotate.store import CACHE_NAME
+            from appliance.annotate.stage import CACHE_NAME
 
             cache = AnswerCache(ws.annotations_dir / CACHE_NAME)
     try:

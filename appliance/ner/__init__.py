@@ -3,7 +3,10 @@
     settings.py   NerSettings (what a run was asked for) and the label scheme
     encoding.py   sub-word tokens, label alignment, overlapping windows, stitching spans back
     model.py      scratch BERT + WordPiece tokenizer, local encoders, the saved model folder
-    train.py      training loop (early stopping, resumable checkpoints), MLM on records
+    train.py      the stage: inputs (annotations or gold), dev split, manifest; train_model()
+    build.py      building the model (scratch or a local encoder), MLM pretraining on records
+    loop.py       the training loop: early stopping, resumable checkpoints, dev scores
+    metadata.py   the run's fingerprint and ner.json
     runtime.py    one tagger over PyTorch or onnxruntime backends, batched by length
     package.py    signed model package: manifest of hashes, Ed25519 signature, verification
     export.py     ONNX export, parity check, int8 quantization, model card

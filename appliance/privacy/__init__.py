@@ -1,1 +1,1 @@
-"""Leakage screen: identifiers, n-gram index, near duplicates, distance to closest record."""
+"""Leakage screen: the keyed index of real notes, detectors in a registry, canaries, the report."""

@@ -15,13 +15,14 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from appliance.generator.data import CANARY_DIGITS, CANARY_FORMAT
+from appliance.generator.tokenizer import EOS
+
 CANDIDATES = 2047
 
 
 def _nll(gen: Any, texts: Sequence[str], batch: int = 256) -> list[float]:
     import torch
-
-    from appliance.generator.tokenizer import EOS
 
     tok = gen.tokenizer
     eos = tok.token_to_id(EOS)
@@ -48,7 +49,6 @@ def exposures(
     gen: Any, canaries: Sequence[str], candidates: int = CANDIDATES, seed: int = 0
 ) -> list[dict[str, Any]]:
     """Exposure in bits of each canary sentence (texts as the generator was trained on them)."""
-    from appliance.generator.data import CANARY_DIGITS, CANARY_FORMAT
 
     rng = random.Random(seed)
     results = []

@@ -1,1 +1,1 @@
-"""Records: export readers, the encrypted record store, ingest and the demo export."""
+"""Records: export readers (a registry), the encrypted record store, ingest, stats, the held-out split."""

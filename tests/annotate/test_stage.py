@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from appliance.annotate.annotators import AnnotatorOptions
-from appliance.annotate.store import run
+from appliance.annotate.stage import run
 from appliance.cli import cli
 from appliance.corpus import read_annotations
 from appliance.documents import Document, bio_tags, document_from_json, word_tokens

@@ -30,7 +30,7 @@ def _invoke(*args):
 
 def test_annotations_to_signed_package_to_inference(released_corpus, tmp_path, monkeypatch):
     from appliance.annotate.annotators import AnnotatorOptions
-    from appliance.annotate.store import run as annotate
+    from appliance.annotate.stage import run as annotate
 
     ws = released_corpus.ws
     annotate(ws, AnnotatorOptions(), corpus=released_corpus.corpus)
