@@ -16,6 +16,8 @@ the class's ``exit_code``; anything else is a bug and keeps its traceback.
     │   └── EgressDenied           an endpoint the policy does not allow
     └── DependencyError            an optional package is missing (exit 7); says which extra to install
 
+    Terminated (a KeyboardInterrupt) SIGTERM, handled like Ctrl-C (exit 143; Ctrl-C exits 130)
+
 Lower-level exceptions (OSError, cryptography's InvalidTag, json errors...)
 are translated where they enter, with ``raise ... from exc``.
 """
@@ -89,6 +91,12 @@ class DependencyError(ApplianceError):
     """Raised when an optional dependency is missing; the message says how to install it."""
 
     exit_code = 7
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM (a service
+    manager's stop or timeout): handled exactly like Ctrl-C, so the stage
+    records the interruption and the next run resumes. Exit code 143."""
 
 
 def missing_dependency(package: str, extra: str, purpose: str) -> DependencyError:

@@ -41,7 +41,7 @@ from appliance.config import (
     load_policy,
     render_config,
 )
-from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
+from appliance.errors import ApplianceError, InputError, Terminated, UsageError, WorkspaceError
 from appliance.security.audit import AuditLog, utc_now
 from appliance.security.crypto import atomic_write
 from appliance.security.keys import (
@@ -239,7 +239,11 @@ class Workspace:
             with self.lock(command) if lock else nullcontext():
                 yield run
         except BaseException as exc:
-            result = interrupted if isinstance(exc, KeyboardInterrupt) else audit_message(exc)
+            result = (
+                (interrupted + " (SIGTERM)" if isinstance(exc, Terminated) else interrupted)
+                if isinstance(exc, KeyboardInterrupt)
+                else audit_message(exc)
+            )
             outputs = run.outputs_on_error() if run.outputs_on_error else run.outputs
             self.log(command, args=args, inputs=run.inputs, outputs=outputs, result=result)
             raise

@@ -18,6 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from appliance import crashpoints
 from appliance.errors import WorkspaceError
 from appliance.security.audit import utc_now
 
@@ -56,6 +57,7 @@ class AnswerCache:
             "INSERT OR REPLACE INTO answers (key, content, model, created) VALUES (?, ?, ?, ?)",
             (key, content, model, utc_now()),
         )
+        crashpoints.reached("annotate.cache")
 
     def __len__(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])

@@ -29,7 +29,7 @@ from appliance.cli import (
     screen,
     workspace,
 )
-from appliance.cli.options import ApplianceGroup
+from appliance.cli.options import ApplianceGroup, handle_sigterm
 
 
 @click.group(cls=ApplianceGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,6 +69,7 @@ for command in (
 
 
 def main() -> None:
+    handle_sigterm()
     cli(prog_name="appliance")
 
 

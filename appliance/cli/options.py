@@ -7,6 +7,7 @@ Command modules import from here and never from the group module
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, Terminated
 from appliance.records.readers import FORMATS as READER_FORMATS
 from appliance.workspace import Workspace
 
@@ -36,6 +37,11 @@ class ApplianceGroup(click.Group):
         except ApplianceError as exc:
             click.echo(f"error: {exc.message}", err=True)
             sys.exit(exc.exit_code)
+        except Terminated:
+            click.echo(
+                "terminated (SIGTERM); completed work is kept and the next run resumes", err=True
+            )
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("interrupted; completed work is kept and the next run resumes", err=True)
             sys.exit(130)
@@ -44,6 +50,19 @@ class ApplianceGroup(click.Group):
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
             click.echo(f"error: {exc.strerror or exc}{where}", err=True)
             sys.exit(1)
+
+
+def handle_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` in the main thread, so a service
+    manager's stop is handled like Ctrl-C: the running stage writes its
+    "interrupted" audit line and keeps its committed work. A second SIGTERM
+    during that clean-up kills the process as usual."""
+
+    def on_term(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def workspace_option(f: F) -> F:

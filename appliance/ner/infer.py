@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import crashpoints
 from appliance.documents import Record, Reject
 from appliance.errors import IntegrityError, UsageError, WorkspaceError
 from appliance.ner.encoding import Entity
@@ -278,6 +279,7 @@ class _Journal:
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.done.add(self.tag(note_id))
+        crashpoints.reached("infer.journal")
 
     def close(self) -> None:
         self.fh.close()
@@ -330,6 +332,7 @@ class _StreamWriter:
             self.fh.write(self._frame(text.encode("utf-8"), self.fh.tell()))
             self.fh.flush()
             os.fsync(self.fh.fileno())
+            crashpoints.reached("infer.frame")
         self.journal.commit(record.id, self.fh.tell())
 
     def close(self) -> None:

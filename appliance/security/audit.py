@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from appliance import crashpoints
 from appliance.errors import AuditError
 from appliance.security.crypto import atomic_write
 from appliance.security.keys import PURPOSE_AUDIT, DataKey
@@ -207,6 +208,7 @@ class AuditLog:
                 fh.write(_canonical(entry) + b"\n")
                 fh.flush()
                 os.fsync(fh.fileno())
+                crashpoints.reached("audit.line")
                 head_doc = {
                     "seq": entry["seq"],
                     "hash": entry["hash"],

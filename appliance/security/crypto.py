@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from appliance import crashpoints
 from appliance.errors import IntegrityError
 from appliance.security.keys import PURPOSE_ARTIFACT_AEAD, DataKey
 
@@ -81,6 +82,7 @@ def atomic_write(path: Path, data: bytes | tuple[bytes, ...], mode: int = 0o600)
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    crashpoints.reached("atomic_write")
 
 
 def write_encrypted(path: Path, key: DataKey, plaintext: bytes | memoryview, *, label: str) -> None:
