@@ -218,22 +218,18 @@ def write_release(
     }
     data = (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode()
     key = load_signing_key(ws.signing_key_path)
+    path = folder / RELEASE_FILE
+    # The audit log names the release before and after (see load_release).
+    ws.intend(
+        ws.rel(path),
+        hashlib.sha256(data).hexdigest(),
+        hashed(path)["sha256"] if path.exists() else None,
+    )
     # Signature first: a crash between the two writes leaves an old signature
     # over new bytes, which fails verification rather than passing.
     atomic_write(folder / SIGNATURE_FILE, key.sign(data), 0o644)
     atomic_write(folder / RELEASE_FILE, data, 0o644)
     return folder / RELEASE_FILE
-
-
-def _last_logged_release(ws: Workspace, rel_path: str) -> str | None:
-    last: str | None = None
-    for _, entry in ws.audit.entries():
-        if entry.get("command") != "screen" or entry.get("result", "ok") != "ok":
-            continue
-        for out in entry.get("outputs") or ():
-            if isinstance(out, dict) and out.get("path") == rel_path:
-                last = out.get("sha256")
-    return last
 
 
 def load_release(ws: Workspace, corpus: str = "default") -> dict[str, Any]:
@@ -249,6 +245,15 @@ def load_release(ws: Workspace, corpus: str = "default") -> dict[str, Any]:
         )
     sig_path = folder / SIGNATURE_FILE
     data = path.read_bytes()
+    # The release must be the one the audit log last recorded for the corpus
+    # (no rollback to an older, authentic one), or, if a screen was stopped
+    # while writing it, one of the two its intent line names.
+    state = ws.recorded_state(ws.rel(path), commands=("screen",))
+    current_sha256 = hashlib.sha256(data).hexdigest()
+    interrupted = WorkspaceError(
+        f"the screen of synthetic corpus '{corpus}' was stopped while writing its release; "
+        f"run `appliance screen --corpus {corpus}` again (annotation waits for a complete release)"
+    )
     try:
         signature = sig_path.read_bytes()
     except FileNotFoundError:
@@ -256,6 +261,8 @@ def load_release(ws: Workspace, corpus: str = "default") -> dict[str, Any]:
     try:
         load_public_key(public_key_path(ws)).verify(signature, data)
     except InvalidSignature:
+        if state.intent is not None:
+            raise interrupted from None
         raise IntegrityError(
             f"{path}: release signature does not verify (the release manifest was changed "
             "after the screen signed it, or signed with another key); rerun `appliance screen`"
@@ -269,12 +276,14 @@ def load_release(ws: Workspace, corpus: str = "default") -> dict[str, Any]:
             f"synthetic corpus '{corpus}' changed after it was screened "
             f"(notes were added or replaced); run `appliance screen --corpus {corpus}` again"
         )
-    logged = _last_logged_release(ws, ws.rel(path))
-    if logged != hashed(path)["sha256"]:
+    if not state.accepts(current_sha256):
+        if state.intent is not None:
+            raise interrupted
         raise IntegrityError(
             f"{path}: not the release the audit log last recorded for this corpus "
-            "(an older release was put back, or the screen was not completed); rerun `appliance screen`"
+            "(an older release was put back); rerun `appliance screen`"
         )
+    ws.settle(state, current_sha256)
     return dict(body)
 
 

@@ -185,6 +185,9 @@ class Workspace:
         """Check the audit log; an initialized workspace must have one."""
         return self.audit.verify(expect_entries=True)
 
+    _run: StageRun | None = None
+    _holds_lock: bool = False
+
     def log(self, command: str, **kwargs: Any) -> dict[str, Any]:
         """Append an audit entry stamped with this workspace's policy hash.
 
@@ -210,9 +213,11 @@ class Workspace:
                 raise WorkspaceError(
                     f"{self.root}: another appliance command is writing to this workspace; wait for it to finish ({what})"
                 ) from None
+            self._holds_lock = True
             try:
                 yield
             finally:
+                self._holds_lock = False
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     @contextmanager
@@ -237,6 +242,7 @@ class Workspace:
         run = StageRun(command, args)
         try:
             with self.lock(command) if lock else nullcontext():
+                self._start(run, locked=lock)
                 yield run
         except BaseException as exc:
             result = (
@@ -245,9 +251,126 @@ class Workspace:
                 else audit_message(exc)
             )
             outputs = run.outputs_on_error() if run.outputs_on_error else run.outputs
-            self.log(command, args=args, inputs=run.inputs, outputs=outputs, result=result)
+            if run.started is not None:
+                self.log(
+                    command,
+                    args=args,
+                    inputs=run.inputs,
+                    outputs=outputs,
+                    result=result,
+                    started=run.started,
+                )
             raise
-        self.log(command, args=args, inputs=run.inputs, outputs=run.outputs, details=run.details)
+        finally:
+            self._run = None
+        self.log(
+            command,
+            args=args,
+            inputs=run.inputs,
+            outputs=run.outputs,
+            details=run.details,
+            started=run.started,
+        )
+
+    # -- the commit protocol -------------------------------------------------
+    #
+    # A stage's work is bracketed by two authenticated audit lines: ``started``
+    # when it begins and its closing line (ok, error, interrupted) when it
+    # ends, linked by ``started``. A file whose state the audit log vouches
+    # for (the store manifest, a corpus release) is changed only after an
+    # ``intent`` line naming its current and its next SHA-256. Whatever stops
+    # the process, the file is then in one of exactly the two states the log
+    # names; anything else is tampering. See SECURITY.md, "Crash safety".
+
+    def _start(self, run: StageRun, *, locked: bool) -> None:
+        """Write the stage's ``started`` line; acknowledge earlier interrupted runs of it."""
+        resumes = [r.seq for r in self.interrupted_runs() if r.command == run.command]
+        details: dict[str, Any] = {"lock": locked}
+        if resumes:
+            details["resumes"] = resumes
+        entry = self.log(run.command, args=run.args, result=STARTED, details=details)
+        run.started = entry["seq"]
+        self._run = run
+
+    def interrupted_runs(self) -> list[InterruptedRun]:
+        """Stages that started and never wrote a closing line, and are not running now.
+
+        A run is settled once the same command starts again (it resumes the
+        work, and says so in its ``started`` line).
+        """
+        open_runs: dict[int, dict[str, Any]] = {}
+        for _, entry in self.audit.entries():
+            if entry.get("result") == STARTED:
+                open_runs[entry["seq"]] = entry
+                for seq in (entry.get("details") or {}).get("resumes", ()):
+                    open_runs.pop(seq, None)
+            elif isinstance(entry.get("started"), int) and entry.get("result") != INTENT:
+                open_runs.pop(entry["started"], None)
+        runs = []
+        for seq, entry in open_runs.items():
+            if self._run is not None and self._run.started == seq:
+                continue
+            locked = bool((entry.get("details") or {}).get("lock", True))
+            if not (locked and self._holds_lock) and _may_be_running(entry):
+                continue
+            runs.append(InterruptedRun.from_entry(entry))
+        return runs
+
+    def intend(self, rel_path: str, new_sha256: str, old_sha256: str | None) -> None:
+        """Log that the running stage is about to change ``rel_path`` from one state to another.
+
+        Called right before the atomic write that makes the change; outside a
+        stage (library use without :meth:`stage`) nothing vouches for the
+        file's state, and nothing is logged.
+        """
+        run = self._run
+        if run is None:
+            return
+        self.log(
+            run.command,
+            args=run.args,
+            outputs=[{"path": rel_path, "sha256": new_sha256, "from": old_sha256}],
+            result=INTENT,
+            started=run.started,
+        )
+
+    def recorded_state(self, rel_path: str, *, commands: tuple[str, ...] = ()) -> RecordedState:
+        """What the audit log says ``rel_path`` should be (only ``commands``' lines, if given).
+
+        Lines of a run that failed count only if they record the file (a
+        failed ingest records the store state it left).
+        """
+        sha256: str | None = None
+        intent: dict[str, Any] | None = None
+        for _, entry in self.audit.entries():
+            if commands and entry.get("command") not in commands:
+                continue
+            for out in entry.get("outputs") or ():
+                if isinstance(out, dict) and out.get("path") == rel_path:
+                    if entry.get("result") == INTENT:
+                        intent = entry
+                    else:
+                        sha256, intent = out.get("sha256"), None
+        return RecordedState(rel_path, sha256, intent)
+
+    def settle(self, state: RecordedState, current: str | None) -> None:
+        """Record which of an interrupted change's two states was found, under the lock.
+
+        Without the lock another command may be between its intent and its
+        write, so nothing is settled; the state is accepted as it is.
+        """
+        if state.intent is None or not self._holds_lock:
+            return
+        out = state.intent_output
+        self.log(
+            str(state.intent.get("command")),
+            outputs=[{"path": state.path, "sha256": current}],
+            result=RECOVERED,
+            details={
+                "intent": state.intent["seq"],
+                "found": "after" if current == out.get("sha256") else "before",
+            },
+        )
 
     # -- manifests ---------------------------------------------------------
 
@@ -269,6 +392,93 @@ class StageRun:
     details: dict[str, Any] = field(default_factory=dict)
     # Outputs to record when the stage fails part-way (default: ``outputs``).
     outputs_on_error: Callable[[], list[dict[str, Any]]] | None = None
+    # The seq of its ``started`` line in the audit log.
+    started: int | None = None
+
+
+STARTED = "started"
+INTENT = "intent"
+RECOVERED = "recovered"
+
+
+@dataclass(frozen=True)
+class RecordedState:
+    """What the audit log vouches for about one file (see :meth:`Workspace.recorded_state`)."""
+
+    path: str
+    sha256: str | None  # the last state a command recorded (None: never recorded)
+    intent: dict[str, Any] | None  # an intent line not followed by the state it announced
+
+    @property
+    def intent_output(self) -> dict[str, Any]:
+        assert self.intent is not None
+        return next(o for o in self.intent["outputs"] if o.get("path") == self.path)
+
+    def accepts(self, current: str | None) -> bool:
+        """True for the recorded state, or, after an interrupted change, either of its two states."""
+        if self.intent is None:
+            return current == self.sha256
+        out = self.intent_output
+        return current in (out.get("from"), out.get("sha256"))
+
+
+@dataclass(frozen=True)
+class InterruptedRun:
+    """A stage that started and never finished: killed, or the machine stopped."""
+
+    seq: int
+    command: str
+    time: str
+    pid: int | None
+    args: dict[str, Any]
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> InterruptedRun:
+        return cls(
+            seq=int(entry["seq"]),
+            command=str(entry.get("command")),
+            time=str(entry.get("time", "")),
+            pid=entry.get("pid") if isinstance(entry.get("pid"), int) else None,
+            args=dict(entry.get("args") or {}),
+        )
+
+    def describe(self) -> str:
+        when = self.time.replace("T", " ")[:19]
+        return (
+            f"`{self.command}` (pid {self.pid}, started {when} UTC, audit line {self.seq}) "
+            f"stopped without finishing; {RESUME_HINTS.get(self.command, RESUME_DEFAULT)}"
+        )
+
+
+RESUME_DEFAULT = "run it again: it resumes from its last committed work"
+RESUME_HINTS = {
+    "ingest": "the records it committed are kept; ingest the same export again to add the rest",
+    "generator train": "run it again: training resumes from its last checkpoint",
+    "ner train": "run it again: training resumes from its last checkpoint",
+    "generate": "run it again: it keeps the notes written and generates the rest",
+    "screen": "run it again: annotation waits for a complete release",
+    "annotate": "run it again: answers already cached are not asked again",
+    "infer": "run it again with the same --out: it resumes after the last note written",
+    "export": "run it again: the package is replaced only once complete",
+}
+
+
+def _may_be_running(entry: dict[str, Any]) -> bool:
+    """Whether the process that wrote ``entry`` may still be alive (same host, pid exists)."""
+    import socket
+
+    pid = entry.get("pid")
+    if entry.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def audit_message(exc: BaseException) -> str:

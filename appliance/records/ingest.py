@@ -72,12 +72,17 @@ class IngestResult:
 
 
 def open_store(ws: Workspace) -> RecordStore:
-    """Open the record store, checking it is the state the audit log last recorded.
+    """Open the record store, checking it is the state the audit log vouches for.
 
     The store manifest is authenticated, but an older authentic manifest
     could be put back (records would silently disappear). The audit log's
     authenticated chain records the hash of every store state a command
-    produced, so the current one must be the last of them.
+    produced, so the current one must be the last of them, or, when a
+    command was stopped while changing it, one of the two states its
+    ``intent`` line names (the one before and the one after). Under the
+    workspace lock, which of the two was found is then recorded; each later
+    change of the store logs its intent first (see SECURITY.md, "Crash
+    safety").
     """
     store = RecordStore(
         ws.records_dir,
@@ -85,13 +90,9 @@ def open_store(ws: Workspace) -> RecordStore:
         shard_max_records=ws.config.store.shard_max_records,
         shard_max_bytes=ws.config.store.shard_max_bytes,
     )
-    last: str | None = None
-    for _, entry in ws.audit.entries():
-        for out in entry.get("outputs") or ():
-            if isinstance(out, dict) and out.get("path") == STORE_MANIFEST:
-                last = out.get("sha256")
+    state = ws.recorded_state(STORE_MANIFEST)
     current = hashed(store.manifest_path)["sha256"] if store.manifest_path.exists() else None
-    if current != last:
+    if not state.accepts(current):
         if current is None:
             raise IntegrityError(
                 f"{store.manifest_path}: missing, but the audit log records a store"
@@ -100,6 +101,8 @@ def open_store(ws: Workspace) -> RecordStore:
             f"{store.manifest_path}: not the store state the audit log last recorded "
             "(the record store was rolled back or replaced outside the appliance)"
         )
+    ws.settle(state, current)
+    store.before_manifest = lambda old, new: ws.intend(STORE_MANIFEST, new, old)
     return store
 
 

@@ -32,7 +32,7 @@ import hmac
 import json
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,10 @@ class RecordStore:
         self._mac_key = key.derive(PURPOSE_STORE_MAC)
         self.shard_max_records = shard_max_records
         self.shard_max_bytes = shard_max_bytes
+        # Called with (current SHA-256 or None, next SHA-256) right before
+        # store.json is replaced, so the workspace can log its intent first.
+        self.before_manifest: Callable[[str | None, str], None] | None = None
+        self._manifest_sha256: str | None = None
         self.shards: list[ShardInfo] = self._load_manifest()
         self.cache_bytes = SHARD_CACHE_BYTES
         self._cache: OrderedDict[tuple[str, str], tuple[int, dict[bytes, bytes]]] = OrderedDict()
@@ -122,13 +126,17 @@ class RecordStore:
 
     def _load_manifest(self) -> list[ShardInfo]:
         if not self.manifest_path.exists():
-            if self.shard_dir.exists() and any(self._committed_names_on_disk()):
+            if self.shard_dir.exists() and any(
+                not self._pending_marker(name).exists() for name in self._committed_names_on_disk()
+            ):
+                # (A first shard with its marker is an interrupted first commit.)
                 raise IntegrityError(
                     f"{self.manifest_path}: missing while shards exist; the store's manifest was deleted"
                 )
             return []
         try:
-            doc = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            raw = self.manifest_path.read_bytes()
+            doc = json.loads(raw.decode("utf-8"))
             tag = doc.pop("mac")
         except (ValueError, KeyError, TypeError, AttributeError):
             raise IntegrityError(f"{self.manifest_path}: unreadable store manifest") from None
@@ -144,6 +152,7 @@ class RecordStore:
                 f"{self.manifest_path}: authentication failed (the store manifest was edited)"
             )
         shards = [ShardInfo(**s) for s in doc["shards"]]
+        self._manifest_sha256 = hashlib.sha256(raw).hexdigest()
         listed = {info.name for info in shards}
         for name in self._committed_names_on_disk() if self.shard_dir.exists() else ():
             if name not in listed and not self._pending_marker(name).exists():
@@ -163,7 +172,12 @@ class RecordStore:
             "shards": [s.as_dict() for s in self.shards],
         }
         body["mac"] = self._manifest_mac(body)
-        atomic_write(self.manifest_path, (json.dumps(body, indent=1) + "\n").encode(), 0o600)
+        data = (json.dumps(body, indent=1) + "\n").encode()
+        new_sha256 = hashlib.sha256(data).hexdigest()
+        if self.before_manifest is not None:
+            self.before_manifest(self._manifest_sha256, new_sha256)
+        atomic_write(self.manifest_path, data, 0o600)
+        self._manifest_sha256 = new_sha256
 
     def _committed_names_on_disk(self) -> Iterator[str]:
         return (p.name for p in sorted(self.shard_dir.glob("shard-*.bin")))

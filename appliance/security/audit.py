@@ -21,6 +21,22 @@ Three layers, each catching what the one before cannot:
 
 ``append`` refuses to write when the log does not end where the head says,
 so a command can never paper over tampering by writing a fresh head.
+
+A process killed while appending (``kill -9``, a power cut) can leave two
+states, and only these two are repaired, by the next append, which records
+the repair in an ``audit recover`` line of its own:
+
+* an incomplete final line (no newline): its head was never written, so the
+  head still names the line before it. The fragment is removed. Nothing
+  authenticated is lost: a line counts only once its head is written.
+* a complete final line whose head was not yet written: the head is one line
+  behind, and the line's MAC proves the appliance wrote it. The head is
+  advanced.
+
+Anything else (a fragment in the middle, a head ahead of the log or more than
+one line behind, a line whose MAC fails) is tampering, and refused as before.
+``verify`` reports a repairable state without failing, so ``audit verify``
+and ``doctor`` tell an interrupted write from an edit.
 """
 
 from __future__ import annotations
@@ -73,6 +89,17 @@ class VerifyResult:
     entries: int
     head: str
     authenticated: bool  # False when checked without the key (chain only)
+    # Left by an interrupted append, repaired by the next one (see the module docstring).
+    interrupted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """The end of the log: the last complete line, and a fragment after it."""
+
+    last: dict[str, Any] | None
+    fragment: int  # bytes after the last newline (an interrupted write)
+    size: int
 
 
 class AuditLog:
@@ -125,23 +152,25 @@ class AuditLog:
 
     # -- writing -----------------------------------------------------------
 
-    def _last_entry(self, fh: IO[bytes]) -> tuple[int, dict[str, Any]] | None:
-        """The last line (number, entry), read backwards from the end."""
+    def _tail(self, fh: IO[bytes]) -> _Tail:
+        """The last complete line, read backwards from the end, and any fragment after it."""
         fh.seek(0, os.SEEK_END)
         size = fh.tell()
         if size == 0:
-            return None
+            return _Tail(None, 0, 0)
         block, pos = b"", size
-        while pos > 0 and block.rstrip(b"\n").count(b"\n") < 1:
+        while True:
+            cut = block.rfind(b"\n")
+            if pos == 0 or (cut >= 0 and block.rfind(b"\n", 0, cut) >= 0):
+                break  # the last complete line lies whole in the block
             step = min(1 << 16, pos)
             pos -= step
             fh.seek(pos)
             block = fh.read(step) + block
-        if not block.endswith(b"\n"):
-            raise AuditError(
-                f"{self.path}: the last line is incomplete (a write was cut off); run `appliance audit verify`"
-            )
-        raw = block.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        if cut < 0:
+            return _Tail(None, len(block), size)
+        raw = block[block.rfind(b"\n", 0, cut) + 1 : cut]
+        fragment = len(block) - cut - 1
         try:
             entry = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -156,7 +185,43 @@ class AuditLog:
             raise AuditError(
                 f"{self.path}: the last line is not an audit entry; run `appliance audit verify`"
             )
-        return entry["seq"], entry
+        return _Tail(entry, fragment, size)
+
+    def _line_verifies(self, entry: dict[str, Any], prev: str) -> bool:
+        return (
+            self._mac_key is not None
+            and entry.get("hash") == entry_hash(entry)
+            and entry.get("prev") == prev
+            and hmac.compare_digest(str(entry.get("mac", "")), self._line_mac(entry["hash"]))
+        )
+
+    def _repairs(self, tail: _Tail, head: tuple[int, str] | None) -> list[str]:
+        """What an interrupted append left, as repairs to make; AuditError if it is not that.
+
+        The only states accepted are those an append killed at any instant
+        leaves (see the module docstring).
+        """
+        expected = head or (0, GENESIS)
+        last = tail.last
+        if last is None:
+            if head is not None:
+                raise AuditError(
+                    f"{self.path}: empty or missing, but {head[0]} entries were written; refusing to append"
+                )
+            return [f"incomplete first line ({tail.fragment} bytes)"] if tail.fragment else []
+        at = (last["seq"], last["hash"])
+        repairs = []
+        if at != expected:
+            if last["seq"] == expected[0] + 1 and self._line_verifies(last, expected[1]):
+                repairs.append(f"head advanced to line {last['seq']}")
+            else:
+                raise AuditError(
+                    f"{self.path}: does not end where its authenticated head says (seq {expected[0]}); "
+                    "refusing to append; run `appliance audit verify`"
+                )
+        if tail.fragment:
+            repairs.insert(0, f"incomplete line after line {last['seq']} ({tail.fragment} bytes)")
+        return repairs
 
     def append(
         self,
@@ -168,53 +233,84 @@ class AuditLog:
         policy_sha256: str | None = None,
         result: str = "ok",
         details: dict[str, Any] | None = None,
+        started: int | None = None,
     ) -> dict[str, Any]:
-        """Append one entry under an exclusive lock; refuse if the log does not end at its head."""
+        """Append one entry under an exclusive lock; refuse if the log does not end at its head.
+
+        ``started`` links a stage's closing line to its ``started`` line.
+        What an interrupted append left is repaired first (module docstring).
+        """
         if self._mac_key is None:
             raise AuditError(f"{self.path}: cannot append without the workspace data key")
         with self._locked(exclusive=True):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "r+b") as fh:
-                last = self._last_entry(fh)
-                head = self._read_head()
-                if last is None and head is not None:
-                    raise AuditError(
-                        f"{self.path}: empty or missing, but {head[0]} entries were written; refusing to append"
+                tail = self._tail(fh)
+                repairs = self._repairs(tail, self._read_head())
+                last = tail.last
+                if repairs:
+                    # Repair first, then say so in a line of its own.
+                    if tail.fragment:
+                        fh.truncate(tail.size - tail.fragment)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    last = self._write(
+                        fh,
+                        last,
+                        {
+                            "command": "audit recover",
+                            "result": "recovered",
+                            "details": {"interrupted_write": repairs},
+                        },
                     )
-                if last is not None:
-                    expected = head or (0, GENESIS)
-                    if (last[1]["seq"], last[1]["hash"]) != expected:
-                        raise AuditError(
-                            f"{self.path}: does not end where its authenticated head says (seq {expected[0]}); "
-                            "refusing to append; run `appliance audit verify`"
-                        )
-                entry: dict[str, Any] = {
-                    "seq": (last[1]["seq"] + 1) if last else 1,
-                    "time": utc_now(),
-                    "user": _user(),
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "command": command,
-                    "args": args or {},
-                    "inputs": inputs or [],
-                    "outputs": outputs or [],
-                    "policy_sha256": policy_sha256,
-                    "result": result,
-                    "details": details or {},
-                    "prev": last[1]["hash"] if last else GENESIS,
-                }
-                entry["hash"] = entry_hash(entry)
-                entry["mac"] = self._line_mac(entry["hash"])
-                fh.write(_canonical(entry) + b"\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-                crashpoints.reached("audit.line")
-                head_doc = {
-                    "seq": entry["seq"],
-                    "hash": entry["hash"],
-                    "mac": self._head_mac(entry["seq"], entry["hash"]),
-                }
-                atomic_write(self.head_path, json.dumps(head_doc).encode() + b"\n")
+                entry = self._write(
+                    fh,
+                    last,
+                    {
+                        "command": command,
+                        "args": args or {},
+                        "inputs": inputs or [],
+                        "outputs": outputs or [],
+                        "policy_sha256": policy_sha256,
+                        "result": result,
+                        "details": details or {},
+                        **({"started": started} if started is not None else {}),
+                    },
+                )
+        return entry
+
+    def _write(
+        self, fh: IO[bytes], last: dict[str, Any] | None, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write one line after ``last``, sync it, then the head."""
+        entry: dict[str, Any] = {
+            "seq": (last["seq"] + 1) if last else 1,
+            "time": utc_now(),
+            "user": _user(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "command": fields.pop("command"),
+            "args": {},
+            "inputs": [],
+            "outputs": [],
+            "policy_sha256": None,
+            "result": "ok",
+            "details": {},
+            **fields,
+            "prev": last["hash"] if last else GENESIS,
+        }
+        entry["hash"] = entry_hash(entry)
+        entry["mac"] = self._line_mac(entry["hash"])
+        fh.write(_canonical(entry) + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+        crashpoints.reached("audit.line")
+        head_doc = {
+            "seq": entry["seq"],
+            "hash": entry["hash"],
+            "mac": self._head_mac(entry["seq"], entry["hash"]),
+        }
+        atomic_write(self.head_path, json.dumps(head_doc).encode() + b"\n")
         return entry
 
     # -- reading -----------------------------------------------------------
@@ -224,19 +320,20 @@ class AuditLog:
         if not self.path.exists():
             return None
         with open(self.path, "rb") as fh:
-            last = self._last_entry(fh)
-        return last[1] if last else None
+            return self._tail(fh).last
 
     def entries(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Yield (line number, entry); a line that is not an entry raises AuditError naming it."""
+        """Yield (line number, entry); a line that is not an entry raises AuditError naming it.
+
+        An incomplete final line (an interrupted append, repaired by the next
+        one) is not an entry and is not yielded; ``verify`` reports it.
+        """
         if not self.path.exists():
             return
         with open(self.path, "rb") as fh:
             for lineno, raw in enumerate(fh, 1):
                 if not raw.endswith(b"\n"):
-                    raise AuditError(
-                        f"{self.path}: line {lineno} is incomplete (a write was cut off or the file truncated)"
-                    )
+                    return
                 if not raw.strip():
                     raise AuditError(
                         f"{self.path}: line {lineno} is blank (a line was removed or edited)"
@@ -260,6 +357,8 @@ class AuditLog:
         prev = GENESIS
         count = 0
         keyed = self._mac_key is not None
+        interrupted: list[str] = []
+        last_entry: dict[str, Any] | None = None
         for lineno, entry in self.entries():
             where = f"{self.path}: line {lineno} (seq {entry.get('seq')})"
             if entry.get("hash") != entry_hash(entry):
@@ -278,8 +377,30 @@ class AuditLog:
                 raise AuditError(f"{where}: expected seq {lineno}; lines were deleted or reordered")
             prev = entry["hash"]
             count = lineno
+            last_entry = entry
+        if self.path.exists():
+            with open(self.path, "rb") as fh:
+                fragment = self._tail(fh).fragment
+            if fragment:
+                interrupted.append(
+                    f"line {count + 1} is incomplete ({fragment} bytes): an append was interrupted; "
+                    "the next command removes it"
+                )
         if keyed:
             head = self._read_head()
+            behind = (
+                last_entry is not None
+                and (head[0] if head else 0) == count - 1
+                and (head[1] if head else GENESIS) == last_entry["prev"]
+            )
+            if behind:
+                # The last line verified above (hash, MAC, link); only its head
+                # was not written yet.
+                interrupted.append(
+                    f"line {count} was written but the head not yet updated (an interrupted append); "
+                    "the next command advances the head"
+                )
+                head = (count, prev)
             if head is None:
                 if count or expect_entries:
                     raise AuditError(
@@ -301,4 +422,6 @@ class AuditLog:
             raise AuditError(
                 f"{self.path}: missing or empty, but this workspace was initialized with an audit log"
             )
-        return VerifyResult(entries=count, head=prev, authenticated=keyed)
+        return VerifyResult(
+            entries=count, head=prev, authenticated=keyed, interrupted=tuple(interrupted)
+        )

@@ -176,3 +176,85 @@ def test_concurrent_appends_and_verifies_never_false_alarm(tmp_path):
         p.join()
         assert p.exitcode == 0
     assert checker.verify().entries == 61
+
+
+# -- an append killed part-way (kill -9, power cut) ---------------------------
+
+
+def test_head_one_line_behind_is_an_interrupted_append_and_is_repaired(log):
+    # The line was synced, then the process died before writing the head.
+    old_head = log.head_path.read_bytes()
+    log.append("cmd5")
+    log.head_path.write_bytes(old_head)
+
+    result = log.verify()
+    assert result.entries == 6
+    assert len(result.interrupted) == 1 and "head not yet updated" in result.interrupted[0]
+
+    entry = log.append("next")
+    entries = [e for _, e in log.entries()]
+    assert [e["command"] for e in entries[-2:]] == ["audit recover", "next"]
+    assert "head advanced to line 6" in entries[-2]["details"]["interrupted_write"][0]
+    assert entry["seq"] == 8
+    assert log.verify().interrupted == ()
+
+
+def test_incomplete_final_line_is_an_interrupted_append_and_is_removed(log):
+    intact = log.path.read_bytes()
+    with open(log.path, "ab") as fh:
+        fh.write(b'{"seq": 6, "time": "2026-')  # the write was cut off; no head for it
+
+    result = log.verify()
+    assert result.entries == 5
+    assert "line 6 is incomplete" in result.interrupted[0]
+    assert log.last_entry()["seq"] == 5
+
+    log.append("next")
+    assert log.path.read_bytes().startswith(intact)
+    entries = [e for _, e in log.entries()]
+    assert [e["command"] for e in entries[5:]] == ["audit recover", "next"]
+    assert log.verify() == log.verify() and log.verify().interrupted == ()
+
+
+def test_incomplete_first_line_is_removed(tmp_path):
+    log = AuditLog(tmp_path / "audit.log", DataKey(b"k" * 32))
+    log.path.write_bytes(b'{"seq": 1, "ti')
+    assert log.verify().entries == 0
+    log.append("init")
+    assert [e["command"] for _, e in log.entries()] == ["audit recover", "init"]
+
+
+def test_a_line_without_a_valid_mac_is_not_taken_for_an_interrupted_append(log, tmp_path):
+    # Someone appends a well-chained line (no key needed for the chain) and rolls
+    # the head back: the line's MAC gives it away.
+    from appliance.security.audit import entry_hash
+
+    lines = _lines(log)
+    old_head = log.head_path.read_bytes()
+    forged = json.loads(lines[-1])
+    forged.update(seq=6, prev=forged["hash"], command="forged")
+    forged["hash"] = entry_hash(forged)
+    log.path.write_text("".join(lines) + json.dumps(forged) + "\n")
+    log.head_path.write_bytes(old_head)
+    with pytest.raises(AuditError, match="MAC does not verify"):
+        log.verify()
+    with pytest.raises(AuditError, match="does not end where its authenticated head says"):
+        log.append("next")
+
+
+def test_head_two_lines_behind_is_tampering(log):
+    old_head = log.head_path.read_bytes()
+    log.append("a")
+    log.append("b")
+    log.head_path.write_bytes(old_head)
+    with pytest.raises(AuditError, match="does not match the authenticated head"):
+        log.verify()
+    with pytest.raises(AuditError, match="does not end where its authenticated head says"):
+        log.append("next")
+
+
+def test_fragment_in_the_middle_is_tampering(log):
+    lines = _lines(log)
+    log.path.write_text("".join(lines[:2]) + lines[2][:-30] + "".join(lines[3:]))
+    with pytest.raises(AuditError):
+        log.verify()
