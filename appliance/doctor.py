@@ -262,6 +262,10 @@ def _check_workspace(root: Path) -> list[Check]:
         checks.append(
             Check("audit log", "ok", f"{result.entries} entries, chain, MACs and head intact")
         )
+        for note in result.interrupted:
+            checks.append(Check("interrupted write", "warn", f"recoverable: {note}"))
+        for stopped in ws.interrupted_runs():
+            checks.append(Check("interrupted stage", "warn", f"recoverable: {stopped.describe()}"))
     except ApplianceError as exc:
         checks.append(Check("audit log", "fail", exc.message))
     except OSError as exc:

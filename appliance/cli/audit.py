@@ -37,6 +37,10 @@ def audit_verify(workspace: Path | None) -> None:
     # check would write a fresh head over the evidence of a truncation.
     ws.log("audit verify", details={"entries": result.entries, "head": result.head})
     click.echo(f"audit log intact: {result.entries} entries, head {result.head[:16]}")
+    for note in result.interrupted:
+        click.echo(f"interrupted write (recoverable): {note}")
+    for run in ws.interrupted_runs():
+        click.echo(f"interrupted stage (recoverable): {run.describe()}")
 
 
 @audit.command("show")

@@ -320,7 +320,13 @@ class RecordStore:
         atomic_write(self.shard_dir / name, data, 0o600)
         info = ShardInfo(name, count, len(data), hashlib.sha256(data).hexdigest())
         self.shards.append(info)
-        self._write_manifest()
+        try:
+            self._write_manifest()
+        except BaseException:
+            # Not committed (say, interrupted before the manifest): the marked
+            # shard is removed by the next ingest, which stores its rows again.
+            self.shards.remove(info)
+            raise
         marker.unlink()
         return info
 
@@ -362,8 +368,10 @@ class StoreWriter:
 
     def flush(self) -> None:
         if self.pending.entries:
-            self.committed.append(self.store._commit_shard(self.pending))
-            self.pending = _Pending()
+            # Taken off first: a commit that fails part-way is never retried
+            # with the same entries (which would store them twice).
+            pending, self.pending = self.pending, _Pending()
+            self.committed.append(self.store._commit_shard(pending))
 
     def __enter__(self) -> StoreWriter:
         return self

@@ -24,7 +24,9 @@ def template(tmp_path_factory):
     ok("demo-data", root / "export", "--notes", NOTES, "--format", "csv", "--seed", 3)
     ok("init", root / "ws")
     config = root / "ws" / "appliance.toml"
-    config.write_text(re.sub(r"shard_max_records = \d+", "shard_max_records = 150", config.read_text()))
+    config.write_text(
+        re.sub(r"shard_max_records = \d+", "shard_max_records = 150", config.read_text())
+    )
     return root
 
 
@@ -98,7 +100,7 @@ def test_interrupted_ingest_is_reported_then_resumed(template, tmp_path):
     assert run("ingest", export, "-w", ws, crash_at="atomic_write:4").returncode == -signal.SIGKILL
     verify = ok("audit", "verify", "-w", ws)
     assert "`ingest`" in verify.stdout and "stopped without finishing" in verify.stdout
-    doctor = run("doctor", "-w", ws)
+    doctor = run("doctor", "-w", ws, "--json")
     assert "stopped without finishing" in doctor.stdout
     _assert_complete(ws, export)
     assert "stopped without finishing" not in ok("audit", "verify", "-w", ws).stdout
