@@ -186,7 +186,11 @@ def test_interrupted_training_resumes_from_checkpoint(tmp_path):
     resumed = train.run(ws, recipe=recipe)
     assert resumed.resumed_from == 7 and resumed.steps == 12
     assert not checkpoint.exists()
-    audit = [e for _, e in ws.audit.entries() if e["command"] == "generator train"]
+    audit = [
+        e
+        for _, e in ws.audit.entries()
+        if e["command"] == "generator train" and e["result"] != "started"
+    ]
     assert audit[0]["result"].startswith("interrupted") and audit[1]["details"]["resumed_from"] == 7
 
     # The resumed run ends where an uninterrupted one does: same batches, same optimizer state.
