@@ -277,6 +277,7 @@ def _file_hash(path: Path) -> str | None:
 
 class _State:
     def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
         self.path = ws.reports_dir / STATE_FILE
         self.data: dict[str, Any] = {}
         if self.path.exists():
@@ -294,9 +295,65 @@ class _State:
             and entry.get("output") is not None
         )
 
+    def begin(self, stage: str, fingerprint: str) -> None:
+        """Note, before a stage runs, where the audit log stood (see :meth:`finished`)."""
+        last = self.ws.audit.last_entry()
+        self.data[stage] = {"fingerprint": fingerprint, "pending_after": last["seq"] if last else 0}
+        self._write()
+
+    def finished(self, stage: str, fingerprint: str, output: Path) -> bool:
+        """Whether a run of ``stage`` killed after it committed, before this file said so, finished.
+
+        The stage's own authenticated closing line decides: an ``ok`` line of
+        its command after the one noted by :meth:`begin`, whose outputs all
+        still hash as it recorded them. Then the stage is current and is
+        recorded as such, rather than run again from the start.
+        """
+        entry = self.data.get(stage)
+        if not (
+            isinstance(entry, dict)
+            and entry.get("fingerprint") == fingerprint
+            and isinstance(entry.get("pending_after"), int)
+            and output.exists()
+        ):
+            return False
+        command = STAGE_COMMANDS[stage]
+        for _, line in self.ws.audit.entries():
+            if (
+                line.get("seq", 0) > entry["pending_after"]
+                and line.get("command") == command
+                and line.get("result") == "ok"
+                and line.get("outputs")
+                and all(
+                    _file_hash(self.ws.root / str(o.get("path"))) == o.get("sha256")
+                    for o in line["outputs"]
+                )
+            ):
+                summary = (
+                    f"{command} finished (audit line {line['seq']}) before the pipeline was stopped"
+                )
+                self.record(stage, fingerprint, output, {"summary": summary})
+                return True
+        return False
+
     def record(self, stage: str, fingerprint: str, output: Path, info: dict[str, Any]) -> None:
         self.data[stage] = {"fingerprint": fingerprint, "output": _file_hash(output), **info}
-        atomic_write(self.path, (json.dumps(self.data, indent=1) + "\n").encode(), 0o640)
+        self._write()
+
+    def _write(self) -> None:
+        atomic_write(self.path, (json.dumps(self.data, indent=1) + "\n").encode())
+
+
+# The audit command of each pipeline stage.
+STAGE_COMMANDS = {
+    "ingest": "ingest",
+    "generator": "generator train",
+    "generate": "generate",
+    "screen": "screen",
+    "annotate": "annotate",
+    "ner": "ner train",
+    "export": "export",
+}
 
 
 # ---------------------------------------------------------------------------
@@ -370,12 +427,15 @@ class _Run:
         t0 = time.monotonic()
         fingerprint = _digest(entry.inputs(self))
         output = entry.output(self)
-        if self.state.current(name, fingerprint, output):
+        if self.state.current(name, fingerprint, output) or self.state.finished(
+            name, fingerprint, output
+        ):
             summary = self.state.data[name].get("summary", "")
             self.result.stages.append(StageReport(name, "skipped", 0.0, f"current: {summary}"))
             self.say(f"{name}: current, skipped")
         else:
             self.say(f"{name}: running")
+            self.state.begin(name, fingerprint)
             summary = entry.call(self, fingerprint)
             seconds = time.monotonic() - t0
             self.state.record(

@@ -31,7 +31,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from appliance import __version__
+from appliance import __version__, crashpoints, interrupts
 from appliance.config import (
     Config,
     Policy,
@@ -240,13 +240,23 @@ class Workspace:
         stage that only reads the workspace (``infer`` writes outside it).
         """
         run = StageRun(command, args)
+        crashpoints.entering(command)
+        try:
+            yield from self._run_stage(run, interrupted, lock)
+        finally:
+            crashpoints.leaving()
+
+    def _run_stage(self, run: StageRun, interrupted: str, lock: bool) -> Iterator[StageRun]:
+        command, args = run.command, run.args
         try:
             with self.lock(command) if lock else nullcontext():
                 self._start(run, locked=lock)
                 yield run
         except BaseException as exc:
             result = (
-                (interrupted + " (SIGTERM)" if isinstance(exc, Terminated) else interrupted)
+                _by_sigterm(interrupted)
+                if isinstance(exc, Terminated)
+                else interrupted
                 if isinstance(exc, KeyboardInterrupt)
                 else audit_message(exc)
             )
@@ -288,9 +298,11 @@ class Workspace:
         details: dict[str, Any] = {"lock": locked}
         if resumes:
             details["resumes"] = resumes
-        entry = self.log(run.command, args=run.args, result=STARTED, details=details)
-        run.started = entry["seq"]
-        self._run = run
+        # Held back until ``run.started`` is set, a SIGTERM is closed by an "interrupted" line.
+        with interrupts.shielded():
+            entry = self.log(run.command, args=run.args, result=STARTED, details=details)
+            run.started = entry["seq"]
+            self._run = run
 
     def interrupted_runs(self) -> list[InterruptedRun]:
         """Stages that started and never wrote a closing line, and are not running now.
@@ -498,6 +510,12 @@ def _plain_name(name: str, message: str) -> str:
     if not name or "/" in name or name.startswith("."):
         raise UsageError(message)
     return name
+
+
+def _by_sigterm(result: str) -> str:
+    """``interrupted (SIGTERM)``; ``interrupted (checkpoint kept)`` → ``interrupted (SIGTERM; checkpoint kept)``."""
+    head, sep, rest = result.partition(" (")
+    return f"{head} (SIGTERM; {rest}" if sep else f"{result} (SIGTERM)"
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance import crashpoints
 from appliance.annotate.annotators import AnnotatorOptions, build_members, run_members
 from appliance.annotate.cache import AnswerCache
 from appliance.corpus import release_manifest, released_notes
@@ -37,6 +38,7 @@ from appliance.documents import (
     word_tokens,
 )
 from appliance.security.audit import utc_now
+from appliance.security.crypto import atomic_write
 from appliance.workspace import Workspace, hashed, write_manifest
 
 __all__ = ["AnnotateResult", "run"]
@@ -135,9 +137,14 @@ def run(
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, folder / "annotations.jsonl")
-            with open(folder / "rejected.jsonl", "w", encoding="utf-8") as fh:
-                for note_id, (kind, detail) in failures.items():
-                    fh.write(json.dumps({"id": note_id, "reason": kind, "detail": detail}) + "\n")
+            crashpoints.reached("annotate.output")
+            atomic_write(
+                folder / "rejected.jsonl",
+                "".join(
+                    json.dumps({"id": note_id, "reason": kind, "detail": detail}) + "\n"
+                    for note_id, (kind, detail) in failures.items()
+                ).encode(),
+            )
             annotated = len(spans)
             qa = {
                 "members": [r.qa for r in results],

@@ -29,7 +29,8 @@ from appliance.cli import (
     screen,
     workspace,
 )
-from appliance.cli.options import ApplianceGroup, handle_sigterm
+from appliance.cli.options import ApplianceGroup
+from appliance.interrupts import handle_sigterm
 
 
 @click.group(cls=ApplianceGroup, context_settings={"help_option_names": ["-h", "--help"]})

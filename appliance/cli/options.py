@@ -7,7 +7,6 @@ Command modules import from here and never from the group module
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -50,19 +49,6 @@ class ApplianceGroup(click.Group):
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
             click.echo(f"error: {exc.strerror or exc}{where}", err=True)
             sys.exit(1)
-
-
-def handle_sigterm() -> None:
-    """Turn SIGTERM into :class:`Terminated` in the main thread, so a service
-    manager's stop is handled like Ctrl-C: the running stage writes its
-    "interrupted" audit line and keeps its committed work. A second SIGTERM
-    during that clean-up kills the process as usual."""
-
-    def on_term(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, on_term)
 
 
 def workspace_option(f: F) -> F:

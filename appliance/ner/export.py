@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance import __version__
+from appliance import __version__, crashpoints
 from appliance.documents import Document, read_gold
 from appliance.errors import (
     ApplianceError,
@@ -264,6 +264,18 @@ def render_card(
     )
 
 
+def _remove_leftovers(out_dir: Path) -> None:
+    """Remove what an export stopped by a crash left beside ``out_dir``.
+
+    A package is built in ``.NAME.XXXX`` and swapped in through ``.NAME.old``;
+    a process killed in between leaves those folders, never a half package
+    under ``NAME`` itself.
+    """
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def export_package(
     model_dir: Path,
     out_dir: Path,
@@ -288,6 +300,7 @@ def export_package(
         )
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         export_onnx(m, tmp / "model.onnx")
@@ -369,6 +382,7 @@ def export_package(
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             out_dir.rename(old)
+            crashpoints.reached("export.swap")
             tmp.rename(out_dir)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance import crashpoints
 from appliance.errors import InputError, missing_dependency
 from appliance.ner.encoding import Special, special_tokens
 from appliance.ner.settings import NerSettings
@@ -192,6 +193,7 @@ def save_model(folder: Path, model: Any, tokenizer: Any, meta: dict[str, Any]) -
     (folder / NER_META).write_text(
         json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
     )
+    crashpoints.reached("ner.model")
 
 
 def is_model_folder(path: Path) -> bool:

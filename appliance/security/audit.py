@@ -55,7 +55,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from appliance import crashpoints
+from appliance import crashpoints, interrupts
 from appliance.errors import AuditError
 from appliance.security.crypto import atomic_write
 from appliance.security.keys import PURPOSE_AUDIT, DataKey
@@ -301,16 +301,19 @@ class AuditLog:
         }
         entry["hash"] = entry_hash(entry)
         entry["mac"] = self._line_mac(entry["hash"])
-        fh.write(_canonical(entry) + b"\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-        crashpoints.reached("audit.line")
         head_doc = {
             "seq": entry["seq"],
             "hash": entry["hash"],
             "mac": self._head_mac(entry["seq"], entry["hash"]),
         }
-        atomic_write(self.head_path, json.dumps(head_doc).encode() + b"\n")
+        # A SIGTERM waits for the line and its head: the caller gets the entry
+        # (a stage its "started" seq), then the interruption.
+        with interrupts.shielded():
+            fh.write(_canonical(entry) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            crashpoints.reached("audit.line")
+            atomic_write(self.head_path, json.dumps(head_doc).encode() + b"\n")
         return entry
 
     # -- reading -----------------------------------------------------------

@@ -42,11 +42,11 @@ def ok(*args: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
 
 
 def trace_points(trace: Path) -> list[str]:
-    return trace.read_text().split() if trace.exists() else []
+    return trace.read_text().splitlines() if trace.exists() else []
 
 
 def pick_points(points: list[str], k: int, seed: int) -> list[str]:
-    """Crash specs: the first and last hit of each point name, plus ``k`` seeded ``*:N``."""
+    """Crash specs: the first and last hit of each (stage-scoped) point name, plus ``k`` seeded ``*:N``."""
     counts = Counter(points)
     specs = set()
     for name, n in counts.items():
@@ -60,3 +60,13 @@ def pick_points(points: list[str], k: int, seed: int) -> list[str]:
 
 def audit_entries(ws: Path) -> list[dict]:
     return [json.loads(line) for line in (ws / "audit.log").read_text().splitlines() if line]
+
+
+def stage_points(points: list[str]) -> dict[str, int]:
+    """How many commit points each stage reached (``STAGE/NAME`` lines of a trace)."""
+    counts: Counter[str] = Counter()
+    for point in points:
+        stage, sep, _ = point.rpartition("/")
+        if sep:
+            counts[stage] += 1
+    return dict(counts)

@@ -51,7 +51,7 @@ def test_crash_at_every_kind_of_commit_point_then_rerun_completes(template, tmp_
     trace = tmp_path / "trace"
     ok("ingest", export, "-w", ws, trace=trace)
     points = trace_points(trace)
-    assert {"atomic_write", "audit.line"} <= set(points)
+    assert {"ingest/atomic_write", "ingest/audit.line"} <= set(points)
     for spec in pick_points(points, k=3, seed=14):
         ws, export = _fresh(template, tmp_path / spec.replace("*", "any").replace(":", "-"))
         crashed = run("ingest", export, "-w", ws, crash_at=spec)
@@ -92,6 +92,16 @@ def test_sigterm_at_a_commit_point_is_handled_like_ctrl_c(template, tmp_path):
     stopped = run("ingest", export, "-w", ws, crash_at="audit.line:3", signal="TERM")
     assert stopped.returncode == 143, stopped.stderr
     assert "resumes" in stopped.stderr
+    _assert_complete(ws, export)
+
+
+def test_sigterm_while_the_started_line_is_written_is_closed_as_interrupted(template, tmp_path):
+    ws, export = _fresh(template, tmp_path)
+    stopped = run("ingest", export, "-w", ws, crash_at="ingest/audit.line:1", signal="TERM")
+    assert stopped.returncode == 143, stopped.stderr
+    started, closing = audit_entries(ws)[-2:]
+    assert started["result"] == "started"
+    assert closing["result"] == "interrupted (SIGTERM)" and closing["started"] == started["seq"]
     _assert_complete(ws, export)
 
 
