@@ -28,12 +28,11 @@ def test_sigterm_raises_terminated(handler):
 
 def test_sigterm_waits_for_a_shielded_section(handler):
     done = []
-    with pytest.raises(Terminated):
+    with pytest.raises(Terminated), interrupts.shielded():
         with interrupts.shielded():
-            with interrupts.shielded():
-                os.kill(os.getpid(), signal.SIGTERM)
-                done.append("inner")
-            done.append("outer")
+            os.kill(os.getpid(), signal.SIGTERM)
+            done.append("inner")
+        done.append("outer")
     assert done == ["inner", "outer"]
 
 
