@@ -327,3 +327,31 @@ def test_a_dev_gold_file_alone_does_not_make_a_model_real(tmp_path):
     assert zones.training_reasons(None, None, None) == []
     reasons = zones.training_reasons({"kind": "annotations"}, None, None, mlm_notes=5)
     assert len(reasons) == 2 and "masked language modelling on 5 real notes" in reasons[0]
+
+
+def test_interrupted_real_zone_training_resumes_from_an_encrypted_checkpoint(tmp_path):
+    import secrets
+
+    from appliance.security.keys import DataKey
+
+    key = DataKey(secrets.token_bytes(32))
+    docs = read_gold(_real_gold(tmp_path, notes=10))
+    settings = tiny_settings(max_steps=8, checkpoint_every=3)
+    reasons = ["trained on gold notes hospital-gold.jsonl (sha256 test)"]
+
+    def stop_at_5(p):
+        if p.step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model(docs, [], base=None, out_dir=tmp_path / "m", settings=settings,
+                    zone_reasons=reasons, data_key=key, progress=stop_at_5)  # fmt: skip
+    ckpt = tmp_path / "m" / train_mod.CHECKPOINT_ENC
+    assert (
+        ckpt.read_bytes().startswith(FILE_MAGIC) and not (tmp_path / "m" / "checkpoint.pt").exists()
+    )
+    assert _leaks(tmp_path / "m") == []
+    resumed = train_model(docs, [], base=None, out_dir=tmp_path / "m", settings=settings,
+                          zone_reasons=reasons, data_key=key)  # fmt: skip
+    assert resumed.resumed_from == 5 and resumed.steps == 8 and not ckpt.exists()
+    assert resumed.zone == "real" and _leaks(tmp_path / "m") == []
