@@ -105,3 +105,11 @@ def missing_dependency(package: str, extra: str, purpose: str) -> DependencyErro
         f"{purpose} needs the '{package}' package, which is not installed; "
         f"install it with: pip install 'appliance[{extra}]' (or bash install.sh --{extra})"
     )
+
+
+class KeyRequired(SecurityError):
+    """Raised when a real-zone model or package is used without the workspace key that encrypts it.
+
+    The message names the key id and how to supply it (``-w WORKSPACE`` or
+    ``--data-key FILE``). Exit code 6, like the other security errors.
+    """

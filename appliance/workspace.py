@@ -150,7 +150,12 @@ class Workspace:
         )
 
     def ner_model_dir(self, name: str = "default") -> Path:
-        """NER model ``name``: its checkpoint, settings and exported package."""
+        """NER model ``name``: its checkpoint, settings and exported package.
+
+        Screened, or real zone when any training input was real (gold notes,
+        records, a real-zone base; see :mod:`appliance.ner.zones`): then its
+        weights, tokenizer, dev split and package are encrypted.
+        """
         return (
             self.models_dir
             / "ner"

@@ -22,7 +22,12 @@ from appliance.cli.options import (
     workspace_option,
 )
 from appliance.errors import UsageError, WorkspaceError
-from appliance.security.keys import load_public_key
+from appliance.security.keys import load_data_key, load_public_key
+
+_DATA_KEY_HELP = (
+    "The workspace data key file, for a real-zone (encrypted) model outside its workspace "
+    "(default: the workspace's key)."
+)
 
 
 @contextmanager
@@ -256,6 +261,12 @@ def ner_train(
     default=None,
     help="Trusted public key to verify a package with (default: the workspace's).",
 )
+@click.option(
+    "--data-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=_DATA_KEY_HELP,
+)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 @json_option
 def ner_evaluate(
@@ -266,6 +277,7 @@ def ner_evaluate(
     name: str,
     label_map: tuple[str, ...],
     public_key: Path | None,
+    data_key: Path | None,
     device: str,
     as_json: bool,
 ) -> None:
@@ -290,6 +302,7 @@ def ner_evaluate(
         labels=ev.parse_label_map(label_map),
         public_key=public_key,
         device=device,
+        data_key=data_key,
     )
     if as_json:
         print_json(report)
@@ -415,6 +428,12 @@ def export_cmd(
     default=None,
     help="Trusted public key to verify the package with (default: the workspace's; allows use without a workspace).",
 )
+@click.option(
+    "--data-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=_DATA_KEY_HELP + " With --encrypt outside a workspace, it also encrypts the output.",
+)
 def infer_cmd(
     export: Path,
     workspace: Path | None,
@@ -432,10 +451,12 @@ def infer_cmd(
     device: str,
     encrypt: bool,
     public_key: Path | None,
+    data_key: Path | None,
 ) -> None:
     """Run a signed model package over a record export (CSV, JSONL, .txt folder, FHIR).
 
-    Refuses a tampered or unsigned package. Writes per note its entities with
+    Refuses a tampered or unsigned package. A real-zone package (encrypted)
+    runs only with its workspace's data key: -w WORKSPACE or --data-key FILE. Writes per note its entities with
     character offsets, type, text and confidence; an interrupted run resumes
     with no note written twice or missed; rejected rows are listed with their
     reasons beside the output.
@@ -449,8 +470,11 @@ def infer_cmd(
     from appliance.records.readers import ReaderOptions
 
     ws = _workspace_or_none(workspace, public_key is not None and package is not None)
-    if ws is None and encrypt:
-        raise UsageError("--encrypt needs a workspace (its data key encrypts the output)")
+    key = load_data_key(data_key) if data_key is not None else None
+    if ws is None and encrypt and key is None:
+        raise UsageError(
+            "--encrypt needs a workspace or --data-key (the data key encrypts the output)"
+        )
     options = ReaderOptions(
         id_column=id_column,
         text_column=text_column,
@@ -467,6 +491,8 @@ def infer_cmd(
                 out,
                 fmt,
                 trusted_public_key=load_public_key(public_key),
+                encrypt_key=key if encrypt else None,
+                package_key=key,
                 reader_format=input_format,
                 options=options,
                 batch_size=batch_size,
@@ -484,6 +510,7 @@ def infer_cmd(
                 name=name,
                 encrypt=encrypt,
                 public_key=public_key,
+                package_key=key,
                 reader_format=input_format,
                 options=options,
                 batch_size=batch_size,

@@ -69,8 +69,12 @@ def build(
     mlm: MlmJob | None,
     progress: Callable[[TrainProgress], None] | None,
     torch: Any,
+    base_key: DataKey | None = None,
 ) -> Built:
-    """A new classifier: a scratch BERT (``base`` None) or ``base``, pretrained on records first with ``mlm``."""
+    """A new classifier: a scratch BERT (``base`` None) or ``base``, pretrained on records first with ``mlm``.
+
+    ``base_key`` decrypts a base that is an encrypted (real-zone) model folder.
+    """
     scratch = base is None
     config: Any = None
     if base is None:
@@ -78,7 +82,7 @@ def build(
         tokenizer = train_wordpiece(texts, settings.vocab_size)
         config = scratch_config(settings, tokenizer.get_vocab_size(), labels)
     else:
-        tokenizer = load_base_tokenizer(base)
+        tokenizer = load_base_tokenizer(base, base_key)
     mlm_model: Any = None
     mlm_steps = 0
     if mlm:
@@ -87,7 +91,7 @@ def build(
 
             mlm_model = BertForMaskedLM(config)
         else:
-            mlm_model = load_base_model(base, labels, masked_lm=True)
+            mlm_model = load_base_model(base, labels, masked_lm=True, key=base_key)
         special = describe_special(tokenizer, mlm_model.config)
         mlm_steps = pretrain_mlm(
             mlm_model, tokenizer, special, mlm, settings, device, progress, torch
@@ -99,7 +103,7 @@ def build(
         model = BertForTokenClassification(config)
     else:
         assert base is not None
-        model = load_base_model(base, labels)
+        model = load_base_model(base, labels, key=base_key)
     if mlm:
         # The MLM head is dropped; the pretrained encoder carries over.
         model.base_model.load_state_dict(mlm_model.base_model.state_dict())

@@ -3,6 +3,8 @@
 The same report for a trained PyTorch model folder and for a signed ONNX
 package (verified first): seqeval's strict IOB2 entity scores on word-level
 tags, plus exact and partial span matches per type (``metrics.score``).
+A real-zone model or package is decrypted in memory with the workspace data
+key (the workspace's, or one given with ``--data-key``).
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ from typing import Any
 from appliance.documents import Document, read_gold
 from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
 from appliance.metrics import score, seqeval_report
+from appliance.ner import zones
 from appliance.ner.model import is_model_folder
 from appliance.ner.package import is_package, verify_package
 from appliance.ner.runtime import Tagger, onnx_tagger, torch_tagger
-from appliance.security.keys import load_public_key
+from appliance.security.keys import DataKey, load_data_key, load_public_key
 from appliance.workspace import hashed
 
 
-def load_tagger(model: Path, *, public_key: Any = None, device: str = "auto") -> Tagger:
-    """A package folder (verified with ``public_key``), a model folder, or ``models/ner/<name>``."""
+def load_tagger(
+    model: Path, *, public_key: Any = None, device: str = "auto", key: DataKey | None = None
+) -> Tagger:
+    """A package folder (verified with ``public_key``), a model folder, or ``models/ner/<name>``.
+
+    ``key``: the workspace data key, for a real-zone (encrypted) model or package.
+    """
 
     if is_package(model) or (model / "manifest.sig").exists():
         if public_key is None:
@@ -30,11 +38,11 @@ def load_tagger(model: Path, *, public_key: Any = None, device: str = "auto") ->
                 f"{model}: a package is verified before use; give its trusted public key"
             )
         verify_package(model, public_key)
-        return onnx_tagger(model, device=device)
+        return onnx_tagger(model, device=device, key=key)
     if is_model_folder(model):
-        return torch_tagger(model, device=device)
+        return torch_tagger(model, device=device, key=key)
     if is_model_folder(model / "model"):
-        return torch_tagger(model / "model", device=device)
+        return torch_tagger(model / "model", device=device, key=key)
     raise InputError(
         f"{model}: neither a model package (model.onnx, manifest.json) nor a trained model folder"
     )
@@ -47,6 +55,7 @@ def evaluate(
     public_key: Any = None,
     batch_size: int = 32,
     device: str = "auto",
+    key: DataKey | None = None,
 ) -> dict[str, Any]:
     """Predict every gold document and score: ``{"model", "documents", "seqeval", "spans"}``."""
 
@@ -55,7 +64,7 @@ def evaluate(
     tagger = (
         model_or_tagger
         if isinstance(model_or_tagger, Tagger)
-        else load_tagger(Path(model_or_tagger), public_key=public_key, device=device)
+        else load_tagger(Path(model_or_tagger), public_key=public_key, device=device, key=key)
     )
     predictions = tagger.predict([d.text for d in gold_docs], batch_size=batch_size)
     pred_docs = [
@@ -73,6 +82,16 @@ def evaluate(
         "seqeval": seqeval_report(gold_docs, pred_docs),
         "spans": score(gold_docs, pred_docs),
     }
+
+
+def model_key(ws: Any, model: Path, data_key: Path | None) -> DataKey | None:
+    """The data key a real-zone ``model`` needs: the key file given, else the workspace's (None if neither)."""
+    folders = [model, model / "model"]
+    if not any(zones.needs_key(f) for f in folders):
+        return None
+    if data_key is not None:
+        return load_data_key(data_key)
+    return ws.data_key if ws is not None else None
 
 
 def parse_label_map(pairs: Sequence[str]) -> dict[str, str] | None:
@@ -100,8 +119,12 @@ def run(
     labels: Mapping[str, str] | None = None,
     public_key: Path | None = None,
     device: str = "auto",
+    data_key: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a package or model on a gold file; ``ws`` may be None when ``model`` and ``public_key`` are given."""
+    """Evaluate a package or model on a gold file; ``ws`` may be None when ``model`` and ``public_key`` are given.
+
+    A real-zone model needs the data key: ``data_key`` (a key file), else the workspace's.
+    """
 
     if model is None:
         if ws is None:
@@ -125,7 +148,11 @@ def run(
     try:
         docs = read_gold(gold, gold_format, labels)
         report = evaluate(
-            model, docs, public_key=load_public_key(key_path) if key_path else None, device=device
+            model,
+            docs,
+            public_key=load_public_key(key_path) if key_path else None,
+            device=device,
+            key=model_key(ws, Path(model), data_key),
         )
     except ApplianceError as exc:
         if ws is not None:

@@ -7,6 +7,14 @@ tolerance and every predicted label is identical. ``int8`` quantizes the
 weights with onnxruntime's dynamic quantization and keeps the int8 model only
 when its entity F1 on the development set is within the policy's limit of
 the fp32 model's; otherwise the package stays fp32 and says so.
+
+The ONNX model is built in memory. A real-zone model (see
+:mod:`appliance.ner.zones`) gives a real-zone package: ``model.onnx.enc`` and
+``tokenizer.json.enc`` encrypted under the workspace data key, so it only
+runs where that key is, and a model card that says what real data it saw. A
+screened model gives a plain, portable package. onnxruntime's quantizer works
+on files: for a real-zone model it runs in a private folder in memory-backed
+storage (``/dev/shm`` where available), removed as soon as it is done.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -26,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from appliance import __version__, crashpoints
-from appliance.documents import Document, read_gold
+from appliance.documents import Document, document_from_json, read_gold
 from appliance.errors import (
     ApplianceError,
     IntegrityError,
@@ -34,11 +43,13 @@ from appliance.errors import (
     WorkspaceError,
     missing_dependency,
 )
-from appliance.ner.model import NER_META, TOKENIZER_FILE, NerModel, load_model
-from appliance.ner.package import sign_package
-from appliance.ner.runtime import Tagger, TorchBackend, onnx_tagger
+from appliance.ner import zones
+from appliance.ner.model import NER_META, TOKENIZER_FILE, NerModel, load_model, read_tokenizer_json
+from appliance.ner.package import MODEL_FILE, sign_package
+from appliance.ner.runtime import Tagger, TorchBackend, tagger_from
 from appliance.security.audit import utc_now
-from appliance.security.keys import load_signing_key
+from appliance.security.crypto import atomic_write, read_encrypted, write_encrypted
+from appliance.security.keys import DataKey, load_signing_key
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
 PARITY_TOLERANCE = 1e-3  # largest |logit difference| allowed between PyTorch and ONNX fp32
@@ -51,12 +62,14 @@ class ExportResult:
     parity: dict[str, Any]
     int8: dict[str, Any] | None = None
     files: dict[str, int] = field(default_factory=dict)
+    zone: str = zones.SCREENED
 
     def summary(self) -> str:
         size = sum(self.files.values()) / 2**20
         p = self.parity
+        how = "signed, real zone: encrypted" if self.zone == zones.REAL else "signed"
         text = (
-            f"exported {self.precision} ONNX package to {self.package} ({size:.1f} MiB, signed); "
+            f"exported {self.precision} ONNX package to {self.package} ({size:.1f} MiB, {how}); "
             f"parity with PyTorch on {p['windows']} windows: max logit difference {p['max_abs_diff']:.2e}, "
             f"labels identical"
         )
@@ -105,8 +118,8 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def export_onnx(m: NerModel, path: Path) -> None:
-    """Write ``model.onnx`` with inputs input_ids/attention_mask (batch, sequence) and output logits."""
+def export_onnx(m: NerModel) -> bytes:
+    """The ONNX model, serialized in memory: inputs input_ids/attention_mask (batch, sequence), output logits."""
     import torch
 
     try:
@@ -122,10 +135,10 @@ def export_onnx(m: NerModel, path: Path) -> None:
     seq = torch.export.Dim("sequence", min=2, max=max(m.max_length, 16))
     try:
         with _quiet():
-            torch.onnx.export(
+            program = torch.onnx.export(
                 _Wrapper.build(model),
                 (ids, mask),
-                str(path),
+                None,
                 input_names=["input_ids", "attention_mask"],
                 output_names=["logits"],
                 dynamic_shapes={
@@ -136,10 +149,13 @@ def export_onnx(m: NerModel, path: Path) -> None:
                 dynamo=True,
                 external_data=False,
             )
+            assert program is not None
+            blob: bytes = program.model_proto.SerializeToString()
     except Exception as exc:  # the exporter raises many internal error types
         raise ApplianceError(
             f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         ) from exc
+    return blob
 
 
 def check_parity(
@@ -181,16 +197,42 @@ def _f1(tagger: Tagger, docs: Sequence[Document]) -> float:
     return float(dev_scores(tagger, docs)["exact"]["micro"]["f1"])
 
 
-def quantize(src: Path, dst: Path) -> None:
+@contextlib.contextmanager
+def _scratch() -> Iterator[Path]:
+    """A private (0700) folder for the quantizer's files, in memory-backed storage when there is one.
+
+    The quantizer also makes temporary folders of its own, so ``tempfile``'s
+    default folder points here meanwhile; everything is removed on exit.
+    """
+    shm = "/dev/shm"
+    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix="appliance-ner-export-", dir=base))
+    os.chmod(folder, 0o700)
+    before = tempfile.tempdir
+    tempfile.tempdir = str(folder)
     try:
+        yield folder
+    finally:
+        tempfile.tempdir = before
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def quantize(model: bytes) -> bytes:
+    """The int8 (dynamic, per-channel) version of an ONNX model, bytes in and out."""
+    try:
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise missing_dependency("onnxruntime", "cpu", "int8 quantization") from None
     # Per-channel weight scales: one scale per output column keeps the few
     # large-magnitude columns of a transformer's projections from flattening
     # the rest (on MiniLM/NCBI it cut the F1 loss from 2.5 to 0.7 points).
-    with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+    with _scratch() as folder, _quiet():
+        out = folder / "model.int8.onnx"
+        quantize_dynamic(
+            onnx.load_from_string(model), str(out), weight_type=QuantType.QInt8, per_channel=True
+        )
+        return out.read_bytes()
 
 
 _CARD = """\
@@ -200,7 +242,7 @@ _CARD = """\
 - **Precision:** {{ precision }}{% if int8 %} (int8 requested: dev F1 {{ "%.1f"|format(100 * int8.f1_int8) }} vs fp32 {{ "%.1f"|format(100 * int8.f1_fp32) }}, drop {{ "%.2f"|format(int8.drop_points) }} points, limit {{ int8.max_drop_points }}; {{ "kept int8" if int8.kept else "fell back to fp32" }}){% endif %}
 - **Architecture:** {{ meta.architecture }}, {{ "{:,}".format(meta.parameters) }} parameters; encoder {{ meta.base }}
 - **Entity types:** {{ meta.types|join(", ") }} (BIO labels over sub-word tokens, windows of {{ meta.max_length }} tokens overlapping by {{ meta.stride }})
-- **Zone:** {{ meta.zone }}
+- **Zone:** {{ zone }}{% if zone == "real" %} (model and tokenizer encrypted under workspace key `{{ key_id }}`){% endif %}
 
 ## Training data
 
@@ -214,8 +256,13 @@ Annotated synthetic notes: annotation set `{{ source.name }}`{% if source.annota
 Documents given to the training function directly: {{ data.train_notes }} training notes, {{ data.dev_notes }} development notes.
 {%- endif %}
 
-{% if meta.mlm_on_records -%}
-**The encoder was pretrained by masked language modelling on {{ meta.mlm_on_records.notes }} real notes of this hospital** ({{ meta.mlm_on_records.steps }} steps). This model belongs to the real zone: it may have memorized real text and must stay inside the hospital like the records themselves.
+{% if zone == "real" -%}
+**Real zone: this model saw real data of this hospital.** What made it real:
+
+{% for reason in reasons -%}
+- {{ reason }}
+{% endfor %}
+It may have memorized text of those notes (names, ID numbers, phone numbers and the like) in its weights and in its tokenizer's vocabulary, so it belongs to the real zone and must stay inside the hospital like the records themselves. Its model and tokenizer files are encrypted under workspace key `{{ key_id }}`: `appliance infer` and `appliance ner evaluate` run it only with that key (`-w WORKSPACE` or `--data-key FILE`), decrypting it in memory.
 {%- else -%}
 **What it was never shown:** real notes. No real record reached training{% if source.kind == "annotations" %}; only screened synthetic notes and their annotations{% endif %}.
 {%- endif %}
@@ -237,7 +284,7 @@ Parity with PyTorch: max logit difference {{ "%.2e"|format(parity.max_abs_diff) 
 Batch extraction of {{ meta.types|join(", ") }} mentions from clinical notes of the
 hospital that trained it, with `appliance infer`, as a first pass a person
 reviews. Not for decisions about individual patients without review. Its
-figures come from synthetic development notes{% if dev_kind == "gold file" %} and the named gold file{% endif %}; measure it on a small real gold set (`appliance ner evaluate --gold`) before relying on it.
+figures come from {% if dev_kind == "gold file" %}the development gold file `{{ data.dev.path }}`{% elif source.kind == "annotations" %}synthetic development notes{% else %}development notes split from its training notes{% endif %}; measure it on a small real gold set (`appliance ner evaluate --gold`) before relying on it.
 """
 
 
@@ -250,9 +297,22 @@ def render_card(
 ) -> str:
     import jinja2
 
+    zone = meta.get("zone", zones.SCREENED)
+    reasons = list(meta.get("zone_reasons") or [])
+    if zone == zones.REAL and not reasons:  # a model from before reasons were recorded
+        mlm = meta.get("mlm_on_records") or {}
+        reasons = [
+            f"encoder pretrained by masked language modelling on {mlm.get('notes', '?')} real notes"
+            if mlm
+            else "recorded as real zone when it was trained"
+        ]
+    encrypted = meta.get("encrypted")
     env = jinja2.Environment(autoescape=False, keep_trailing_newline=True)
     return env.from_string(_CARD).render(
         name=name,
+        zone=zone,
+        reasons=reasons,
+        key_id=encrypted.get("key_id", "?") if isinstance(encrypted, dict) else "?",
         created=utc_now(),
         version=__version__,
         precision=precision,
@@ -287,12 +347,20 @@ def export_package(
     sample_texts: Sequence[str] | None = None,
     tolerance: float = PARITY_TOLERANCE,
     details: dict[str, Any] | None = None,
+    data_key: DataKey | None = None,
 ) -> ExportResult:
-    """Export ``model_dir`` to a signed package in ``out_dir`` (replaced only when all checks pass)."""
+    """Export ``model_dir`` to a signed package in ``out_dir`` (replaced only when all checks pass).
+
+    A real-zone model (its files encrypted under ``data_key``) gives a
+    real-zone package encrypted under the same key.
+    """
     dev_docs = list(dev_docs or [])
     if int8 and not dev_docs:
         raise UsageError("--int8 needs development notes to measure the F1 loss; pass --dev GOLD")
-    m = load_model(model_dir)
+    m = load_model(model_dir, data_key)
+    meta = dict(m.meta)
+    zone = meta.get("zone", zones.SCREENED)
+    key = zones.require_key(model_dir, meta, data_key) if zone == zones.REAL else None
     texts = list(sample_texts or [d.text for d in dev_docs[:8]])
     if not texts:
         raise UsageError(
@@ -303,10 +371,7 @@ def export_package(
     _remove_leftovers(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        export_onnx(m, tmp / "model.onnx")
-        for name in (TOKENIZER_FILE,):
-            shutil.copyfile(model_dir / name, tmp / name)
-        meta = dict(m.meta)
+        onnx_model = export_onnx(m)
         runtime_meta = {
             k: meta[k]
             for k in (
@@ -320,19 +385,22 @@ def export_package(
                 "architecture",
             )
         }
-        (tmp / NER_META).write_text(
-            json.dumps({**runtime_meta, "precision": "fp32"}, indent=2) + "\n", encoding="utf-8"
-        )
+        runtime_meta["zone"] = zone
+        if key is not None:
+            runtime_meta["encrypted"] = {
+                "key_id": key.key_id,
+                "files": [MODEL_FILE + zones.ENC, TOKENIZER_FILE + zones.ENC],
+            }
         reference = Tagger(
             TorchBackend(m.model, "cpu"), m.tokenizer, m.labels, m.special, m.max_length, m.stride
         )
-        fp32 = onnx_tagger(tmp, device="cpu")
+        fp32 = tagger_from({**runtime_meta, "precision": "fp32"}, m.tokenizer, onnx_model, "cpu")
         parity = check_parity(reference, fp32, texts, tolerance)
         precision = "fp32"
         int8_info: dict[str, Any] | None = None
         if int8:
-            quantize(tmp / "model.onnx", tmp / "model.int8.onnx")
-            q = onnx_tagger(tmp, model_file="model.int8.onnx", device="cpu")
+            quantized = quantize(onnx_model)
+            q = tagger_from({**runtime_meta, "precision": "int8"}, m.tokenizer, quantized, "cpu")
             f1_fp32, f1_int8 = _f1(fp32, dev_docs), _f1(q, dev_docs)
             drop = 100 * (f1_fp32 - f1_int8)
             kept = drop <= max_f1_drop
@@ -345,10 +413,22 @@ def export_package(
                 "dev_notes": len(dev_docs),
             }
             if kept:
-                (tmp / "model.int8.onnx").replace(tmp / "model.onnx")
+                onnx_model = quantized
                 precision = "int8"
-            else:
-                (tmp / "model.int8.onnx").unlink()
+            del quantized
+        if key is None:
+            atomic_write(tmp / MODEL_FILE, onnx_model, 0o644)
+            shutil.copyfile(model_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        else:
+            write_encrypted(
+                tmp / (MODEL_FILE + zones.ENC), key, onnx_model, label=zones.LABEL_PACKAGE_MODEL
+            )
+            write_encrypted(
+                tmp / (TOKENIZER_FILE + zones.ENC),
+                key,
+                read_tokenizer_json(model_dir, key).encode("utf-8"),
+                label=zones.LABEL_PACKAGE_TOKENIZER,
+            )
         (tmp / NER_META).write_text(
             json.dumps({**runtime_meta, "precision": precision}, indent=2) + "\n", encoding="utf-8"
         )
@@ -356,7 +436,7 @@ def export_package(
         (tmp / "MODEL_CARD.md").write_text(
             render_card(
                 out_dir.parent.name if out_dir.name == "package" else out_dir.name,
-                meta,
+                {**meta, "zone": zone, "encrypted": runtime_meta.get("encrypted")},
                 precision,
                 parity,
                 int8_info,
@@ -370,7 +450,9 @@ def export_package(
                 "created": utc_now(),
                 "appliance_version": __version__,
                 "precision": precision,
-                "zone": meta.get("zone", "screened"),
+                "zone": zone,
+                "zone_reasons": list(meta.get("zone_reasons") or []),
+                "encrypted": runtime_meta.get("encrypted"),
                 "parity": parity,
                 "int8": int8_info,
                 "training_data": meta.get("data"),
@@ -391,7 +473,7 @@ def export_package(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir())}
-    return ExportResult(out_dir, precision, parity, int8_info, files)
+    return ExportResult(out_dir, precision, parity, int8_info, files, zone)
 
 
 def load_dev_docs(
@@ -401,8 +483,16 @@ def load_dev_docs(
 
     if dev_gold is not None:
         return read_gold(dev_gold, gold_format)
-    if (root / "dev.jsonl").is_file():
-        return read_gold(root / "dev.jsonl", "jsonl")
+    if (root / zones.DEV_FILE_ENC).is_file():  # a real-zone split: decrypted in memory
+        blob = read_encrypted(root / zones.DEV_FILE_ENC, ws.data_key, label=zones.LABEL_DEV)
+        where = str(root / zones.DEV_FILE_ENC)
+        return [
+            document_from_json(json.loads(line), f"{where} line {n}")
+            for n, line in enumerate(blob.decode("utf-8").splitlines(), 1)
+            if line.strip()
+        ]
+    if (root / zones.DEV_FILE).is_file():
+        return read_gold(root / zones.DEV_FILE, "jsonl")
     manifest = read_manifest(root) or {}
     dev = (manifest.get("data") or {}).get("dev") or {}
     if dev.get("kind") == "gold file" and dev.get("path"):
@@ -458,6 +548,7 @@ def run(
             dev_docs=dev_docs,
             max_f1_drop=ws.policy.export.int8_max_f1_drop,
             details={"model_sha256": stage.inputs[0]["sha256"], "policy_sha256": ws.policy.sha256},
+            data_key=ws.data_key if zones.needs_key(model_dir) else None,
         )
         (root / "export").mkdir(exist_ok=True)
         write_manifest(
@@ -469,12 +560,14 @@ def run(
                 "inputs": stage.inputs,
                 "package": hashed(package, ws.root),
                 "precision": result.precision,
+                "zone": result.zone,
                 "parity": result.parity,
                 "int8": result.int8,
             },
         )
         stage.outputs = [hashed(package, ws.root)]
         stage.details = {
+            "zone": result.zone,
             "precision": result.precision,
             "parity_max_abs_diff": result.parity["max_abs_diff"],
             "int8": result.int8,

@@ -18,6 +18,11 @@ Output formats:
 * ``brat``: ``<id>.txt`` + ``<id>.ann`` per note (readable by the gold reader);
 * ``fhir``: NDJSON, one transaction ``Bundle`` per note (see :func:`fhir_bundle`).
 
+A real-zone package (its model and tokenizer encrypted under the workspace
+data key) needs that key (``package_key``): it is decrypted in memory, and
+without the key the run stops with a one-line KeyRequired before reading
+the export.
+
 ``encrypt_key`` writes the output encrypted with the workspace key:
 file formats as a sequence of AES-256-GCM frames (each bound to its byte
 offset, so frames cannot be reordered or moved), BRAT files one by one;
@@ -44,6 +49,7 @@ from typing import Any
 from appliance import crashpoints
 from appliance.documents import Record, Reject
 from appliance.errors import IntegrityError, UsageError, WorkspaceError
+from appliance.ner import zones
 from appliance.ner.encoding import Entity
 from appliance.ner.package import verify_package
 from appliance.ner.runtime import onnx_tagger
@@ -435,12 +441,14 @@ def run(
     device: str = "auto",
     threads: int | None = None,
     encrypt_key: DataKey | None = None,
+    package_key: DataKey | None = None,
     progress: Callable[[int, float], None] | None = None,
     stop_after: int | None = None,
 ) -> InferResult:
     """Verify ``package`` with ``trusted_public_key``, then tag every note of the export into ``out``.
 
-    ``stop_after`` ends the run after that many notes (as an interruption would).
+    ``package_key`` decrypts a real-zone package. ``stop_after`` ends the run
+    after that many notes (as an interruption would).
     """
 
     if fmt not in OUTPUT_FORMATS:
@@ -450,7 +458,7 @@ def run(
     if batch_size < 1 or chunk_notes < 1:
         raise UsageError("--batch-size must be at least 1")
     manifest = verify_package(package, trusted_public_key)
-    tagger = onnx_tagger(package, device=device, threads=threads)
+    tagger = onnx_tagger(package, device=device, threads=threads, key=package_key)
     model_tag = f"appliance-ner {manifest.get('precision', '')} {hashlib.sha256(json.dumps(manifest['files'], sort_keys=True).encode()).hexdigest()[:16]}"
     items = read_export(export_path, reader_format, options or ReaderOptions())
     writer: _StreamWriter | _BratWriter = (
@@ -537,9 +545,13 @@ def run_ws(
     name: str = "default",
     encrypt: bool = False,
     public_key: Path | None = None,
+    package_key: DataKey | None = None,
     **kwargs: Any,
 ) -> InferResult:
-    """``run`` inside a workspace: its public key (or ``public_key``), its data key for ``--encrypt``, an audit entry."""
+    """``run`` inside a workspace: its public key (or ``public_key``), its data key for ``--encrypt``, an audit entry.
+
+    A real-zone package is decrypted with ``package_key``, else the workspace's data key.
+    """
 
     package = package or ws.ner_model_dir(name) / "package"
     key_path = public_key or ws.signing_key_path.with_suffix(".pub")
@@ -560,6 +572,8 @@ def run_ws(
             stage.inputs.append(hashed(package / "manifest.json", ws.root))
         if Path(export_path).exists():
             stage.inputs.append(hashed(Path(export_path), ws.root))
+        if package_key is None and zones.needs_key(package):
+            package_key = ws.data_key
         result = run(
             export_path,
             package,
@@ -567,6 +581,7 @@ def run_ws(
             fmt,
             trusted_public_key=load_public_key(key_path),
             encrypt_key=ws.data_key if encrypt else None,
+            package_key=package_key,
             **kwargs,
         )
         stage.outputs = [hashed(out, ws.root)] if out.exists() else []

@@ -19,6 +19,7 @@ from appliance.documents import Document
 from appliance.ner.encoding import Special
 from appliance.ner.loop import LoopState, Plan
 from appliance.ner.settings import NerSettings
+from appliance.ner.zones import REAL, zone_of
 from appliance.security.audit import utc_now
 from appliance.workspace import hashed
 
@@ -74,6 +75,7 @@ def model_meta(
     parameters: int,
     settings: NerSettings,
     mlm_texts: list[str] | None,
+    zone_reasons: Sequence[str],
     data_info: dict[str, Any] | None,
     train_docs: Sequence[Document],
     dev_docs: Sequence[Document],
@@ -84,7 +86,18 @@ def model_meta(
     seconds: float,
     metrics: dict[str, Any],
 ) -> dict[str, Any]:
-    """The ``ner.json`` of a trained model (see :mod:`appliance.ner.model`)."""
+    """The ``ner.json`` of a trained model (see :mod:`appliance.ner.model`).
+
+    In the real zone the ids of the development notes are replaced by their
+    hash: a note id may itself identify a patient.
+    """
+    zone = zone_of(zone_reasons)
+    data = dict(data_info or {})
+    dev = data.get("dev")
+    if zone == REAL and isinstance(dev, dict) and "ids" in dev:
+        ids = dev["ids"]
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+        data["dev"] = {**{k: v for k, v in dev.items() if k != "ids"}, "ids_sha256": digest}
     return {
         "format": 1,
         "appliance_version": __version__,
@@ -98,13 +111,14 @@ def model_meta(
         "base_sha256": hashed(base)["sha256"] if base is not None else None,
         "architecture": model.config.model_type,
         "parameters": parameters,
-        "zone": "real" if mlm_texts else "screened",
+        "zone": zone,
+        "zone_reasons": list(zone_reasons),
         "mlm_on_records": {"steps": settings.mlm_steps, "notes": len(mlm_texts)}
         if mlm_texts
         else None,
         "settings": settings.as_dict(),
         "data": {
-            **(data_info or {}),
+            **data,
             "train_notes": len(train_docs),
             "dev_notes": len(dev_docs),
             "train_windows": train_windows,

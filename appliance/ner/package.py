@@ -6,8 +6,13 @@
       labels.json       the BIO labels in output order
       ner.json          window settings, special tokens, precision, zone
       MODEL_CARD.md     what it was trained on, metrics, intended use
-      manifest.json     SHA-256 of every file above, export details
+      manifest.json     SHA-256 of every file above, export details, zone and its reasons
       manifest.sig      Ed25519 signature of manifest.json's exact bytes
+
+A real-zone package has ``model.onnx.enc`` and ``tokenizer.json.enc``
+instead (AES-256-GCM under the workspace data key; ``ner.json`` and the
+manifest say ``"encrypted": {"key_id": ...}``): it runs only where that key
+is, decrypted in memory. The signature covers the encrypted files as they are.
 
 Verification needs a public key from outside the package (the workspace's
 ``keys/signing.pub`` or one handed over with it): a key shipped inside the
@@ -32,10 +37,13 @@ from appliance.security.crypto import atomic_write
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 PACKAGE_FORMAT = "appliance-ner-package/1"
+MODEL_FILE = "model.onnx"
 
 
 def is_package(path: Path) -> bool:
-    return (path / MANIFEST).is_file() and (path / "model.onnx").is_file()
+    return (path / MANIFEST).is_file() and (
+        (path / MODEL_FILE).is_file() or (path / (MODEL_FILE + ".enc")).is_file()
+    )
 
 
 def key_fingerprint(key: Ed25519PublicKey) -> str:

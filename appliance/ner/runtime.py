@@ -5,6 +5,10 @@ of a batch of notes by length (so padding stays small), runs the backend and
 stitches each token's prediction back from its best window. Both backends
 see exactly the same padded batches, which is what the export parity check
 compares.
+
+A real-zone package or model folder is decrypted with the workspace data key
+into memory (onnxruntime loads the model from bytes); no plaintext copy is
+written anywhere.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from appliance.errors import ConfigError, InputError, missing_dependency
+from appliance.ner import zones
 from appliance.ner.encoding import (
     Entity,
     Special,
@@ -28,6 +33,8 @@ from appliance.ner.encoding import (
     softmax,
     window_ranges,
 )
+from appliance.security.crypto import read_encrypted
+from appliance.security.keys import DataKey
 from appliance.training import resolve_device
 
 Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ids, mask) (B, T) -> logits (B, T, L)
@@ -57,11 +64,20 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """onnxruntime: the CUDA provider with IO binding when present, else CPU threads."""
+    """onnxruntime: the CUDA provider with IO binding when present, else CPU threads.
+
+    ``model``: a path, or the serialized model itself (a decrypted real-zone model).
+    """
 
     name = "onnx"
 
-    def __init__(self, path: Path, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Path | bytes,
+        device: str = "auto",
+        threads: int | None = None,
+        what: str | None = None,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -81,10 +97,13 @@ class OnnxBackend:
             if self.cuda
             else ["CPUExecutionProvider"]
         )
+        source = model if isinstance(model, bytes) else str(model)
+        what = what or (str(model) if not isinstance(model, bytes) else "the ONNX model")
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise InputError(f"{path}: onnxruntime cannot load the model: {exc}") from exc
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{what}: onnxruntime cannot load the model: {first}") from exc
         self.ort = ort
         self.providers = self.session.get_providers()
 
@@ -182,10 +201,11 @@ class Tagger:
         return out
 
 
-def torch_tagger(folder: Path, device: str = "auto") -> Tagger:
+def torch_tagger(folder: Path, device: str = "auto", key: DataKey | None = None) -> Tagger:
+    """A tagger over a trained model folder (a real-zone one decrypted in memory with ``key``)."""
     from appliance.ner.model import load_model
 
-    m = load_model(folder)
+    m = load_model(folder, key)
     backend = TorchBackend(m.model, device)
     return Tagger(
         backend,
@@ -198,26 +218,20 @@ def torch_tagger(folder: Path, device: str = "auto") -> Tagger:
     )
 
 
-def onnx_tagger(
-    package: Path,
-    *,
-    model_file: str = "model.onnx",
+def tagger_from(
+    meta: dict[str, Any],
+    tokenizer: Any,
+    model: Path | bytes,
     device: str = "auto",
     threads: int | None = None,
+    info: dict[str, Any] | None = None,
+    what: str | None = None,
 ) -> Tagger:
-    """A tagger over a package folder's ONNX model (verify the package before calling this)."""
-    from tokenizers import Tokenizer
-
-    from appliance.ner.model import NER_META, TOKENIZER_FILE
-
-    meta = json.loads((package / NER_META).read_text(encoding="utf-8"))
-    tok = Tokenizer.from_file(str(package / TOKENIZER_FILE))
-    tok.no_truncation()
-    tok.no_padding()
-    backend = OnnxBackend(package / model_file, device, threads)
+    """An ONNX tagger from a package's ``ner.json``, its tokenizer and its model (path or bytes)."""
+    backend = OnnxBackend(model, device, threads, what)
     return Tagger(
         backend,
-        tok,
+        tokenizer,
         list(meta["labels"]),
         Special.from_dict(meta["special"]),
         int(meta["max_length"]),
@@ -225,7 +239,53 @@ def onnx_tagger(
         info={
             "backend": "onnx",
             "providers": backend.providers,
-            "path": str(package),
             "precision": meta.get("precision", "fp32"),
+            "zone": meta.get("zone", zones.SCREENED),
+            **(info or {}),
         },
+    )
+
+
+def onnx_tagger(
+    package: Path,
+    *,
+    model_file: str = "model.onnx",
+    device: str = "auto",
+    threads: int | None = None,
+    key: DataKey | None = None,
+) -> Tagger:
+    """A tagger over a package folder's ONNX model (verify the package before calling this).
+
+    A real-zone package needs ``key`` (the workspace data key): its model and
+    tokenizer are decrypted into memory; without it, a one-line KeyRequired.
+    """
+    from tokenizers import Tokenizer
+
+    from appliance.ner.model import NER_META, TOKENIZER_FILE
+
+    meta = json.loads((package / NER_META).read_text(encoding="utf-8"))
+    model: Path | bytes
+    if meta.get("encrypted"):
+        key = zones.require_key(package, meta, key)
+        tok = Tokenizer.from_str(
+            read_encrypted(
+                package / (TOKENIZER_FILE + zones.ENC), key, label=zones.LABEL_PACKAGE_TOKENIZER
+            ).decode("utf-8")
+        )
+        model = read_encrypted(
+            package / (model_file + zones.ENC), key, label=zones.LABEL_PACKAGE_MODEL
+        )
+    else:
+        tok = Tokenizer.from_file(str(package / TOKENIZER_FILE))
+        model = package / model_file
+    tok.no_truncation()
+    tok.no_padding()
+    return tagger_from(
+        meta,
+        tok,
+        model,
+        device,
+        threads,
+        info={"path": str(package)},
+        what=str(package / model_file),
     )

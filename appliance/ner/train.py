@@ -13,13 +13,21 @@ the uninterrupted one would have.
 
 ``--mlm-on-records`` first continues the encoder's pretraining by masked
 language modelling on the hospital's real notes (read from the encrypted
-record store). Such a model belongs to the real zone: its manifest and model
-card say so, and its checkpoints are encrypted.
+record store).
+
+The model's zone is worked out from every input of the run
+(:func:`appliance.ner.zones.training_reasons`): gold notes given with
+``--train``, a tokenizer learned from them, a development split of them,
+``--mlm-on-records``, a real-zone base. A real-zone model's manifest,
+``ner.json`` and model card say so and list the reasons; its weights,
+tokenizer, development split and checkpoints are encrypted under the
+workspace key (mode 0600), never written in plaintext.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -29,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from appliance.documents import Document, read_gold, write_jsonl
+from appliance.documents import Document, document_to_json, read_gold, write_jsonl
 from appliance.errors import InputError, UsageError, WorkspaceError
+from appliance.ner import zones
 from appliance.ner.build import CHECKPOINT_LABEL, Built, MlmJob, build, resumed
 from appliance.ner.loop import (
     LoopState,
@@ -48,6 +57,7 @@ from appliance.ner.model import describe_special, max_positions, save_model, tor
 from appliance.ner.runtime import Tagger, TorchBackend
 from appliance.ner.settings import NerSettings, bio_labels
 from appliance.security.audit import utc_now
+from appliance.security.crypto import write_encrypted
 from appliance.security.keys import DataKey
 from appliance.training import (
     load_checkpoint,
@@ -58,8 +68,10 @@ from appliance.training import (
 )
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"  # screened zone; a real-zone run's is encrypted:
+CHECKPOINT_ENC = "checkpoint.pt.enc"
 MLM_CHECKPOINT = "mlm-checkpoint.pt.enc"
+DEV_FILE, DEV_FILE_ENC = zones.DEV_FILE, zones.DEV_FILE_ENC
 
 
 @dataclass
@@ -80,6 +92,11 @@ class TrainResult:
     seconds: float
     mlm_steps: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    zone_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def zone(self) -> str:
+        return zones.zone_of(self.zone_reasons)
 
     def summary(self) -> str:
         f1 = (
@@ -90,10 +107,15 @@ class TrainResult:
         early = " (stopped early)" if self.stopped_early else ""
         resumed = f", resumed at step {self.resumed_from}" if self.resumed_from else ""
         mlm = f" after {self.mlm_steps} MLM steps on records" if self.mlm_steps else ""
+        zone = (
+            f"real zone ({len(self.zone_reasons)} real inputs), saved encrypted"
+            if self.zone_reasons
+            else "screened zone, saved"
+        )
         return (
             f"trained NER model: {self.steps}/{self.max_steps} steps{early}{resumed}{mlm} on "
             f"{self.train_docs} notes ({self.train_windows} windows){f1}, "
-            f"{self.tokens_per_second:.0f} tokens/s; saved to {self.model_dir}"
+            f"{self.tokens_per_second:.0f} tokens/s; {zone} to {self.model_dir}"
         )
 
 
@@ -196,15 +218,18 @@ def train_model(
     types: list[str] | None = None,
     data_info: dict[str, Any] | None = None,
     mlm_texts: list[str] | None = None,
-    checkpoint_key: DataKey | None = None,
+    zone_reasons: Sequence[str] | None = None,
+    data_key: DataKey | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Train a token classifier on ``train_docs`` (``base`` None: a scratch BERT) into ``out_dir``.
 
     ``out_dir`` becomes a model folder (see :mod:`appliance.ner.model`); an
     interrupted run with the same data and settings resumes from its checkpoint.
-    ``mlm_texts`` (real notes) make it a real-zone model; pass
-    ``checkpoint_key`` so its checkpoints are encrypted.
+    ``zone_reasons`` name the run's real inputs (default: worked out from
+    ``data_info``, ``base`` and ``mlm_texts``); any makes a real-zone model,
+    whose checkpoints and saved files are encrypted under ``data_key``
+    (required then). ``data_key`` also decrypts a real-zone ``base``.
     """
     torch = torch_module()
     quiet_transformers()
@@ -213,23 +238,34 @@ def train_model(
     types = _types(train_docs, types)
     labels = bio_labels(types)
     device = resolve_device(settings.device)
+    if zone_reasons is None:
+        info = data_info or {}
+        zone_reasons = zones.training_reasons(
+            info.get("source"), info.get("dev"), base, len(mlm_texts or [])
+        )
+    reasons = list(zone_reasons)
+    key = data_key if reasons else None
+    if reasons and key is None:
+        raise UsageError(
+            f"a real-zone model ({reasons[0]}) is written encrypted; give the workspace data key"
+        )
     run_id = fingerprint(settings, base, train_docs, dev_docs, types, mlm_texts)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out_dir / CHECKPOINT
+    ckpt_path = out_dir / (CHECKPOINT_ENC if key is not None else CHECKPOINT)
+    # A checkpoint of the other form is another run's (or a plaintext one of an older version).
+    (out_dir / (CHECKPOINT if key is not None else CHECKPOINT_ENC)).unlink(missing_ok=True)
     state = load_checkpoint(
-        ckpt_path, checkpoint_key, label=CHECKPOINT_LABEL, fingerprint=run_id, weights_only=False
+        ckpt_path, key, label=CHECKPOINT_LABEL, fingerprint=run_id, weights_only=False
     )
 
     _seed_all(settings.seed, torch)
     if state is not None:
         built = resumed(state)
     else:
-        job = (
-            MlmJob(list(mlm_texts), checkpoint_key, out_dir / MLM_CHECKPOINT) if mlm_texts else None
-        )
-        built = build(base, train_docs, labels, settings, device, job, progress, torch)
+        job = MlmJob(list(mlm_texts), key, out_dir / MLM_CHECKPOINT) if mlm_texts else None
+        built = build(base, train_docs, labels, settings, device, job, progress, torch, data_key)
     run = _setup(built, state, train_docs, labels, settings, base is None, device,
-                 (run_id, ckpt_path, checkpoint_key), torch)  # fmt: skip
+                 (run_id, ckpt_path, key), torch)  # fmt: skip
 
     def evaluate() -> float:
         return float(dev_scores(run.tagger(), dev_docs)["exact"]["micro"]["f1"])
@@ -249,7 +285,7 @@ def train_model(
         torch=torch,
     )
     return _save(run, out_dir, base, types, settings, train_docs, dev_docs, mlm_texts,
-                 data_info, stats, started)  # fmt: skip
+                 reasons, data_info, stats, started)  # fmt: skip
 
 
 def _save(
@@ -261,6 +297,7 @@ def _save(
     train_docs: Sequence[Document],
     dev_docs: Sequence[Document],
     mlm_texts: list[str] | None,
+    zone_reasons: list[str],
     data_info: dict[str, Any] | None,
     stats: LoopStats,
     started: float,
@@ -283,6 +320,7 @@ def _save(
         parameters=parameters,
         settings=settings,
         mlm_texts=mlm_texts,
+        zone_reasons=zone_reasons,
         data_info=data_info,
         train_docs=train_docs,
         dev_docs=dev_docs,
@@ -293,7 +331,7 @@ def _save(
         seconds=seconds,
         metrics=metrics,
     )
-    save_model(out_dir, model, run.built.tokenizer, meta)
+    save_model(out_dir, model, run.built.tokenizer, meta, run.key)
     run.ckpt_path.unlink(missing_ok=True)
     return TrainResult(
         model_dir=out_dir,
@@ -312,6 +350,7 @@ def _save(
         seconds=seconds,
         mlm_steps=run.built.mlm_steps,
         history=st.history,
+        zone_reasons=zone_reasons,
     )
 
 
@@ -430,6 +469,28 @@ def _record_texts(ws: Workspace, inputs: list[dict[str, Any]]) -> list[str]:
     return mlm_texts
 
 
+def _keep_dev_split(root: Path, dev: list[Document] | None, key: DataKey | None) -> None:
+    """Keep the development split with the model (export measures the int8 loss on it).
+
+    Encrypted with ``key`` (a real-zone split: real notes), else plain JSONL;
+    a split of an earlier run in the other form, or none (``dev`` None: a dev
+    gold file was given), is removed so export never reads a stale one.
+    """
+    plain, sealed = root / DEV_FILE, root / DEV_FILE_ENC
+    if dev is None:
+        plain.unlink(missing_ok=True)
+        sealed.unlink(missing_ok=True)
+    elif key is not None:
+        body = "".join(
+            json.dumps(document_to_json(d), ensure_ascii=False) + "\n" for d in dev
+        ).encode("utf-8")
+        write_encrypted(sealed, key, body, label=zones.LABEL_DEV)
+        plain.unlink(missing_ok=True)
+    else:
+        write_jsonl(dev, plain)
+        sealed.unlink(missing_ok=True)
+
+
 def _write_stage_manifest(
     ws: Workspace,
     root: Path,
@@ -440,14 +501,24 @@ def _write_stage_manifest(
     inputs: list[dict[str, Any]],
     source: dict[str, Any],
     dev_source: dict[str, Any],
-    mlm_on_records: bool,
     result: TrainResult,
+    key: DataKey | None,
 ) -> None:
+    real = bool(result.zone_reasons)
+    notes = []
+    if dev_source.get("kind") == "gold file":
+        notes.append(
+            f"development gold file {Path(str(dev_source.get('path'))).name} "
+            f"(sha256 {dev_source.get('sha256')}) scored checkpoints only; no text of it is kept"
+        )
     write_manifest(
         root,
         {
             "stage": "ner train",
-            "zone": "real" if mlm_on_records else "screened",
+            "zone": result.zone,
+            "zone_reasons": result.zone_reasons,
+            "zone_notes": notes,
+            "encrypted": {"key_id": key.key_id} if real and key is not None else None,
             "started": started,
             "finished": utc_now(),
             "inputs": inputs,
@@ -458,7 +529,7 @@ def _write_stage_manifest(
                 "dev": {k: v for k, v in dev_source.items() if k != "ids"},
                 "train_notes": result.train_docs,
                 "dev_notes": result.dev_docs,
-                "real_notes_seen": bool(mlm_on_records),
+                "real_notes_seen": real,
             },
             "model": hashed(root / "model", ws.root),
             "metrics": {"dev": result.dev_metrics},
@@ -503,6 +574,15 @@ def run(
         docs, source = _training_notes(ws, annotations, train_gold, gold_format, inputs)
         train, dev, dev_source = _dev_notes(ws, docs, dev_gold, gold_format, settings, inputs)
         mlm_texts = _record_texts(ws, inputs) if mlm_on_records else None
+        reasons = zones.training_reasons(
+            source,
+            dev_source,
+            base_dir,
+            len(mlm_texts or []),
+            inputs[-1]["sha256"] if mlm_on_records else None,
+        )
+        real = bool(reasons)
+        key = ws.data_key if real or (base_dir and zones.is_encrypted(base_dir)) else None
         types = _schema_types(ws, train)
         root.mkdir(parents=True, exist_ok=True)
         started = utc_now()
@@ -513,18 +593,13 @@ def run(
             out_dir=root / "model",
             settings=settings,
             types=types,
-            data_info={
-                "source": source,
-                "dev": dev_source,
-                "real_notes_seen": bool(mlm_on_records),
-            },
+            data_info={"source": source, "dev": dev_source, "real_notes_seen": real},
             mlm_texts=mlm_texts,
-            checkpoint_key=ws.data_key if mlm_on_records else None,
+            zone_reasons=reasons,
+            data_key=key,
             progress=progress,
         )
-        if dev_gold is None:
-            # Keep the synthetic dev split with the model: export measures int8 loss on it.
-            write_jsonl(dev, root / "dev.jsonl")
+        _keep_dev_split(root, dev if dev_gold is None else None, key if real else None)
         _write_stage_manifest(
             ws,
             root,
@@ -534,8 +609,8 @@ def run(
             inputs=inputs,
             source=source,
             dev_source=dev_source,
-            mlm_on_records=mlm_on_records,
             result=result,
+            key=key,
         )
         stage.outputs = [hashed(root / "manifest.json", ws.root), hashed(root / "model", ws.root)]
         stage.details = {
@@ -543,6 +618,7 @@ def run(
             "dev_f1": result.dev_f1,
             "train_notes": result.train_docs,
             "dev_notes": result.dev_docs,
-            "zone": "real" if mlm_on_records else "screened",
+            "zone": result.zone,
+            "zone_reasons": result.zone_reasons,
         }
     return result

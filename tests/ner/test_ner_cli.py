@@ -42,10 +42,22 @@ def test_annotations_to_signed_package_to_inference(released_corpus, tmp_path, m
     assert any(i["path"].endswith("release.json") for i in manifest["inputs"])
     assert result.train_docs + result.dev_docs == len(released_corpus.gold)
 
+    assert manifest["zone_reasons"] == [] and manifest["encrypted"] is None
+    assert (root / "dev.jsonl").is_file() and not (root / "dev.jsonl.enc").exists()
+    assert (root / "model" / "model.safetensors").is_file()
+
     out = _invoke("export", "-w", ws.root)
-    assert "signed" in out and "labels identical" in out
+    assert "signed" in out and "labels identical" in out and "encrypted" not in out
     card = (root / "package" / "MODEL_CARD.md").read_text()
     assert "Annotated synthetic notes" in card and "never shown" in card
+    assert "No real record reached training" in card and "Real zone" not in card
+    # A screened package stays plain and portable: readable files, no key needed.
+    signed = json.loads((root / "package" / "manifest.json").read_text())
+    assert signed["zone"] == "screened" and signed["zone_reasons"] == []
+    assert signed["encrypted"] is None
+    assert {"model.onnx", "tokenizer.json"} <= set(signed["files"])
+    assert json.loads((root / "package" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert json.loads((root / "package" / "ner.json").read_text())["zone"] == "screened"
 
     export = demo_export(tmp_path / "ex", "csv", notes=12)
     out = _invoke("infer", export, "-w", ws.root, "--out", tmp_path / "o.jsonl", "--threads", 1)
@@ -136,6 +148,9 @@ def test_train_on_a_gold_file_says_so(workspace, tmp_path):
     root = workspace.models_dir / "ner" / "upper"
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["data"]["source"]["kind"] == "gold file"
+    assert manifest["zone"] == "real" and manifest["zone_reasons"][0].startswith(
+        "trained on gold notes gold.jsonl (sha256 "
+    )
     meta = json.loads((root / "model" / "ner.json").read_text())
     assert meta["data"]["source"]["path"] == str(gold)
     card = render_card("upper", meta, "fp32", {"max_abs_diff": 0.0, "tokens": 1}, None)
