@@ -15,33 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.crash.harness import audit_entries, ok, run, stage_points, trace_points
+from tests.test_pipeline import CONFIG
 
 NOTES = 120
 GENERATED = 40
 STAGES = ("ingest", "generator train", "generate", "screen", "annotate", "ner train", "export")
-
-CONFIG = """
-[pipeline]
-export = "export/notes.csv"
-
-[generator]
-recipe = "tiny"
-max_steps = 40
-
-[generate]
-count = 40
-batch_size = 10
-
-[annotate]
-annotator = ["lexicon"]
-lexicons = ["terms.tsv"]
-
-[ner]
-base = "scratch"
-epochs = 3
-max_steps = 30
-batch_size = 8
-"""
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +27,7 @@ def template(tmp_path_factory):
     """An initialized workspace, its export and config, and the points an uninterrupted run reaches."""
     root = tmp_path_factory.mktemp("pipeline-crash")
     ok("demo-data", root / "export", "--notes", NOTES, "--format", "csv", "--seed", 5)
-    (root / "pipeline.toml").write_text(CONFIG)
+    (root / "pipeline.toml").write_text(CONFIG.format(ner_steps=30))
     # The lexicon names words a 40-step generator does write (the test is about stages, not quality).
     (root / "terms.tsv").write_text("term\tlabel\nmg\tDRUG\nwith\tDIAGNOSIS\nand\tDIAGNOSIS\n")
     ok("init", root / "ws")
