@@ -227,8 +227,8 @@ def write_release(
     )
     # Signature first: a crash between the two writes leaves an old signature
     # over new bytes, which fails verification rather than passing.
-    atomic_write(folder / SIGNATURE_FILE, key.sign(data), 0o644)
-    atomic_write(folder / RELEASE_FILE, data, 0o644)
+    atomic_write(folder / SIGNATURE_FILE, key.sign(data), 0o600)
+    atomic_write(folder / RELEASE_FILE, data, 0o600)
     return folder / RELEASE_FILE
 
 

@@ -8,12 +8,15 @@ the class's ``exit_code``; anything else is a bug and keeps its traceback.
     ├── UsageError                 bad option combination or argument (exit 2)
     ├── ConfigError                appliance.toml / policy / entity schema invalid (exit 3)
     ├── WorkspaceError             no workspace, or one that would be overwritten (exit 4)
+    ├── WorkspaceBusy              another command holds the workspace lock; names it (exit 8)
+    ├── NothingProduced            a stage ran but produced none of what was asked (exit 9)
     ├── InputError                 an export cannot be read at all (exit 5)
     ├── SecurityError              integrity / confidentiality failures (exit 6)
     │   ├── KeyFileError           key file missing, malformed or too permissive
     │   ├── IntegrityError         a shard, manifest or signature does not verify
     │   ├── AuditError             the audit log chain is broken
-    │   └── EgressDenied           an endpoint the policy does not allow
+    │   ├── EgressDenied           an endpoint the policy does not allow
+    │   └── KeyRequired            a real-zone model used without its workspace key
     └── DependencyError            an optional package is missing (exit 7); says which extra to install
 
     Terminated (a KeyboardInterrupt) SIGTERM, handled like Ctrl-C (exit 143; Ctrl-C exits 130)
@@ -57,6 +60,30 @@ class WorkspaceError(ApplianceError):
     """Raised when the workspace is missing, incomplete or would be overwritten."""
 
     exit_code = 4
+
+
+class WorkspaceBusy(ApplianceError):
+    """Raised when another appliance command holds the workspace lock.
+
+    The message names the holder (its command, process id and start time), as
+    the lock file records them. Exit code 8: retry when the holder ends.
+    """
+
+    exit_code = 8
+
+
+class NothingProduced(ApplianceError):
+    """Raised when a stage ran to its end but produced none of what was asked
+    (every note rejected, every candidate withheld): its reasons summarized in
+    one line. What it did record (rejects, the audit line) is kept. Exit code 9.
+    ``result`` is the stage's result object, for callers that want the counts.
+    """
+
+    exit_code = 9
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class InputError(ApplianceError):

@@ -41,7 +41,14 @@ from appliance.config import (
     load_policy,
     render_config,
 )
-from appliance.errors import ApplianceError, InputError, Terminated, UsageError, WorkspaceError
+from appliance.errors import (
+    ApplianceError,
+    InputError,
+    Terminated,
+    UsageError,
+    WorkspaceBusy,
+    WorkspaceError,
+)
 from appliance.security.audit import AuditLog, utc_now
 from appliance.security.crypto import atomic_write
 from appliance.security.keys import (
@@ -209,20 +216,37 @@ class Workspace:
 
     @contextmanager
     def lock(self, what: str) -> Iterator[None]:
-        """Exclusive lock so two writers (say, two ingests) never interleave."""
+        """Exclusive lock so two writers (say, two ingests) never interleave.
+
+        The holder writes its command, process id and start time into the lock
+        file (0600), so a command that finds the lock taken can name it. The
+        lock itself is the kernel's (flock): it ends with its process, kill -9
+        included, and a stale holder line is simply overwritten.
+        """
         path = self.root / ".lock"
-        with open(path, "a+") as fh:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+", encoding="utf-8") as fh:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise WorkspaceError(
-                    f"{self.root}: another appliance command is writing to this workspace; wait for it to finish ({what})"
+                raise WorkspaceBusy(
+                    f"{self.root}: {_lock_holder(fh)} is writing to this workspace; "
+                    f"run `{what}` when it has finished"
                 ) from None
+            os.fchmod(fh.fileno(), 0o600)
+            fh.seek(0)
+            fh.truncate()
+            holder = {"command": what, "pid": os.getpid(), "since": utc_now()}
+            fh.write(json.dumps(holder) + "\n")
+            fh.flush()
             self._holds_lock = True
             try:
                 yield
             finally:
                 self._holds_lock = False
+                fh.seek(0)
+                fh.truncate()
+                fh.flush()
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     @contextmanager
@@ -246,9 +270,12 @@ class Workspace:
         """
         run = StageRun(command, args)
         crashpoints.entering(command)
+        # Whatever a stage creates (folders, files, caches of libraries) is the owner's alone.
+        umask = os.umask(0o077)
         try:
             yield from self._run_stage(run, interrupted, lock)
         finally:
+            os.umask(umask)
             crashpoints.leaving()
 
     def _run_stage(self, run: StageRun, interrupted: str, lock: bool) -> Iterator[StageRun]:
@@ -480,6 +507,16 @@ RESUME_HINTS = {
 }
 
 
+def _lock_holder(fh: Any) -> str:
+    """Who holds the lock, from what the holder wrote into the lock file."""
+    try:
+        fh.seek(0)
+        holder = json.loads(fh.read() or "{}")
+        return f"another appliance command (`{holder['command']}`, pid {holder['pid']}, since {holder['since']})"
+    except (ValueError, KeyError, TypeError, OSError):
+        return "another appliance command"
+
+
 def _may_be_running(entry: dict[str, Any]) -> bool:
     """Whether the process that wrote ``entry`` may still be alive (same host, pid exists)."""
     import socket
@@ -530,7 +567,7 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     atomic_write(
         path,
         (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode(),
-        0o644,
+        0o600,
     )
     return path
 
@@ -603,6 +640,7 @@ def init(
 
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
+    umask = os.umask(0o077)  # config, policy, schema and public key too: one rule inside
     try:
         for sub in SUBDIRS:
             (root / sub).mkdir(mode=0o700)
@@ -637,6 +675,8 @@ def init(
         # Leave nothing half-made behind (the folder was empty or absent).
         shutil.rmtree(root, ignore_errors=True)
         raise
+    finally:
+        os.umask(umask)
     ws = Workspace.open(root)
     ws.log(
         "init",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,13 @@ def test_pipeline_runs_every_stage_then_skips_what_is_current(project: tuple[Any
     assert first.released > 0 and first.annotated > 0
     assert first.package is not None and (first.package / "model.onnx").exists()
     assert first.report is not None and first.report.suffix == ".html" and first.report.exists()
+    # One rule for the whole workspace: nothing in it is readable by group or others.
+    shared = [
+        f"{p.relative_to(ws.root)} {stat.S_IMODE(p.lstat().st_mode):o}"
+        for p in [ws.root, *ws.root.rglob("*")]
+        if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077
+    ]
+    assert not shared, shared
 
     # Only the NER stage's parameters change: it and export run again, nothing before them.
     (root / "pipeline.toml").write_text(CONFIG.format(ner_steps=20))

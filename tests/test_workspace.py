@@ -156,3 +156,51 @@ def test_policy_change_is_recorded_in_the_audit_log(tmp_path):
     assert entry["details"]["policy_changed_from"] == before
     assert entry["policy_sha256"] == again.policy.sha256 != before
     assert "policy_changed_from" not in again.log("test")["details"]
+
+
+def _hold_lock(ws_root, command):
+    """A separate process that takes the workspace lock as ``command`` and waits."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from appliance.workspace import Workspace\n"
+        f"w = Workspace.open({str(ws_root)!r})\n"
+        f"with w.lock({command!r}):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_busy_workspace_names_the_holder_and_frees_when_it_dies(tmp_path):
+    """A second writer is told which command holds the lock (exit 8); a holder
+    killed with SIGKILL leaves no lock behind."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+    from appliance.errors import WorkspaceBusy
+
+    ws = init(tmp_path / "ws")
+    holder = _hold_lock(ws.root, "screen")
+    try:
+        assert _mode(ws.root / ".lock") == 0o600
+        with pytest.raises(WorkspaceBusy) as busy, Workspace.open(ws.root).lock("generate"):
+            pass
+        message = str(busy.value)
+        assert f"`screen`, pid {holder.pid}" in message and "run `generate`" in message, message
+        export = tmp_path / "notes.jsonl"
+        export.write_text('{"id": "n1", "text": "Patient seen today."}\n')
+        result = CliRunner().invoke(cli, ["ingest", str(export), "-w", str(ws.root)])
+        assert result.exit_code == 8, result.output
+        assert "`screen`" in result.output and "Traceback" not in result.output
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with Workspace.open(ws.root).lock("generate"):
+        pass

@@ -37,9 +37,10 @@ from appliance.documents import (
     document_to_json,
     word_tokens,
 )
+from appliance.errors import NothingProduced
 from appliance.security.audit import utc_now
 from appliance.security.crypto import atomic_write
-from appliance.workspace import Workspace, hashed, write_manifest
+from appliance.workspace import StageRun, Workspace, hashed, write_manifest
 
 __all__ = ["AnnotateResult", "run"]
 
@@ -83,6 +84,31 @@ def _public_options(options: AnnotatorOptions) -> dict[str, Any]:
     return {k: plain(v) for k, v in out.items()}
 
 
+def _rejected_lines(failures: dict[str, tuple[str, str]]) -> bytes:
+    return "".join(
+        json.dumps({"id": note_id, "reason": kind, "detail": detail}) + "\n"
+        for note_id, (kind, detail) in failures.items()
+    ).encode()
+
+
+def _nothing_annotated(
+    ws: Workspace,
+    corpus: str,
+    folder: Path,
+    failures: dict[str, tuple[str, str]],
+    notes: int,
+    stage: StageRun,
+) -> str:
+    """Write the rejects of a run that annotated no note; the one-line reason."""
+    if not notes:
+        return f"corpus {corpus!r} has no released notes to annotate (the screen released none)"
+    path = folder / "rejected.jsonl"
+    atomic_write(path, _rejected_lines(failures))
+    stage.outputs = [hashed(path, ws.root)]
+    top = ", ".join(f"{n} {k}" for k, n in Counter(k for k, _ in failures.values()).most_common(3))
+    return f"no note annotated: all {notes} released notes rejected ({top}); see {path}"
+
+
 def _annotator_record(records: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     if len(records) == 1:
         return records[0]
@@ -116,6 +142,12 @@ def run(
             notes = [(n.id, n.text) for n in released_notes(ws, corpus)]
             spans, failures, results = run_members(members, notes, options.combine, progress)
             folder.mkdir(parents=True, exist_ok=True)
+            if not spans:
+                # Nothing to train on: keep the reasons, leave an earlier set as it was.
+                stage.inputs = [release]
+                raise NothingProduced(
+                    _nothing_annotated(ws, corpus, folder, failures, len(notes), stage)
+                )
             record = _annotator_record([r.record for r in results], options.combine)
             by_type: Counter[str] = Counter()
             per_note_type: Counter[str] = Counter()
@@ -138,13 +170,7 @@ def run(
                 os.fsync(fh.fileno())
             os.replace(tmp, folder / "annotations.jsonl")
             crashpoints.reached("annotate.output")
-            atomic_write(
-                folder / "rejected.jsonl",
-                "".join(
-                    json.dumps({"id": note_id, "reason": kind, "detail": detail}) + "\n"
-                    for note_id, (kind, detail) in failures.items()
-                ).encode(),
-            )
+            atomic_write(folder / "rejected.jsonl", _rejected_lines(failures))
             annotated = len(spans)
             qa = {
                 "members": [r.qa for r in results],

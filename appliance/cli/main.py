@@ -14,6 +14,8 @@ start-up time), and a stage whose dependencies are broken does not stop
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from appliance import __version__
@@ -70,6 +72,8 @@ for command in (
 
 
 def main() -> None:
+    # Workspaces, record exports and inference outputs hold patient data: private to their owner.
+    os.umask(0o077)
     handle_sigterm()
     cli(prog_name="appliance")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,7 +14,7 @@ from appliance.cli.options import (
     progress,
     workspace_option,
 )
-from appliance.errors import UsageError
+from appliance.errors import NothingProduced, UsageError
 
 
 @click.command()
@@ -102,7 +103,17 @@ def screen(
                 "seconds": round(result.seconds, 2),
             }
         )
-        return
+    else:
+        _echo_summary(result, ws)
+    if (result.screened or result.rejected) and not result.released:
+        # The decisions are recorded (report, release, audit line); the exit says none passed.
+        raise NothingProduced(
+            f"no note released: all {result.screened + len(result.rejected)} withheld; "
+            f"see {result.report_html}"
+        )
+
+
+def _echo_summary(result: Any, ws: Any) -> None:
     click.echo(result.summary())
     for c in result.canaries:
         if c["exposure_bits"] > ws.policy.leakage.canary_exposure_max_bits:

@@ -417,7 +417,7 @@ def export_package(
                 precision = "int8"
             del quantized
         if key is None:
-            atomic_write(tmp / MODEL_FILE, onnx_model, 0o644)
+            atomic_write(tmp / MODEL_FILE, onnx_model, 0o600)
             shutil.copyfile(model_dir / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         else:
             write_encrypted(

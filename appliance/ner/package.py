@@ -67,8 +67,8 @@ def sign_package(folder: Path, key: Ed25519PrivateKey, details: dict[str, Any]) 
         **details,
     }
     body = (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-    atomic_write(folder / MANIFEST, body, 0o644)
-    atomic_write(folder / SIGNATURE, key.sign(body), 0o644)
+    atomic_write(folder / MANIFEST, body, 0o600)
+    atomic_write(folder / SIGNATURE, key.sign(body), 0o600)
     return manifest
 
 

@@ -251,6 +251,6 @@ def write_report(
     page = render_html(report, scores, index, baseline).encode()
     json_path = ws.reports_dir / f"{base}.json"
     html_path = ws.reports_dir / f"{base}.html"
-    atomic_write(json_path, body, 0o640)
-    atomic_write(html_path, page, 0o640)
+    atomic_write(json_path, body, 0o600)
+    atomic_write(html_path, page, 0o600)
     return json_path, html_path

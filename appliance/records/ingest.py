@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.documents import Record, Reject
-from appliance.errors import IntegrityError
+from appliance.errors import IntegrityError, NothingProduced
 from appliance.records.readers import ReaderOptions, detect_format, read_export
 from appliance.records.store import RecordStore
 from appliance.security.audit import utc_now
@@ -141,7 +141,19 @@ def run(
         if result.rejects_path:
             stage.outputs.append(hashed(result.rejects_path, ws.root))
         stage.details = result.as_dict()
+        if not (result.stored or result.unchanged):
+            raise NothingProduced(_nothing_ingested(result), result)
     return result
+
+
+def _nothing_ingested(result: IngestResult) -> str:
+    if not result.rejected:
+        return f"{result.export}: no records in the export; nothing ingested"
+    top = ", ".join(f"{n} {r}" for r, n in result.reasons.most_common(3))
+    return (
+        f"{result.export}: nothing ingested, all {result.rejected} rows rejected ({top}); "
+        f"see {result.rejects_path}"
+    )
 
 
 def _ingest(

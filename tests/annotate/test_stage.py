@@ -107,6 +107,41 @@ def test_llm_run_rejects_failed_notes_and_a_rerun_asks_only_those(released_corpu
         assert again.qa["members"][0]["cache_hits"] == len(docs) - 2
 
 
+def test_a_run_that_annotates_no_note_exits_9_and_keeps_the_reasons(released_corpus):
+    """Every answer malformed: exit 9 with the reasons in one line, rejected.jsonl kept,
+    no empty annotation set for training to pick up; the audit line says why."""
+    ws, gold = released_corpus.ws, released_corpus.gold
+    docs = list(gold.values())
+    with AnnotateServer(docs) as server:
+        for doc in docs:
+            server.fault(doc["text"], "malformed")
+        result = CliRunner().invoke(
+            cli,
+            ["annotate", "-w", str(ws.root), "--corpus", "demo", "--name", "llm"]
+            + [
+                "--annotator",
+                "llm",
+                "--endpoint",
+                server.url,
+                "--model",
+                "test-model",
+                "--retries",
+                "0",
+            ],
+        )
+    assert result.exit_code == 9, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert (
+        f"no note annotated: all {len(docs)} released notes rejected ({len(docs)} malformed_json)"
+        in line
+    ), line
+    folder = ws.annotation_dir("llm")
+    assert len((folder / "rejected.jsonl").read_text().splitlines()) == len(docs)
+    assert not (folder / "annotations.jsonl").exists() and not (folder / "manifest.json").exists()
+    last = list(ws.audit.entries())[-1][1]
+    assert last["command"] == "annotate" and last["result"].startswith("error: no note annotated")
+
+
 def test_endpoint_refused_and_logged(released_corpus):
     ws = released_corpus.ws
     result = CliRunner().invoke(

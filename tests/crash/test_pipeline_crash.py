@@ -6,6 +6,7 @@ ends where an uninterrupted run does, with nothing lost or written twice."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -89,32 +90,47 @@ def _assert_complete(root: Path, ws: Path, tmp_path: Path) -> None:
     assert all(closed[stage] == 1 for stage in STAGES), closed
 
 
+def _stop_in_each_stage_then_resume(root: Path, ws: Path, tmp_path: Path, points, seed: int):
+    """Stop the pipeline once inside each stage (SIGKILL and SIGTERM in turn), rerunning after each."""
+    rng = random.Random(seed)
+    for i, stage in enumerate(STAGES):
+        spec = f"{stage}/*:{rng.randint(1, points[stage])}"
+        where = f"seed {seed}, {spec}"
+        if (i + seed) % 2 == 0:
+            crashed = _pipeline(root, ws, crash_at=spec)
+            assert crashed.returncode == -signal.SIGKILL, (where, crashed.stdout, crashed.stderr)
+        else:
+            stopped = _pipeline(root, ws, crash_at=spec, signal="TERM")
+            assert stopped.returncode == 143, (where, stopped.stdout, stopped.stderr)
+            assert "terminated (SIGTERM)" in stopped.stderr and "Traceback" not in stopped.stderr
+            last = [e for e in audit_entries(ws) if e["command"] == stage][-1]
+            assert "SIGTERM" in last["result"] or last["result"] == "ok", (where, last)
+        _assert_openable(ws, stage)
+    resumed = _pipeline(root, ws)
+    assert resumed.returncode == 0, (seed, resumed.stdout, resumed.stderr)
+    _assert_complete(root, ws, tmp_path)
+
+
 def test_stopped_inside_every_stage_in_turn_then_resumed(template, tmp_path):
     """One workspace, stopped once inside each stage, by SIGKILL and SIGTERM in turn:
     each rerun resumes and gets one stage further."""
     root, points = template
-    ws = _fresh(root, tmp_path)
-    rng = random.Random(14)
-    for i, stage in enumerate(STAGES):
-        spec = f"{stage}/*:{rng.randint(1, points[stage])}"
-        if i % 2 == 0:
-            crashed = _pipeline(root, ws, crash_at=spec)
-            assert crashed.returncode == -signal.SIGKILL, (spec, crashed.stdout, crashed.stderr)
-        else:
-            stopped = _pipeline(root, ws, crash_at=spec, signal="TERM")
-            assert stopped.returncode == 143, (spec, stopped.stdout, stopped.stderr)
-            assert "terminated (SIGTERM)" in stopped.stderr and "Traceback" not in stopped.stderr
-            last = [e for e in audit_entries(ws) if e["command"] == stage][-1]
-            assert "SIGTERM" in last["result"] or last["result"] == "ok", last
-        _assert_openable(ws, stage)
-    assert _pipeline(root, ws).returncode == 0
-    _assert_complete(root, ws, tmp_path)
+    _stop_in_each_stage_then_resume(root, _fresh(root, tmp_path), tmp_path, points, seed=14)
 
 
 @pytest.mark.slow
+def test_stopped_at_random_points_then_resumed(template, tmp_path):
+    """The same with points and signals drawn at random (``APPLIANCE_TEST_SEED`` replays a run)."""
+    root, points = template
+    seed = int(os.environ.get("APPLIANCE_TEST_SEED") or random.SystemRandom().randrange(10**6))
+    print(f"crash seed {seed}")
+    _stop_in_each_stage_then_resume(root, _fresh(root, tmp_path), tmp_path, points, seed)
+
+
+@pytest.mark.soak
 @pytest.mark.parametrize("stage", STAGES)
 def test_killed_at_each_commit_point_of_a_stage(template, tmp_path, stage):
-    """Every commit point of the stage, each on a fresh workspace (minutes per stage)."""
+    """Every commit point of the stage, each on a fresh workspace (hours in all on two cores)."""
     root, points = template
     for n in range(1, points[stage] + 1):
         ws = _fresh(root, tmp_path / str(n))

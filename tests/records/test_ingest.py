@@ -159,3 +159,32 @@ def test_workspace_files_are_private(workspace, exports):
     for path in (workspace.records_dir / "shards").iterdir():
         assert os.stat(path).st_mode & 0o077 == 0
     assert os.stat(workspace.records_dir / "store.json").st_mode & 0o077 == 0
+
+
+def test_an_export_with_every_row_rejected_exits_9_with_the_reasons(workspace, tmp_path):
+    """Nothing stored is a failure (exit 9) that names why in one line; the rejects are kept."""
+    from click.testing import CliRunner
+
+    from appliance.cli import cli
+
+    export = tmp_path / "notes.csv"
+    export.write_text("note_id,text\n1,\n2,   \n,orphan text\n")
+    result = CliRunner().invoke(cli, ["ingest", str(export), "-w", str(workspace.root)])
+    assert result.exit_code == 9, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "Traceback" not in result.output
+    assert "nothing ingested, all 3 rows rejected (2 empty text, 1 missing id)" in line, line
+    rejects = list((workspace.reports_dir / "ingest").glob("rejects-*.jsonl"))
+    assert len(rejects) == 1 and len(rejects[0].read_text().splitlines()) == 3
+    assert str(rejects[0]) in line
+    last = [e for _, e in workspace.audit.entries()][-1]
+    assert (
+        last["command"] == "ingest"
+        and last["result"].startswith("error: ")
+        and "nothing ingested" in last["result"]
+    )
+    # Nothing was lost: the next export with good rows is ingested as usual.
+    export.write_text("note_id,text\n1,Seen today.\n")
+    assert (
+        CliRunner().invoke(cli, ["ingest", str(export), "-w", str(workspace.root)]).exit_code == 0
+    )

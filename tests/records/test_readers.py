@@ -182,7 +182,7 @@ CSV_CASES: list[tuple[str, str, bytes | str, dict[str, Any], list[tuple[str, str
         "n.csv",
         "note_id,text\n1,SECRET-and-more\n2,short\n",
         {"max_note_chars": 10},
-        [("X", "row 2", "text too long (15 characters > 10)"), ("R", "2", "short")],
+        [("X", "row 2", "text too long (15 characters; limit 10)"), ("R", "2", "short")],
     ),
     (
         "bad encoding rejects one row, others survive",
@@ -385,6 +385,21 @@ def test_csv_line_too_long_is_one_reject(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["n.csv", "n.tsv"])
+def test_csv_note_far_over_the_limit_is_named_with_its_length(tmp_path: Path, name: str) -> None:
+    """A note many times the limit (but on one line) is read whole, so its reject names
+    the record and its length instead of a parser's "field too long"."""
+    sep = "\t" if name.endswith(".tsv") else ","
+    text = "S" * 3_000_000  # three times the default limit
+    path = write(tmp_path, name, f"note_id{sep}text\nbig{sep}{text}\nok{sep}fine\n")
+    items = read(path)
+    check(
+        items,
+        [("X", "row 2", "text too long (3000000 characters; limit 1000000)"), ("R", "ok", "fine")],
+    )
+    assert isinstance(items[0], Reject) and items[0].record_id == "big"
+
+
 # --------------------------------------------------------------------------- JSONL
 
 JSONL_CASES: list[tuple[str, str, bytes | str, dict[str, Any], list[tuple[str, str, str]]]] = [
@@ -493,7 +508,7 @@ JSONL_CASES: list[tuple[str, str, bytes | str, dict[str, Any], list[tuple[str, s
         "n.jsonl",
         ndjson({"note_id": "1", "text": "SECRET SECRET"}),
         {"max_note_chars": 5},
-        [("X", "line 1", "text too long (13 characters > 5)")],
+        [("X", "line 1", "text too long (13 characters; limit 5)")],
     ),
     (
         "NUL in text",
@@ -660,7 +675,7 @@ def test_txt_folder(tmp_path: Path) -> None:
             ("R", "b", "second\r\nnote\n"),
             ("X", "file bin.txt", "text contains NUL bytes"),
             ("X", "file empty.txt", "empty text"),
-            ("X", "file long.txt", "text too long (70 characters > 50)"),
+            ("X", "file long.txt", "text too long (70 characters; limit 50)"),
             ("R", "sub/c", "with BOM"),
             ("X", "file sub/d.txt", "bad encoding: invalid utf-8 at byte offset 7"),
         ],
@@ -844,7 +859,7 @@ FHIR_CASES: list[tuple[str, str, dict[str, Any], list[tuple[str, str, str]]]] = 
         "empty and too long text",
         ndjson(fhir_doc(text=""), fhir_doc(id="n2", text="SECRET SECRET")),
         {"max_note_chars": 8},
-        [("X", "line 1", "empty text"), ("X", "line 2", "text too long (13 characters > 8)")],
+        [("X", "line 1", "empty text"), ("X", "line 2", "text too long (13 characters; limit 8)")],
     ),
     (
         "Bundle entries",

@@ -67,14 +67,14 @@ by it; no reason ever contains note text):
     id contains control or invalid characters   C0/C1 controls, line separators, lone surrogates
     empty text                                  text absent, null, empty or whitespace
     text has the wrong type (number; ...)
-    text too long (N characters > M)            M is max_note_chars
+    text too long (N characters; limit M)       M is max_note_chars
     text contains NUL bytes                     binary content
     text contains invalid characters (...)      lone surrogates from JSON escapes
     bad encoding: invalid utf-8 at byte offset N                    offset in the file
     bad encoding: invalid utf-16 (offset unknown)
     bad encoding: invalid utf-16 data; the rest of the file was not read   decoder gave up
     wrong number of fields (row has N fields but header has M)      CSV
-    field too long (over N characters)          CSV field beyond the csv module's limit
+    field too long (over N characters)          CSV quoted field spanning lines beyond the line cap
     malformed CSV row (...)                     any other csv module error
     row too long / line too long (more than N characters)
     invalid JSON (Expecting value at column 1)

@@ -227,7 +227,7 @@ def valid_text(value: object, rid: str, max_chars: int) -> str:
     if not value or value.isspace():
         raise Rejected("empty text", rid)
     if len(value) > max_chars:
-        raise Rejected(f"text too long ({len(value)} characters > {max_chars})", rid)
+        raise Rejected(f"text too long ({len(value)} characters; limit {max_chars})", rid)
     if "\x00" in value:
         raise Rejected("text contains NUL bytes", rid)
     if has_surrogates(value):
@@ -267,14 +267,14 @@ def open_lines(
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror}); check its permissions") from exc
     with fh:
-        lines = Lines(fh, name, options.encoding, universal=universal, max_chars=_line_cap(options))
+        lines = Lines(fh, name, options.encoding, universal=universal, max_chars=line_cap(options))
         try:
             yield lines
         finally:
             lines.close()
 
 
-def _line_cap(options: ReaderOptions) -> int:
+def line_cap(options: ReaderOptions) -> int:
     # Room for a maximal note written as \uXXXX escapes (6 characters each) plus other fields.
     return 8 * options.max_note_chars + (1 << 20)
 

@@ -30,6 +30,7 @@ from appliance.records.readers.base import (
     delimiter_of,
     has_surrogates,
     identifier_specs,
+    line_cap,
     open_lines,
     quiet_id,
     show,
@@ -91,8 +92,9 @@ class _RowFeed:
 
 
 def _field_limit(options: ReaderOptions) -> int:
-    # Room to read a note somewhat over the limit, so it is rejected with its exact length.
-    limit = 2 * options.max_note_chars + 1024
+    # As long as a line may be: a note of any length that fits on a line is read
+    # whole and rejected with its id and exact length ("text too long").
+    limit = line_cap(options)
     # The limit is process-wide: only ever raise it.
     if csv.field_size_limit() < limit:
         csv.field_size_limit(limit)
