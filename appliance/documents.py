@@ -47,6 +47,7 @@ __all__ = [
     "Record",
     "Reject",
     "Span",
+    "Uncertain",
     "bio_tags",
     "detect_format",
     "read_gold",
@@ -126,22 +127,43 @@ class Reject:
 
 @dataclass(frozen=True)
 class Span:
-    """An entity: characters ``text[start:end]`` of its document, with a type label."""
+    """An entity: characters ``text[start:end]`` of its document, with a type label.
+
+    ``confidence`` (0 to 1) is how sure the annotator that made the span is;
+    gold spans and exact dictionary matches have 1.0. It never takes part in
+    comparing spans: two spans are the same entity if offsets and type agree.
+    """
 
     start: int
     end: int
     label: str
     text: str
+    confidence: float = field(default=1.0, compare=False)
+
+
+@dataclass(frozen=True)
+class Uncertain:
+    """Characters ``[start, end)`` an annotator could not decide on (entity or not).
+
+    Training with partial labels leaves the tokens there out of the loss
+    instead of teaching them as outside any entity. ``reason`` says why, for
+    the QA counts (``head_noun``, ``unknown_word``, ``low_confidence``...).
+    """
+
+    start: int
+    end: int
+    reason: str
 
 
 @dataclass
 class Document:
-    """A note (or a sentence of a gold corpus) and its entity spans."""
+    """A note (or a sentence of a gold corpus), its entity spans and its undecided ranges."""
 
     id: str
     text: str
     spans: list[Span]
     meta: dict[str, Any] = field(default_factory=dict)
+    uncertain: list[Uncertain] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------
@@ -464,9 +486,35 @@ def document_from_json(obj: Any, where: str, default_id: str | None = None) -> D
             raise InputError(
                 f"{ctx}: 'text' {given!r} does not match the text at {start}-{end} ({text[start:end]!r})"
             )
-        spans.append(Span(start, end, label, text[start:end]))
-    meta = {k: v for k, v in obj.items() if k not in ("id", "text", "entities")}
-    return Document(str(doc_id), text, _ordered(spans), meta)
+        confidence = ent.get("confidence", 1.0)
+        if (
+            not isinstance(confidence, int | float)
+            or isinstance(confidence, bool)
+            or not 0 <= confidence <= 1
+        ):
+            raise InputError(f"{ctx}: 'confidence' must be a number from 0 to 1")
+        spans.append(Span(start, end, label, text[start:end], float(confidence)))
+    uncertain = _uncertain_from_json(obj.get("uncertain", []), text, where)
+    meta = {k: v for k, v in obj.items() if k not in ("id", "text", "entities", "uncertain")}
+    return Document(str(doc_id), text, _ordered(spans), meta, uncertain)
+
+
+def _uncertain_from_json(items: Any, text: str, where: str) -> list[Uncertain]:
+    if not isinstance(items, list):
+        raise InputError(f"{where}: 'uncertain' must be a list")
+    out = []
+    for i, item in enumerate(items):
+        ctx = f"{where}: uncertain range {i + 1}"
+        if not isinstance(item, dict):
+            raise InputError(f"{ctx}: expected an object with start, end, reason")
+        start, end, reason = item.get("start"), item.get("end"), item.get("reason", "")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+            raise InputError(f"{ctx}: 'start' and 'end' must be integers")
+        assert isinstance(start, int) and isinstance(end, int)
+        if not 0 <= start < end <= len(text):
+            raise InputError(f"{ctx}: offsets {start}-{end} are outside the text")
+        out.append(Uncertain(start, end, str(reason)))
+    return sorted(out, key=lambda u: (u.start, u.end))
 
 
 # ---------------------------------------------------------------------------
@@ -478,12 +526,21 @@ def document_to_json(doc: Document, **extra: Any) -> dict[str, Any]:
     return {
         "id": doc.id,
         "text": doc.text,
-        "entities": [
-            {"start": s.start, "end": s.end, "label": s.label, "text": s.text}
-            for s in _ordered(doc.spans)
-        ],
+        "entities": [_span_json(s) for s in _ordered(doc.spans)],
+        **({"uncertain": [_uncertain_json(u) for u in doc.uncertain]} if doc.uncertain else {}),
         **extra,
     }
+
+
+def _span_json(s: Span) -> dict[str, Any]:
+    out: dict[str, Any] = {"start": s.start, "end": s.end, "label": s.label, "text": s.text}
+    if s.confidence != 1.0:
+        out["confidence"] = round(s.confidence, 4)
+    return out
+
+
+def _uncertain_json(u: Uncertain) -> dict[str, Any]:
+    return {"start": u.start, "end": u.end, "reason": u.reason}
 
 
 def write_jsonl(docs: Iterable[Document], path: Path) -> int:

@@ -270,3 +270,29 @@ def test_ncbi_devel_reads(shared_corpora):
     assert len(docs) == 923
     assert sum(len(d.spans) for d in docs) == 787  # SOURCE.txt's count
     assert all([d.text[a:b] for a, b in word_tokens(d.text)] == d.text.split(" ") for d in docs)
+
+
+def test_confidence_and_uncertain_ranges_round_trip_and_do_not_change_identity():
+    from appliance.documents import Document, Span, Uncertain, document_from_json, document_to_json
+    from appliance.errors import InputError
+
+    text = "Seen for gout and a painful tophus."
+    doc = Document(
+        "n1",
+        text,
+        [Span(9, 13, "DIAGNOSIS", "gout", 0.8)],
+        uncertain=[Uncertain(20, 34, "head_noun")],
+    )
+    obj = document_to_json(doc)
+    assert obj["entities"][0]["confidence"] == 0.8
+    assert obj["uncertain"] == [{"start": 20, "end": 34, "reason": "head_noun"}]
+    back = document_from_json(obj, "x")
+    assert back.spans[0].confidence == 0.8 and back.uncertain == doc.uncertain
+    assert back.spans[0] == Span(9, 13, "DIAGNOSIS", "gout")  # confidence is not identity
+    plain = document_to_json(Document("n2", text, [Span(9, 13, "DIAGNOSIS", "gout")]))
+    assert "confidence" not in plain["entities"][0] and "uncertain" not in plain
+    for bad in ({"confidence": 2}, {"confidence": "high"}):
+        with pytest.raises(InputError, match="confidence"):
+            document_from_json({**obj, "entities": [{**obj["entities"][0], **bad}]}, "x")
+    with pytest.raises(InputError, match="outside the text"):
+        document_from_json({**obj, "uncertain": [{"start": 30, "end": 99}]}, "x")
