@@ -66,9 +66,11 @@ from typing import Any
 
 from appliance import demo as demo_data
 from appliance.annotate.annotators import AnnotatorOptions
+from appliance.annotate.evaluate import evaluate as evaluate_annotator
 from appliance.annotate.stage import run as annotate
 from appliance.config import _bool, _describe, _float, _int, _read_toml, _spec, _str
 from appliance.corpus import RELEASE_FILE, load_release
+from appliance.demo.vocabulary import write_term_list
 from appliance.errors import ConfigError, InputError
 from appliance.generator import sample, train
 from appliance.ner import export as ner_export
@@ -678,6 +680,7 @@ seed = 1
 
 [annotate]
 annotator = ["lexicon"]
+lexicons = ["terms.tsv"]      # {share:.0%} of the demo vocabulary's concepts, as a hospital's lists would be
 
 [ner]
 base = "scratch"
@@ -695,6 +698,10 @@ class DemoResult:
     fresh_notes: int
     f1: dict[str, Any]
     seconds: float
+    # The annotator that taught the model, alone, on the same fresh notes.
+    lexicon_f1: dict[str, Any] = field(default_factory=dict)
+    terms: Path | None = None
+    term_counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def demo(
@@ -703,9 +710,15 @@ def demo(
     notes: int = 1500,
     synthetic: int = 1000,
     fresh: int = 200,
+    lexicon_share: float = 0.6,
     echo: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Demo data → the whole pipeline (demo recipe, lexicon annotator) → infer on a fresh export."""
+    """Demo data → the whole pipeline (demo recipe, lexicon annotator) → infer on a fresh export.
+
+    The lexicon covers a seeded ``lexicon_share`` of the demo vocabulary's
+    concepts (:func:`appliance.demo.vocabulary.write_term_list`); the fresh
+    notes are scored twice, by the model and by that lexicon alone.
+    """
     say = echo or (lambda _: None)
     started = time.monotonic()
     folder = folder.expanduser().resolve()
@@ -716,8 +729,13 @@ def demo(
         say(f"demo data: {notes} notes -> {export.parent}")
         demo_data.run(folder / "export", notes=notes, fmt="csv", seed=1)
     ws = Workspace.open(ws_dir) if (ws_dir / "appliance.toml").exists() else init(ws_dir)
+    terms = folder / "terms.tsv"
+    say(f"term list: {lexicon_share:.0%} of the demo vocabulary's concepts -> {terms}")
+    term_counts = write_term_list(terms, share=lexicon_share, seed=1)
     config_path = folder / "pipeline.toml"
-    config_path.write_text(DEMO_CONFIG.format(ws=ws_dir, config=config_path, synthetic=synthetic))
+    config_path.write_text(
+        DEMO_CONFIG.format(ws=ws_dir, config=config_path, synthetic=synthetic, share=lexicon_share)
+    )
     result = run(ws, load_config(config_path), echo=say)
     fresh_dir = folder / "fresh-export"
     fresh_export = fresh_dir / "notes.jsonl"
@@ -728,6 +746,13 @@ def demo(
     assert result.package is not None
     infer.run_ws(ws, fresh_export, package=result.package, out=predictions, fmt="jsonl")
     scores = evaluate(ws, gold=fresh_dir / "gold.jsonl", model=result.package)
+    teacher = evaluate_annotator(
+        fresh_dir / "gold.jsonl",
+        AnnotatorOptions(annotators=("lexicon",), lexicons=(terms,)),
+        egress=ws.policy.egress,
+        schema=ws.policy.entity_schema(),
+        language=ws.config.workspace.language,
+    )
     return DemoResult(
         folder=folder,
         workspace=ws_dir,
@@ -736,4 +761,7 @@ def demo(
         fresh_notes=fresh,
         f1=scores,
         seconds=time.monotonic() - started,
+        lexicon_f1=teacher,
+        terms=terms,
+        term_counts=term_counts,
     )

@@ -9,16 +9,25 @@ read them through ``load_vocabulary``.
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-__all__ = ["VOCAB_FILES", "VOCAB_HEADER", "VocabEntry", "load_vocabulary", "vocabulary_folder"]
+__all__ = [
+    "VOCAB_FILES",
+    "VOCAB_HEADER",
+    "VocabEntry",
+    "load_vocabulary",
+    "vocabulary_folder",
+    "write_term_list",
+]
 
 VOCAB_FILES = ("drugs.tsv", "procedures.tsv", "diagnoses.tsv")
 VOCAB_HEADER = ("term", "label", "code", "synonyms")
@@ -66,3 +75,33 @@ def load_vocabulary() -> Mapping[str, VocabEntry]:
             syns = tuple(s for s in synonyms.split("|") if s)
             vocab[term] = VocabEntry(term, label, code, syns)
     return MappingProxyType(vocab)
+
+
+def write_term_list(path: Path, share: float = 0.6, seed: int = 1) -> dict[str, dict[str, int]]:
+    """Write a hospital-like term list: a seeded ``share`` of each type's concepts.
+
+    A hospital's term lists never cover everything its notes mention, so the
+    demo annotates with this partial list (all surface forms of each chosen
+    concept, as a TSV the lexicon annotator reads) while the demo notes and
+    their gold spans use the whole vocabulary: the notes mention concepts the
+    list lacks, which a model can learn to find and the list cannot. Returns
+    ``{label: {"concepts": n, "kept": k}}``.
+    """
+    if not 0 < share <= 1:
+        raise ValueError("share must be in (0, 1]")
+    by_label: dict[str, list[VocabEntry]] = {}
+    for entry in load_vocabulary().values():
+        by_label.setdefault(entry.label, []).append(entry)
+    rng = random.Random(seed)
+    kept: list[VocabEntry] = []
+    counts: dict[str, dict[str, int]] = {}
+    for label in sorted(by_label):
+        entries = sorted(by_label[label], key=lambda e: e.term)
+        n = max(1, round(share * len(entries)))
+        chosen = rng.sample(entries, n)
+        kept.extend(sorted(chosen, key=lambda e: e.term))
+        counts[label] = {"concepts": len(entries), "kept": n}
+    lines = ["\t".join(VOCAB_HEADER)]
+    lines += [f"{e.term}\t{e.label}\t{e.code}\t{'|'.join(e.synonyms)}" for e in kept]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return counts
