@@ -40,6 +40,10 @@ The config is TOML; every key is optional except ``[pipeline] export``::
     prompt = ["zero-shot"]
     combine = "union"
     name = "default"
+    abbreviations = true          # lexicon rules (see `appliance annotate --help`)
+    variants = true
+    head_nouns = true
+    unknown_words = false
     [ner]
     base = "scratch"              # or a local encoder folder
     dev = ""                      # a gold file of real annotated notes (optional)
@@ -138,6 +142,10 @@ class AnnotateSection:
     prompt: list[str] = _spec(["zero-shot"], *_STRINGS)
     combine: str = _spec("union", *_STRING)
     name: str = _spec("default", *_STRING)
+    abbreviations: bool = _spec(True, *_BOOL)
+    variants: bool = _spec(True, *_BOOL)
+    head_nouns: bool = _spec(True, *_BOOL)
+    unknown_words: bool = _spec(False, *_BOOL)
 
 
 @dataclass(frozen=True)
@@ -530,6 +538,10 @@ def _annotate(r: _Run, fingerprint: str) -> str:
         model=a.model or None,
         prompts=tuple(a.prompt),
         combine=a.combine,
+        abbreviations=a.abbreviations,
+        variants=a.variants,
+        head_nouns=a.head_nouns,
+        unknown_words=a.unknown_words,
     )
     return annotate(r.ws, options, corpus=r.corpus, name=r.ann_name).summary()
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.annotate.abbreviations import Abbreviation, find_abbreviations
-from appliance.annotate.align import resolve_overlaps
+from appliance.annotate.align import Intervals, resolve_overlaps
 from appliance.config import (
     EntitySchema,
     Inflection,
@@ -357,30 +357,7 @@ class _Node:
         self.entries: list[_Entry] = []
 
 
-class _Interval:
-    """Non-overlapping character ranges, kept sorted; ``overlaps`` is a binary search."""
-
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-
-    def overlaps(self, start: int, end: int) -> bool:
-        k = bisect.bisect_left(self.ends, start + 1)  # first range ending after start
-        return k < len(self.starts) and self.starts[k] < end
-
-    def find(self, start: int, end: int) -> tuple[int, int] | None:
-        k = bisect.bisect_left(self.ends, start + 1)
-        if k < len(self.starts) and self.starts[k] < end:
-            return self.starts[k], self.ends[k]
-        return None
-
-    def add(self, start: int, end: int) -> None:
-        k = bisect.bisect_left(self.starts, start)
-        self.starts.insert(k, start)
-        self.ends.insert(k, end)
-
-
-def _add_layer(kept: list[Span], taken: _Interval, new: Iterable[Span]) -> list[Span]:
+def _add_layer(kept: list[Span], taken: Intervals, new: Iterable[Span]) -> list[Span]:
     """Add the spans of ``new`` (longest, then earliest first) that overlap nothing taken."""
     added = []
     for span in sorted(new, key=lambda s: (-(s.end - s.start), s.start, s.label)):
@@ -452,6 +429,8 @@ class LexiconAnnotator:
                 self._variant_to.append(dst.casefold())
             self._variant_re = re.compile("|".join(parts))
         self._cache: dict[str, str] = {}
+        self._folds: dict[str, str] = {}
+        self._head_cache: dict[str, tuple[str, bool] | None] = {}
         self.rules: list[tuple[str, re.Pattern[str]]] = []
         for label, pattern in rules:
             try:
@@ -516,8 +495,12 @@ class LexiconAnnotator:
     # -- normalization -------------------------------------------------------
 
     def _fold(self, token: str) -> str:
-        token = token.translate(_DASHES)
-        return token.casefold() if self.case_insensitive else token
+        out = self._folds.get(token)
+        if out is None:
+            out = token.translate(_DASHES)
+            out = out.casefold() if self.case_insensitive else out
+            self._folds[token] = out
+        return out
 
     def _inflect(self, token: str) -> str:
         for rule in self.inflections:
@@ -693,7 +676,7 @@ class LexiconAnnotator:
         )
         if self.head_nouns and words is not None:
             uncertain.extend(self._modifiers(text, words, spans))
-        taken = _Interval()
+        taken = Intervals()
         for s in spans:
             taken.add(s.start, s.end)
             counts[
@@ -826,13 +809,15 @@ class LexiconAnnotator:
         start = [tokens[j][0] for j in first]
         end = [tokens[k][1] for k in last]
         folds = [self._fold(text[a:b]) for a, b in zip(start, end, strict=True)]
-        content = [f not in self._stop and any(c.isalpha() for c in f) for f in folds]
+        content = [
+            len(f) > 1 and f not in self._stop and any(c.isalpha() for c in f) for f in folds
+        ]
         adjacent = [
             (
                 first[w + 1] == last[w] + 1
                 or last[w] + 1 + groups.get(last[w] + 1, -n) == first[w + 1]
             )
-            and "\n" not in text[end[w] : start[w + 1]]
+            and text.find("\n", end[w], start[w + 1]) < 0
             for w in range(len(first) - 1)
         ]
         return _Words(first, last, start, end, folds, content, adjacent)
@@ -895,6 +880,13 @@ class LexiconAnnotator:
 
     def _head_of(self, raw_token: str, norm_token: str) -> tuple[str, bool] | None:
         """The type a word is a head of, and whether by a head noun (else by a suffix)."""
+        if raw_token in self._head_cache:
+            return self._head_cache[raw_token]
+        head = self._find_head(raw_token, norm_token)
+        self._head_cache[raw_token] = head
+        return head
+
+    def _find_head(self, raw_token: str, norm_token: str) -> tuple[str, bool] | None:
         for label, heads, _ in self._heads:
             if norm_token in heads:
                 return label, True
@@ -912,7 +904,7 @@ class LexiconAnnotator:
         norm: Sequence[str],
         words: _Words,
         spans: Sequence[Span],
-        taken: _Interval,
+        taken: Intervals,
     ) -> tuple[list[Span], list[Uncertain]]:
         """Noun phrases ending in a head noun or suffix: strong ones are spans, weak ones undecided.
 
@@ -1094,7 +1086,7 @@ class LexiconAnnotator:
         text: str,
         tokens: Sequence[tuple[int, int]],
         words: _Words,
-        taken: _Interval,
+        taken: Intervals,
     ) -> list[Uncertain]:
         """Words no rule decided that look like names: letters with digits, two capitals, or
         a capital initial mid-sentence; stop words never."""
