@@ -674,7 +674,7 @@ class LexiconAnnotator:
             if (self.head_nouns or self.unknown_words)
             else None
         )
-        if self.head_nouns and words is not None:
+        if self.head_nouns and self._heads and words is not None:
             uncertain.extend(self._modifiers(text, words, spans))
         taken = Intervals()
         for s in spans:
@@ -737,7 +737,7 @@ class LexiconAnnotator:
             if norm[i] not in root.children and i not in joins:
                 continue
             best_end = -1
-            best: _Entry | None = None
+            best: list[_Entry] = []  # the entries of the longest match (by any path)
             stack = [(root, i)]
             while stack:
                 node, j = stack.pop()
@@ -750,7 +750,7 @@ class LexiconAnnotator:
                 if j in joins and (child := node.children.get(joins[j])) is not None:
                     steps.append((child, j + 3))
                 for child, end in steps:
-                    if child.entries and end > best_end:
+                    if child.entries and end >= best_end:
                         entry = next(
                             (
                                 e
@@ -760,16 +760,20 @@ class LexiconAnnotator:
                             None,
                         )
                         if entry is not None:
-                            best_end, best = end, entry
+                            if end > best_end:
+                                best_end, best = end, []
+                            best.append(entry)
                     if child.children:
                         stack.append((child, end))
                 if j > i and skip[j]:
                     stack.append((node, j + skip[j]))
-            if best is not None:
+            if best:
                 start, end = tokens[i][0], tokens[best_end - 1][1]
                 fold = tuple(self._fold(t) for t in raw[i:best_end])
-                conf = EXACT if fold in best.folds else VARIANT
-                out.append((Span(start, end, best.label, text[start:end], conf), 0))
+                entry = next((e for e in best if fold in e.folds), None)
+                conf = EXACT if entry is not None else VARIANT
+                label = (entry or best[0]).label
+                out.append((Span(start, end, label, text[start:end], conf), 0))
         return out
 
     # -- words, head nouns, abbreviations, unknown words ----------------------
