@@ -529,11 +529,12 @@ def _collect_screen(r: _Run) -> None:
         result.report = r.ws.root / str(body["report"]["html"]["path"])
 
 
-def _annotate(r: _Run, fingerprint: str) -> str:
-    a = r.c.annotate
-    options = AnnotatorOptions(
+def annotator_options(c: PipelineConfig) -> AnnotatorOptions:
+    """The annotate stage's options from the config's [annotate] section."""
+    a = c.annotate
+    return AnnotatorOptions(
         annotators=tuple(a.annotator),
-        lexicons=tuple(p for p in (r.c.path(x) for x in a.lexicons) if p is not None),
+        lexicons=tuple(p for p in (c.path(x) for x in a.lexicons) if p is not None),
         endpoint=a.endpoint or None,
         model=a.model or None,
         prompts=tuple(a.prompt),
@@ -543,6 +544,10 @@ def _annotate(r: _Run, fingerprint: str) -> str:
         head_nouns=a.head_nouns,
         unknown_words=a.unknown_words,
     )
+
+
+def _annotate(r: _Run, fingerprint: str) -> str:
+    options = annotator_options(r.c)
     return annotate(r.ws, options, corpus=r.corpus, name=r.ann_name).summary()
 
 

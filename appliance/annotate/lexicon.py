@@ -16,20 +16,49 @@ the cost grows with the note's length, not the lexicon's size (18,000 Disease
 Ontology strings match a note as fast as 300). Tokens are compared after
 normalization: case folded (except short all-capital abbreviations such as
 ``CAG`` or ``ALL``, which must match exactly), typographic dashes and quotes
-unified and, for English, simple plural inflection removed (``ulcers`` →
-``ulcer``, ``therapies`` → ``therapy``). Since the trie works on tokens,
-whitespace and line breaks between words do not matter. Optional regular
-expressions per type add matches a list cannot enumerate (``\\w+mab``).
-Overlapping matches are resolved like LLM mentions: longest first, then
-earliest (:func:`appliance.annotate.align.resolve_overlaps`).
+unified, and inflections folded away (``ulcers`` → ``ulcer``). Since the trie
+works on tokens, whitespace and line breaks between words do not matter.
+Optional regular expressions per type add matches a list cannot enumerate
+(``\\w+mab``). Overlapping matches are resolved like LLM mentions: longest
+first, then earliest (:func:`appliance.annotate.align.resolve_overlaps`).
+
+Everything that depends on a language is data: the entity schema's
+``[lexicon.LANG]`` table (inflections, spelling variants, optional tokens,
+generic terms, stop words, where a phrase has its head) and, per type,
+``[entity.lexicon.LANG]`` (head nouns, suffixes, word orders); see
+:class:`LexiconRules`. A workspace gets its own language's rules only. On top
+of plain matching, each switchable:
+
+* **abbreviations** (:mod:`appliance.annotate.abbreviations`, Schwartz–Hearst):
+  a short form the note defines, whose long form is a match (or a strong
+  head-noun phrase), is labelled with that type everywhere in the note;
+* **variants**: spelling variants (``tumour``/``tumor``), hyphen, space or
+  nothing between two parts, optional tokens (``Alzheimer's``/``Alzheimer``)
+  and word orders (``deficiency of X``/``X deficiency``), all folded into the
+  trie's keys, so they cost no extra lookups;
+* **head nouns**: a phrase ending in a head noun of a type, with a modifier
+  before it, that the lexicon did not match is a span of that type; a head
+  noun alone, or a word with a type's suffix, is left undecided, and so are
+  the modifiers before a match that the match did not take;
+* **unknown words** (off by default): words no rule decided that look like
+  names (letters with digits, two capitals, a capital mid-sentence).
+
+Every span has a confidence: ``EXACT`` (1.0) for the lexicon's words,
+``VARIANT`` (0.95) when an inflection or variant was needed, ``PATTERN`` (0.9)
+for a regex rule, ``ABBREVIATION`` (0.9, at most the long form's) and
+``HEAD_NOUN`` (0.6). Undecided ranges are ``Uncertain`` with a reason
+(``head_noun``, ``modifier``, ``abbreviation``, ``unknown_word``): partial-label
+training leaves them out of the loss rather than teach them as no entity.
 """
 
 from __future__ import annotations
 
 import bisect
 import csv
+import dataclasses
 import functools
 import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -286,7 +315,18 @@ class LexiconRules:
 
     def summary(self) -> dict[str, Any]:
         """What the manifest records: where the rules came from, their hash and sizes."""
-        digest = hashlib.sha256(repr(self).encode()).hexdigest()
+        canonical = {
+            "inflections": [dataclasses.astuple(i) for i in self.inflections],
+            "variants": self.variants,
+            "optional_tokens": self.optional_tokens,
+            "generic_terms": sorted(self.generic_terms),
+            "stop_words": sorted(self.stop_words),
+            "head": self.head,
+            "max_modifiers": self.max_modifiers,
+            "min_suffix_word": self.min_suffix_word,
+            "types": {k: dataclasses.astuple(v) for k, v in sorted(self.types.items())},
+        }
+        digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
         return {
             "language": self.language,
             "source": self.source,
@@ -956,7 +996,11 @@ class LexiconAnnotator:
                     elif not last and b < end and a <= words.start[w]:
                         weak.append(Uncertain(_skip_space(text, b, end), end, "head_noun"))
                 continue
-            if by_noun and mods:
+            # A dash right before (after) the phrase: a part of a longer name, perhaps
+            # ("Wiskott - Aldrich syndrome"); the phrase is then only weak.
+            edge = words.first[lo] - 1 if last else words.last[hi] + 1
+            dashed = 0 <= edge < len(raw) and raw[edge].translate(_DASHES) == "-"
+            if by_noun and mods and not dashed:
                 strong.append(Span(start, end, label, text[start:end], HEAD_NOUN))
             elif by_noun and not mods and words.folds[w] in self.generic:
                 continue
