@@ -329,6 +329,46 @@ def load_policy(path: Path | None = None) -> Policy:
 
 # ---------------------------------------------------------------------------
 # Entity schema
+#
+# Besides the types an LLM is prompted with, a schema may declare the lexicon
+# annotator's language rules: ``[lexicon.LANG]`` (inflections, spelling
+# variants, optional tokens, generic terms, stop words, where a noun phrase
+# has its head) and, per type, ``[entity.lexicon.LANG]`` (head nouns,
+# suffixes, word-order patterns). A workspace gets the rules of its own
+# language only; nothing about any language is built into the matcher.
+
+
+@dataclass(frozen=True)
+class Inflection:
+    """A token ending the matcher folds away: ``suffix`` becomes ``replace`` (plural → singular)."""
+
+    suffix: str
+    replace: str = ""
+    min_length: int = 1  # the token's length, suffix included, at least
+    unless: tuple[str, ...] = ()  # endings that keep the token as it is ("ss", "us")
+
+
+@dataclass(frozen=True)
+class TypeLexiconRules:
+    """``[entity.lexicon.LANG]``: the head-noun and word-order rules of one type in one language."""
+
+    head_nouns: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    word_order: tuple[tuple[str, str], ...] = ()  # ("deficiency of {}", "{} deficiency")
+
+
+@dataclass(frozen=True)
+class LanguageLexiconRules:
+    """``[lexicon.LANG]``: the lexicon annotator's rules for one language."""
+
+    inflections: tuple[Inflection, ...] = ()
+    variants: tuple[tuple[str, str], ...] = ()  # ("tumour", "tumor"), ("ise$", "ize")
+    optional_tokens: tuple[str, ...] = ()  # "'s": "Alzheimer's disease" = "Alzheimer disease"
+    generic_terms: tuple[str, ...] = ()  # single words that are never an entity alone
+    stop_words: tuple[str, ...] = ()  # never part of a head-noun phrase
+    head: str = "last"  # where a noun phrase has its head: "last" or "first" word
+    max_modifiers: int = 3  # words a head-noun phrase takes besides its head
+    min_suffix_word: int = 6  # letters a word needs before a suffix makes it a head
 
 
 @dataclass(frozen=True)
@@ -336,6 +376,7 @@ class EntityType:
     label: str
     definition: str
     examples: tuple[str, ...]
+    lexicon: Mapping[str, TypeLexiconRules] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -344,27 +385,146 @@ class EntitySchema:
     version: str
     entities: tuple[EntityType, ...]
     path: Path
+    lexicon: Mapping[str, LanguageLexiconRules] = field(default_factory=dict, compare=False)
 
     @property
     def labels(self) -> list[str]:
         return [e.label for e in self.entities]
 
     def as_dict(self) -> dict[str, Any]:
+        # The types as an LLM is prompted with them (and as its answer cache is keyed);
+        # the lexicon rules are recorded by the lexicon annotator's own parameters.
         return {
             "name": self.name,
             "version": self.version,
-            "entities": [dataclasses.asdict(e) for e in self.entities],
+            "entities": [
+                {"label": e.label, "definition": e.definition, "examples": list(e.examples)}
+                for e in self.entities
+            ],
         }
+
+    @property
+    def has_lexicon_rules(self) -> bool:
+        return bool(self.lexicon) or any(e.lexicon for e in self.entities)
+
+
+def _strings(value: Any, ctx: str, key: str, *, nonempty: bool = True) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(x, str) and x.strip() for x in value):
+        raise ConfigError(
+            f"{ctx} {key}: expected a list of non-empty strings, got {_describe(value)}"
+        )
+    if nonempty and not value:
+        raise ConfigError(f"{ctx} {key}: expected at least one string")
+    return tuple(x.strip() for x in value)
+
+
+def _pairs(value: Any, ctx: str, key: str) -> tuple[tuple[str, str], ...]:
+    ok = isinstance(value, list) and all(
+        isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) and y.strip() for y in x)
+        for x in value
+    )
+    if not ok:
+        raise ConfigError(
+            f"{ctx} {key}: expected a list of [from, to] string pairs, got {_describe(value)}"
+        )
+    return tuple((a.strip(), b.strip()) for a, b in value)
+
+
+def _check_keys(table: Any, known: tuple[str, ...], ctx: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{ctx}: expected a table, got {_describe(table)}")
+    extra = sorted(set(table) - set(known))
+    if extra:
+        raise ConfigError(
+            f"{ctx}: unknown key '{extra[0]}'; known keys: {', '.join(sorted(known))}"
+        )
+    return table
+
+
+def _language_tables(value: Any, ctx: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{ctx}: expected one table per language (en, sv, ...)")
+    for lang, table in value.items():
+        if not (lang.isalpha() and 2 <= len(lang) <= 3 and lang.islower()):
+            raise ConfigError(f"{ctx}: '{lang}' is not {LANGUAGE_CODE}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{ctx}.{lang}: expected a table, got {_describe(table)}")
+    return value
+
+
+_INFLECTION_KEYS = ("suffix", "replace", "min_length", "unless")
+
+
+def _language_rules(table: dict[str, Any], ctx: str) -> LanguageLexiconRules:
+    known = tuple(f.name for f in dataclasses.fields(LanguageLexiconRules))
+    table = _check_keys(table, known, ctx)
+    inflections = []
+    for i, item in enumerate(table.get("inflections", []), 1):
+        where = f"{ctx} inflections #{i}"
+        item = _check_keys(item, _INFLECTION_KEYS, where)
+        suffix, replace = item.get("suffix"), item.get("replace", "")
+        min_length = item.get("min_length", 1)
+        if not isinstance(suffix, str) or not suffix or not isinstance(replace, str):
+            raise ConfigError(f'{where}: expected {{suffix = "ies", replace = "y"}}')
+        if not _int(1)(min_length):
+            raise ConfigError(f"{where} min_length: expected an integer of at least 1")
+        unless = _strings(item.get("unless", []), where, "unless", nonempty=False)
+        inflections.append(Inflection(suffix, replace, min_length, unless))
+    if not isinstance(table.get("inflections", []), list):
+        raise ConfigError(f"{ctx} inflections: expected a list of tables")
+    head = table.get("head", "last")
+    if head not in ("last", "first"):
+        raise ConfigError(f"{ctx} head: expected 'last' or 'first', got {_describe(head)}")
+    numbers = {}
+    for key, lo, hi in (("max_modifiers", 1, 10), ("min_suffix_word", 1, 50)):
+        default = getattr(LanguageLexiconRules, key)
+        value = table.get(key, default)
+        if not _int(lo, hi)(value):
+            raise ConfigError(f"{ctx} {key}: expected an integer from {lo} to {hi}")
+        numbers[key] = value
+    return LanguageLexiconRules(
+        inflections=tuple(inflections),
+        variants=_pairs(table.get("variants", []), ctx, "variants"),
+        optional_tokens=_strings(
+            table.get("optional_tokens", []), ctx, "optional_tokens", nonempty=False
+        ),
+        generic_terms=_strings(
+            table.get("generic_terms", []), ctx, "generic_terms", nonempty=False
+        ),
+        stop_words=_strings(table.get("stop_words", []), ctx, "stop_words", nonempty=False),
+        head=head,
+        **numbers,
+    )
+
+
+def _type_rules(table: dict[str, Any], ctx: str) -> TypeLexiconRules:
+    known = tuple(f.name for f in dataclasses.fields(TypeLexiconRules))
+    table = _check_keys(table, known, ctx)
+    word_order = _pairs(table.get("word_order", []), ctx, "word_order")
+    for a, b in word_order:
+        if a.count("{}") != 1 or b.count("{}") != 1:
+            raise ConfigError(
+                f"{ctx} word_order: each side needs exactly one {{}} for the rest of the term, "
+                f"got [{a!r}, {b!r}]"
+            )
+    return TypeLexiconRules(
+        head_nouns=_strings(table.get("head_nouns", []), ctx, "head_nouns", nonempty=False),
+        suffixes=_strings(table.get("suffixes", []), ctx, "suffixes", nonempty=False),
+        word_order=word_order,
+    )
+
+
+_ENTITY_KEYS = ("definition", "examples", "label", "lexicon")
 
 
 def load_entity_schema(path: Path) -> EntitySchema:
-    """Read and validate an entity schema: ``[schema]`` plus ``[[entity]]`` tables."""
+    """Read and validate an entity schema: ``[schema]``, ``[[entity]]`` and optional ``[lexicon.LANG]``."""
     where = str(path)
     doc = _read_toml(path, "entity schema")
-    unknown = sorted(set(doc) - {"schema", "entity"})
+    unknown = sorted(set(doc) - {"schema", "entity", "lexicon"})
     if unknown:
         raise ConfigError(
-            f"{where}: unknown section [{unknown[0]}]; expected [schema] and [[entity]]"
+            f"{where}: unknown section [{unknown[0]}]; expected [schema], [[entity]] and [lexicon.LANG]"
         )
     head = doc.get("schema")
     if not isinstance(head, dict) or not isinstance(head.get("name"), str) or not head["name"]:
@@ -378,10 +538,10 @@ def load_entity_schema(path: Path) -> EntitySchema:
         ctx = f"{where}: [[entity]] #{i}"
         if not isinstance(item, dict):
             raise ConfigError(f"{ctx}: expected a table")
-        extra = sorted(set(item) - {"label", "definition", "examples"})
+        extra = sorted(set(item) - set(_ENTITY_KEYS))
         if extra:
             raise ConfigError(
-                f"{ctx}: unknown key '{extra[0]}'; known keys: definition, examples, label"
+                f"{ctx}: unknown key '{extra[0]}'; known keys: {', '.join(_ENTITY_KEYS)}"
             )
         label = item.get("label")
         if (
@@ -403,12 +563,25 @@ def load_entity_schema(path: Path) -> EntitySchema:
             isinstance(x, str) and x.strip() for x in examples
         ):
             raise ConfigError(f"{ctx} ({label}) examples: expected a list of non-empty strings")
-        entities.append(EntityType(label, " ".join(definition.split()), tuple(examples)))
+        type_rules = {
+            lang: _type_rules(table, f"{where}: [entity.lexicon.{lang}] ({label})")
+            for lang, table in _language_tables(
+                item.get("lexicon", {}), f"{ctx} ({label}) lexicon"
+            ).items()
+        }
+        entities.append(
+            EntityType(label, " ".join(definition.split()), tuple(examples), type_rules)
+        )
+    languages = {
+        lang: _language_rules(table, f"{where}: [lexicon.{lang}]")
+        for lang, table in _language_tables(doc.get("lexicon", {}), f"{where}: lexicon").items()
+    }
     return EntitySchema(
         name=head["name"],
         version=str(head.get("version", "1")),
         entities=tuple(entities),
         path=path,
+        lexicon=languages,
     )
 
 

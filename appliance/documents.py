@@ -22,6 +22,11 @@ read into it (and the last two written from it):
   (relations, events, attributes, notes, comments) are ignored.
 * JSONL: ``{"id", "text", "entities": [{"start", "end", "label", ...}]}`` per
   line, the demo ``gold.jsonl`` format. Other top-level keys go to ``meta``.
+* PubTator (read only): ``ID|t|title`` and ``ID|a|abstract`` lines, then
+  ``ID<TAB>start<TAB>end<TAB>mention<TAB>type[<TAB>concept]`` per mention, a
+  blank line between documents (the NCBI-disease corpus). The text is the
+  title and the abstract joined by a newline (one character, as the offsets
+  count a space there).
 
 Word tokens (``word_tokens``) are language neutral: runs of letters and
 digits, and every other non-space character alone. They define the
@@ -57,7 +62,7 @@ __all__ = [
     "write_jsonl",
 ]
 
-FORMATS = ("auto", "conll", "brat", "jsonl")
+FORMATS = ("auto", "conll", "brat", "jsonl", "pubtator")
 
 _WORD = re.compile(r"[^\W_]+|\S")
 _TAG = re.compile(r"(?P<prefix>[BIES])-(?P<type>\S+)")
@@ -251,11 +256,13 @@ def detect_format(path: Path) -> str:
         return "brat"
     if suffix in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
+    if suffix == ".txt" and _looks_pubtator(path):
+        return "pubtator"
     if suffix in _CONLL_SUFFIXES:
         return "conll"
     raise InputError(
         f"{path}: cannot tell the gold format from the name; pass the format "
-        "(conll, brat or jsonl) explicitly"
+        "(conll, brat, jsonl or pubtator) explicitly"
     )
 
 
@@ -279,6 +286,8 @@ def read_gold(
         docs = _read_conll(path)
     elif fmt == "brat":
         docs = _read_brat(path)
+    elif fmt == "pubtator":
+        docs = _read_pubtator(path)
     else:
         docs = _read_jsonl(path)
     if labels is not None:
@@ -371,6 +380,87 @@ def _conll_document(
             pos += len(token)
     text = "".join(parts)
     return Document(doc_id, text, spans_from_bio(text, tokens, tags), {"line": first_line})
+
+
+_PUBTATOR_TEXT = re.compile(r"([^|\t]+)\|([ta])\|(.*)")
+
+
+def _looks_pubtator(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            for line in fh:
+                if line.strip():
+                    return _PUBTATOR_TEXT.match(line.rstrip("\r\n")) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
+    return False
+
+
+def _read_pubtator(path: Path) -> list[Document]:
+    if path.is_dir():
+        raise InputError(f"{path}: a PubTator gold set is one file, not a folder")
+    docs: list[Document] = []
+    seen: set[str] = set()
+    parts: dict[str, str] = {}
+    mentions: list[tuple[int, list[str]]] = []
+    doc_id = ""
+    first = 0
+
+    def end_document() -> None:
+        nonlocal parts, mentions, doc_id
+        if not parts:
+            return
+        where = f"{path} line {first}"
+        if "t" not in parts or "a" not in parts:
+            raise InputError(f"{where}: document {doc_id!r} needs a |t| and an |a| line")
+        text = parts["t"] + "\n" + parts["a"]
+        spans = []
+        for lineno, cols in mentions:
+            try:
+                start, end = int(cols[1]), int(cols[2])
+            except ValueError:
+                raise InputError(f"{path} line {lineno}: offsets are not integers") from None
+            if not 0 <= start < end <= len(text):
+                raise InputError(
+                    f"{path} line {lineno}: offsets {start}-{end} are outside the text "
+                    f"({len(text)} characters)"
+                )
+            if text[start:end].split() != cols[3].split():
+                raise InputError(
+                    f"{path} line {lineno}: mention {cols[3]!r} does not match the text at "
+                    f"{start}-{end} ({text[start:end]!r})"
+                )
+            spans.append(Span(start, end, cols[4], text[start:end]))
+        if doc_id in seen:
+            # The NCBI-disease training file lists one abstract twice; keep the first.
+            parts, mentions = {}, []
+            return
+        seen.add(doc_id)
+        docs.append(Document(doc_id, text, _ordered(set(spans)), {"line": first}))
+        parts, mentions = {}, []
+
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            end_document()
+            continue
+        m = _PUBTATOR_TEXT.fullmatch(line)
+        if m is not None:
+            if parts and m[1] != doc_id:
+                end_document()
+            if not parts:
+                doc_id, first = m[1], lineno
+            parts[m[2]] = m[3]
+            continue
+        cols = line.split("\t")
+        if len(cols) < 5 or cols[0] != doc_id:
+            raise InputError(
+                f"{path} line {lineno}: expected 'ID|t|title', 'ID|a|abstract' or "
+                f"'ID<TAB>start<TAB>end<TAB>mention<TAB>type', got {line[:60]!r}"
+            )
+        mentions.append((lineno, cols))
+    end_document()
+    return docs
 
 
 _ANN_T = re.compile(r"(?P<id>T\S*)\t(?P<label>\S+) (?P<offsets>[0-9 ;]+)(\t(?P<text>.*))?")

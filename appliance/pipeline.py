@@ -40,6 +40,10 @@ The config is TOML; every key is optional except ``[pipeline] export``::
     prompt = ["zero-shot"]
     combine = "union"
     name = "default"
+    abbreviations = true          # lexicon rules (see `appliance annotate --help`)
+    variants = true
+    head_nouns = true
+    unknown_words = false
     [ner]
     base = "scratch"              # or a local encoder folder
     dev = ""                      # a gold file of real annotated notes (optional)
@@ -140,6 +144,10 @@ class AnnotateSection:
     prompt: list[str] = _spec(["zero-shot"], *_STRINGS)
     combine: str = _spec("union", *_STRING)
     name: str = _spec("default", *_STRING)
+    abbreviations: bool = _spec(True, *_BOOL)
+    variants: bool = _spec(True, *_BOOL)
+    head_nouns: bool = _spec(True, *_BOOL)
+    unknown_words: bool = _spec(False, *_BOOL)
 
 
 @dataclass(frozen=True)
@@ -523,16 +531,25 @@ def _collect_screen(r: _Run) -> None:
         result.report = r.ws.root / str(body["report"]["html"]["path"])
 
 
-def _annotate(r: _Run, fingerprint: str) -> str:
-    a = r.c.annotate
-    options = AnnotatorOptions(
+def annotator_options(c: PipelineConfig) -> AnnotatorOptions:
+    """The annotate stage's options from the config's [annotate] section."""
+    a = c.annotate
+    return AnnotatorOptions(
         annotators=tuple(a.annotator),
-        lexicons=tuple(p for p in (r.c.path(x) for x in a.lexicons) if p is not None),
+        lexicons=tuple(p for p in (c.path(x) for x in a.lexicons) if p is not None),
         endpoint=a.endpoint or None,
         model=a.model or None,
         prompts=tuple(a.prompt),
         combine=a.combine,
+        abbreviations=a.abbreviations,
+        variants=a.variants,
+        head_nouns=a.head_nouns,
+        unknown_words=a.unknown_words,
     )
+
+
+def _annotate(r: _Run, fingerprint: str) -> str:
+    options = annotator_options(r.c)
     return annotate(r.ws, options, corpus=r.corpus, name=r.ann_name).summary()
 
 

@@ -182,7 +182,7 @@ def main() -> None:
     from appliance.annotate.lexicon import LexiconAnnotator, load_lexicon
     from appliance.annotate.stage import run as annotate
     from appliance.corpus import RELEASE_FILE, load_release, read_annotations
-    from appliance.documents import Document, write_jsonl
+    from appliance.documents import Document, Span, write_jsonl
     from appliance.generator import sample
     from appliance.generator import train as gen_train
     from appliance.metrics import score
@@ -218,9 +218,14 @@ def main() -> None:
     devel_gold = data / "devel-gold.jsonl"
     write_jsonl(devel_docs, devel_gold)
     lexicon = LexiconAnnotator(load_lexicon(doid, LABEL))
-    lex_real = [Document(d.id, d.text, lexicon.annotate_text(d.text)) for d in train_docs]
+
+    # Head-noun phrases may be of the schema's other types; only LABEL is scored.
+    def lexicon_spans(text: str) -> list[Span]:
+        return [s for s in lexicon.annotate_text(text) if s.label == LABEL]
+
+    lex_real = [Document(d.id, d.text, lexicon_spans(d.text)) for d in train_docs]
     write_jsonl(lex_real, data / "train-lexicon.jsonl")
-    lex_devel = [Document(d.id, d.text, lexicon.annotate_text(d.text)) for d in devel_docs]
+    lex_devel = [Document(d.id, d.text, lexicon_spans(d.text)) for d in devel_docs]
     s = score(devel_docs, lex_devel)
     state["lexicon_devel"] = {"exact": s["exact"]["micro"], "partial": s["partial"]["micro"]}
     log(

@@ -109,6 +109,7 @@ def test_pipeline_runs_every_stage_then_skips_what_is_current(project: tuple[Any
         ('[pipeline]\nexport = "x.csv"\n[generate]\ncount = "many"\n', "generate.count must be"),
         ('[pipeline]\nexport = "x.csv"\n[ner]\nbse = "scratch"\n', "unknown key ner.bse"),
         ('[pipeline]\nexport = "x.csv"\n[generate]\ncount = 0\n', "at least 1"),
+        ('[pipeline]\nexport = "x.csv"\n[annotate]\nhead_nouns = "no"\n', "head_nouns must be"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
@@ -118,6 +119,18 @@ def test_bad_config_is_one_clear_error(tmp_path: Path, text: str, message: str) 
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_annotate_section_passes_the_lexicon_switches(tmp_path: Path) -> None:
+    from appliance.pipeline import annotator_options, load_config
+
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[pipeline]\nexport = "x.csv"\n[annotate]\nabbreviations = false\nunknown_words = true\n'
+    )
+    options = annotator_options(load_config(path))
+    assert (options.abbreviations, options.variants, options.head_nouns) == (False, True, True)
+    assert options.unknown_words is True
 
 
 def test_cli_missing_export_and_config(workspace: Any, tmp_path: Path) -> None:

@@ -23,13 +23,14 @@ strings and this module finds them. The rules, in order:
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from appliance.documents import Span
 
-__all__ = ["AlignResult", "Mention", "align", "mention_pattern", "resolve_overlaps"]
+__all__ = ["AlignResult", "Intervals", "Mention", "align", "mention_pattern", "resolve_overlaps"]
 
 _PIECE = re.compile(r"[^\W_]+|\S")
 _STRIP = "\"'`“”‘’«».,;:!?"
@@ -92,18 +93,40 @@ def resolve_overlaps(candidates: Iterable[tuple[Span, int]]) -> tuple[list[Span]
         set(candidates), key=lambda c: (-(c[0].end - c[0].start), c[0].start, c[1], c[0].label)
     )
     kept: list[Span] = []
-    taken: list[tuple[int, int]] = []
+    taken = Intervals()
     dropped = 0
-    seen: set[tuple[int, int]] = set()
     for span, _ in ordered:
-        if (span.start, span.end) in seen or any(span.start < e and s < span.end for s, e in taken):
+        if taken.overlaps(span.start, span.end):
             dropped += 1
             continue
         kept.append(span)
-        taken.append((span.start, span.end))
-        seen.add((span.start, span.end))
+        taken.add(span.start, span.end)
     kept.sort(key=lambda s: (s.start, s.end))
     return kept, dropped
+
+
+class Intervals:
+    """Non-overlapping character ranges kept in order; each test is a binary search."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def find(self, start: int, end: int) -> tuple[int, int] | None:
+        """A range overlapping ``[start, end)``, if any."""
+        k = bisect.bisect_right(self.ends, start)  # the first range ending after start
+        if k < len(self.starts) and self.starts[k] < end:
+            return self.starts[k], self.ends[k]
+        return None
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return self.find(start, end) is not None
+
+    def add(self, start: int, end: int) -> None:
+        """Add a range that overlaps none already there."""
+        k = bisect.bisect_left(self.starts, start)
+        self.starts.insert(k, start)
+        self.ends.insert(k, end)
 
 
 def align(text: str, mentions: Sequence[Mention]) -> AlignResult:

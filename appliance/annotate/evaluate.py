@@ -10,6 +10,7 @@ annotator that also finds drugs is not penalized on a disease-only corpus.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,16 @@ def evaluate(
         raise InputError(f"{gold_path}: the gold set has no documents")
     members = build_members(options, schema, egress, cache=cache, language=language)
     notes = [(d.id, d.text) for d in gold]
-    spans, failures, results = run_members(members, notes, options.combine)
+    combined = run_members(members, notes, options.combine)
+    spans, failures, results = combined.spans, combined.failures, combined.members
     types = {s.label for d in gold for s in d.spans}
     pred = [
-        Document(d.id, d.text, [s for s in spans[d.id] if s.label in types])
+        Document(
+            d.id,
+            d.text,
+            [s for s in spans[d.id] if s.label in types],
+            uncertain=combined.uncertain.get(d.id, []),
+        )
         for d in gold
         if d.id in spans
     ]
@@ -63,6 +70,9 @@ def evaluate(
         "partial": report["partial"],
         "counts": report["counts"],
         "seqeval": seqeval_report(gold, pred),
+        "uncertain_by_reason": dict(
+            sorted(Counter(u.reason for d in pred for u in d.uncertain).items())
+        ),
         "failed_documents": len(failures),
         "failures_by_kind": {
             k: sum(1 for kind, _ in failures.values() if kind == k)

@@ -6,8 +6,10 @@ quarantined notes can never reach an annotator, and writes::
 
     annotations/NAME/
       annotations.jsonl   one line per annotated note: {"id", "text", "entities",
-                          "annotator", "tokens", "tags"} (character spans, and
-                          word tokens with their IOB2 tags for NER training)
+                          "uncertain", "annotator", "tokens", "tags"} (character
+                          spans with their confidence, ranges the annotator could
+                          not decide on, and word tokens with their IOB2 tags for
+                          NER training)
       rejected.jsonl      {"id", "reason", "detail"} per note no annotation was made for
       manifest.json       stage, annotator parameters, the release's hash, counts, QA stats
     annotations/.llm-cache.sqlite   LLM answers, so a rerun re-asks nothing
@@ -140,7 +142,8 @@ def run(
             )
             release = hashed(release_manifest(ws, corpus), ws.root)
             notes = [(n.id, n.text) for n in released_notes(ws, corpus)]
-            spans, failures, results = run_members(members, notes, options.combine, progress)
+            combined = run_members(members, notes, options.combine, progress)
+            spans, failures, results = combined.spans, combined.failures, combined.members
             folder.mkdir(parents=True, exist_ok=True)
             if not spans:
                 # Nothing to train on: keep the reasons, leave an earlier set as it was.
@@ -151,15 +154,19 @@ def run(
             record = _annotator_record([r.record for r in results], options.combine)
             by_type: Counter[str] = Counter()
             per_note_type: Counter[str] = Counter()
+            uncertain_by_reason: Counter[str] = Counter()
             empty = 0
             tmp = folder / "annotations.jsonl.tmp"
             with open(tmp, "w", encoding="utf-8") as fh:
                 for note_id, text in notes:
                     if note_id not in spans:
                         continue
-                    doc = Document(note_id, text, spans[note_id])
+                    doc = Document(
+                        note_id, text, spans[note_id], uncertain=combined.uncertain.get(note_id, [])
+                    )
                     for s in doc.spans:
                         by_type[s.label] += 1
+                    uncertain_by_reason.update(u.reason for u in doc.uncertain)
                     per_note_type.update({s.label for s in doc.spans})
                     empty += not doc.spans
                     line = document_to_json(
@@ -181,6 +188,7 @@ def run(
                 },
                 "notes_with_type": dict(sorted(per_note_type.items())),
                 "notes_without_entities": empty,
+                "uncertain_by_reason": dict(sorted(uncertain_by_reason.items())),
             }
             outputs = {
                 "annotations": hashed(folder / "annotations.jsonl", ws.root),
@@ -208,6 +216,7 @@ def run(
                         "rejected": len(failures),
                         "entities": sum(by_type.values()),
                         "entities_by_type": dict(sorted(by_type.items())),
+                        "uncertain": sum(uncertain_by_reason.values()),
                     },
                     "qa": qa,
                     "outputs": outputs,

@@ -22,7 +22,7 @@ from appliance.workspace import Workspace
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
-GOLD_FORMAT = click.Choice(["auto", "conll", "brat", "jsonl"])
+GOLD_FORMAT = click.Choice(["auto", "conll", "brat", "jsonl", "pubtator"])
 # Built from the readers' registry: a new export format shows up here by itself.
 EXPORT_FORMAT = click.Choice(["auto", *READER_FORMATS])
 

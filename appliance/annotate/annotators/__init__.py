@@ -10,6 +10,11 @@ into an ensemble:
 * ``intersection``: spans (same characters, same type) every member found;
 * ``majority``: spans more than half of the members found.
 
+A span several members found keeps the highest confidence given to it. The
+ranges a member could not decide on (``MemberResult.uncertain``; the lexicon
+annotator's weak head-noun phrases, for instance) are united over the members,
+less those overlapping a span the ensemble kept.
+
 Overlaps left after combining are resolved by the alignment rule (longest,
 then earliest). A note a member failed on is rejected by the ensemble with
 that member's reason: a vote with a missing voter would quietly change the
@@ -24,7 +29,13 @@ from __future__ import annotations
 
 from appliance.annotate.annotators import lexicon, llm
 from appliance.annotate.annotators.base import AnnotatorOptions, Builder, Member, MemberResult
-from appliance.annotate.annotators.ensemble import COMBINE, combine, run_members
+from appliance.annotate.annotators.ensemble import (
+    COMBINE,
+    EnsembleResult,
+    combine,
+    combine_uncertain,
+    run_members,
+)
 from appliance.annotate.annotators.lexicon import LexiconMember
 from appliance.annotate.annotators.llm import LLMMember
 from appliance.annotate.cache import AnswerCache
@@ -36,12 +47,14 @@ __all__ = [
     "COMBINE",
     "REGISTRY",
     "AnnotatorOptions",
+    "EnsembleResult",
     "LLMMember",
     "LexiconMember",
     "Member",
     "MemberResult",
     "build_members",
     "combine",
+    "combine_uncertain",
     "run_members",
 ]
 

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from appliance.annotate.cache import AnswerCache
 from appliance.config import EgressPolicy, EntitySchema
-from appliance.documents import Span
+from appliance.documents import Span, Uncertain
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,12 @@ class AnnotatorOptions:
     retriever: str = "bm25"
     embedder: Path | None = None
     combine: str = "union"
+    # Lexicon rules beyond plain matching (see appliance/annotate/lexicon.py); the schema
+    # declares them per language.
+    abbreviations: bool = True
+    variants: bool = True
+    head_nouns: bool = True
+    unknown_words: bool = False
     max_in_flight: int = 8
     timeout: float = 120.0
     retries: int = 4
@@ -43,6 +49,8 @@ class MemberResult:
     failures: dict[str, tuple[str, str]]  # note id -> (kind, detail)
     qa: dict[str, Any]
     record: dict[str, Any]  # what each annotation line records about this member
+    # note id -> character ranges the member could not decide on (entity or not)
+    uncertain: dict[str, list[Uncertain]] = field(default_factory=dict)
 
 
 class Member(Protocol):

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from appliance.annotate.annotators.base import AnnotatorOptions, Member, MemberResult
 from appliance.annotate.cache import AnswerCache
-from appliance.annotate.lexicon import Lexicon, LexiconAnnotator, demo_lexicon, load_lexicon
+from appliance.annotate.lexicon import (
+    Lexicon,
+    LexiconAnnotator,
+    LexiconRules,
+    demo_lexicon,
+    load_lexicon,
+)
 from appliance.config import EgressPolicy, EntitySchema
+from appliance.documents import Span, Uncertain
 
 
 class LexiconMember:
@@ -26,19 +34,49 @@ class LexiconMember:
         self, notes: Sequence[tuple[str, str]], progress: Callable[[int], None] | None
     ) -> MemberResult:
         start = time.perf_counter()
-        spans = {}
+        spans: dict[str, list[Span]] = {}
+        uncertain: dict[str, list[Uncertain]] = {}
+        counts: Counter[str] = Counter()
         for i, (note_id, text) in enumerate(notes, 1):
-            spans[note_id] = self.annotator.annotate_text(text)
+            result = self.annotator.annotate(text)
+            spans[note_id] = result.spans
+            if result.uncertain:
+                uncertain[note_id] = result.uncertain
+            counts.update(result.counts)
             if progress is not None and i % 100 == 0:
                 progress(i)
         elapsed = time.perf_counter() - start
+        a = self.annotator
         record = {
             "kind": "lexicon",
-            "sources": [s["sha256"][:16] for s in self.annotator.lexicon.sources],
-            "terms": self.annotator.size,
+            "sources": [s["sha256"][:16] for s in a.lexicon.sources],
+            "terms": a.size,
+            "rules": [
+                name
+                for name, on in (
+                    ("abbreviations", a.abbreviations),
+                    ("variants", a.variants),
+                    ("head_nouns", a.head_nouns),
+                    ("unknown_words", a.unknown_words),
+                )
+                if on
+            ],
         }
-        qa = {"seconds": round(elapsed, 3), "lexicon_type_conflicts": self.annotator.conflicts}
-        return MemberResult(spans, {}, qa, record)
+        qa = {
+            "seconds": round(elapsed, 3),
+            "lexicon_type_conflicts": a.conflicts,
+            "spans_by_rule": {
+                k: counts[k]
+                for k in ("exact", "variant", "pattern", "abbreviation", "head_noun")
+                if counts[k]
+            },
+            "uncertain_by_reason": {
+                k.removeprefix("uncertain_"): n
+                for k, n in sorted(counts.items())
+                if k.startswith("uncertain_")
+            },
+        }
+        return MemberResult(spans, {}, qa, record, uncertain)
 
 
 def _parse_lexicon_arg(value: Path, label: str | None) -> tuple[Path, str | None]:
@@ -69,5 +107,14 @@ def build(
     cache: AnswerCache | None,
     language: str,
 ) -> list[Member]:
-    lex = LexiconAnnotator(build_lexicon(options), rules=options.regex, language=language)
+    lex = LexiconAnnotator(
+        build_lexicon(options),
+        rules=options.regex,
+        language=language,
+        language_rules=LexiconRules.from_schema(schema, language),
+        abbreviations=options.abbreviations,
+        variants=options.variants,
+        head_nouns=options.head_nouns,
+        unknown_words=options.unknown_words,
+    )
     return [LexiconMember(lex)]
