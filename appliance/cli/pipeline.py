@@ -79,15 +79,28 @@ def demo(folder: Path, notes: int, synthetic: int) -> None:
     )
     for line in result.pipeline.lines():
         click.echo(line)
-    micro = result.f1.get("seqeval", {}).get("micro", {})
+    comparison = result.f1.get("comparison") or {}
+    model = comparison.get(
+        "model", result.f1
+    )  # the model alone, also when the package has a lexicon
+    micro = model.get("seqeval", {}).get("micro", {})
     per_type = ", ".join(
         f"{t} {100 * v.get('f1', 0):.1f}"
-        for t, v in sorted(result.f1.get("seqeval", {}).get("per_type", {}).items())
+        for t, v in sorted(model.get("seqeval", {}).get("per_type", {}).items())
     )
     click.echo(
         f"model on {result.fresh_notes} fresh demo notes (never seen): F1 "
         f"{100 * float(micro.get('f1', 0.0)):.1f}" + (f" ({per_type})" if per_type else "")
     )
+    if comparison:
+
+        def f1(mode: str) -> float:
+            return 100 * float(comparison[mode]["seqeval"].get("micro", {}).get("f1", 0.0))
+
+        click.echo(
+            f"with its packaged lexicon (union, as the predictions): F1 {f1('union'):.1f}; "
+            f"lexicon alone F1 {f1('lexicon'):.1f} (the demo notes are written from that lexicon)"
+        )
     click.echo(f"predictions:    {result.predictions}")
     click.echo(f"workspace:      {result.workspace}")
     click.echo(f"demo finished in {result.seconds / 60:.1f} min")

@@ -100,6 +100,11 @@ def evaluate(
     else:
         where = str(model_or_tagger)
         tagger = load_tagger(Path(model_or_tagger), public_key=public_key, device=device, key=key)
+        if tagger.info.get("backend") != "onnx" and combine_mode in ("lexicon", "union"):
+            raise UsageError(
+                f"--combine {combine_mode}: {where} is a trained model folder, which carries no "
+                "lexicon; evaluate its package (appliance export) or use --combine model"
+            )
         if lexicon is None and tagger.info.get("backend") == "onnx":
             lexicon = load_package_lexicon(Path(model_or_tagger), key)
     mode, default_min = choose_combine(combine_mode, lexicon.info if lexicon else None, where)

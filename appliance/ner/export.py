@@ -585,6 +585,8 @@ def run(
     package = (out or root / "package").expanduser()
     if no_lexicon and lexicons:
         raise UsageError("--lexicon and --no-lexicon exclude each other")
+    if label and not lexicons:
+        raise UsageError("--label types --lexicon files; give --lexicon FILE with it")
     args = {
         "name": name,
         "out": str(package),

@@ -268,7 +268,10 @@ def load_package_lexicon(package: Path, key: DataKey | None = None) -> PackageLe
     info = lexicon_info(package)
     if info is None:
         return None
-    tsv_name, settings_name = info["files"]
+    files = info["files"]
+    if not isinstance(files, list) or len(files) != 2:
+        raise InputError(f"{package / 'ner.json'}: 'lexicon.files' must name two files")
+    tsv_name, settings_name = (str(f) for f in files)
     if tsv_name.endswith(zones.ENC):
         meta = json.loads((package / "ner.json").read_text(encoding="utf-8"))
         key = zones.require_key(package, meta, key)

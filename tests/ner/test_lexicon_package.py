@@ -245,6 +245,8 @@ def test_no_lexicon_gives_a_package_as_before(trained, tmp_path):
         cli, ["export", "-w", str(trained["ws"].root), "--no-lexicon", "--lexicon", "x.tsv"]
     )
     assert r.exit_code == 2 and "exclude each other" in r.output
+    r = CliRunner().invoke(cli, ["export", "-w", str(trained["ws"].root), "--label", "DRUG"])
+    assert r.exit_code == 2 and "--label types --lexicon files" in r.output
 
 
 # ---------------------------------------------------------------------------
@@ -356,6 +358,12 @@ def test_evaluate_reports_model_lexicon_and_union(trained):
     assert plain["seqeval"] == model_only["seqeval"]
     text = _invoke("ner", "evaluate", "-w", ws.root, "--gold", gold, "--model", trained["plain"])
     assert "lexicon alone" not in text and "+ lexicon" not in text
+    # A trained model folder (PyTorch) carries no lexicon.
+    folder = ["ner", "evaluate", "-w", str(ws.root), "--gold", str(gold), "--model"]
+    folder.append(str(trained["root"] / "model"))
+    assert "comparison" not in json.loads(_invoke(*folder, "--json"))
+    r = CliRunner().invoke(cli, [*folder, "--combine", "union"])
+    assert r.exit_code == 2 and "carries no lexicon" in r.output and "Traceback" not in r.output
 
 
 def test_lexicon_files_given_at_export(trained, tmp_path):
