@@ -9,8 +9,17 @@ its annotations were made with; ``ner evaluate`` scores the package on fresh
 demo notes of other patients (another seed), as the model alone, the lexicon
 alone and the union (default minimum confidence, and a few others).
 
+``--ncbi`` measures the same three on a public corpus where the lexicon is
+far from complete: NCBI-disease train sentences (``../shared/corpora``; gold
+labels thrown away) annotated by the lexicon annotator with the Disease
+Ontology as ``DIAGNOSIS``, a scratch model trained on those labels
+(``appliance.ner.train.train_model``, dev: a split of the same lexicon
+labels, so no model sees a gold label), exported with that lexicon
+(``export_package``), scored on NCBI-disease devel (gold ``Disease``).
+
     .venv/bin/python benchmarks/ner_lexicon.py --json-out ner-lexicon.json
     .venv/bin/python benchmarks/ner_lexicon.py --candidates 120 --max-steps 60   # smoke run
+    .venv/bin/python benchmarks/ner_lexicon.py --ncbi --epochs 3 --json-out ner-lexicon-ncbi.json
 """
 
 from __future__ import annotations
@@ -77,13 +86,30 @@ def main() -> None:
     )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--ncbi", action="store_true", help="NCBI-disease with the Disease Ontology")
+    ap.add_argument(
+        "--reuse", action="store_true", help="reuse WORKDIR's exported package (evaluate only)"
+    )
+    ap.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
     args = ap.parse_args()
+    if args.ncbi:
+        ncbi(args)
+        return
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ner-lexicon-"))
     work.mkdir(parents=True, exist_ok=True)
     ws = work / "ws"
     log(f"work {work}; load {load_avg()}")
     seconds: dict[str, float] = {}
+    if args.reuse and (ws / "models" / "ner" / "default" / "package" / "manifest.json").is_file():
+        log("reusing the workspace's package")
+    else:
+        build(args, work, ws, seconds)
+    evaluate(args, work, ws, seconds)
+
+
+def build(args: argparse.Namespace, work: Path, ws: Path, seconds: dict[str, float]) -> None:
+    """Workspace, records, screened demo corpus, lexicon annotations, a trained and exported model."""
     appliance("init", ws)
     appliance(
         "demo-data", work / "real", "--notes", args.real_notes, "--format", "jsonl", "--seed", 11
@@ -110,9 +136,14 @@ def main() -> None:
     log(out.strip())
     out, seconds["export"] = appliance("export", "-w", ws)
     log(out.strip())
-    appliance(
-        "demo-data", work / "test", "--notes", args.test_notes, "--format", "jsonl", "--seed", 2
-    )
+
+
+def evaluate(args: argparse.Namespace, work: Path, ws: Path, seconds: dict[str, float]) -> None:
+    """ner evaluate (all three, union at several thresholds) and infer's entity sources."""
+    if not (work / "test" / "gold.jsonl").is_file():
+        appliance(
+            "demo-data", work / "test", "--notes", args.test_notes, "--format", "jsonl", "--seed", 2
+        )
     gold = work / "test" / "gold.jsonl"
     text, seconds["ner evaluate"] = appliance("ner", "evaluate", "-w", ws, "--gold", gold)
     report = json.loads(appliance("ner", "evaluate", "-w", ws, "--gold", gold, "--json")[0])
@@ -124,8 +155,54 @@ def main() -> None:
             ]
         )
         thresholds[str(t)] = r["comparison"]["union"]
+    # Where union's entities come from, from infer's own output (union and lexicon alone).
+    outputs = {}
+    for mode in ("union", "lexicon"):
+        out = work / f"infer-{mode}.jsonl"
+        for stale in (out, out.with_name(out.name + ".progress")):
+            stale.unlink(missing_ok=True)
+        printed, seconds[f"infer {mode}"] = appliance(
+            "infer", work / "test" / "notes.jsonl", "-w", ws, "--out", out, "--combine", mode
+        )
+        log(printed.strip())
+        outputs[mode] = [json.loads(line)["entities"] for line in out.read_text().splitlines()]
+    sources: dict[str, int] = {}
+    overruled = 0
+    for union, lexicon in zip(outputs["union"], outputs["lexicon"], strict=True):
+        for e in union:
+            sources[e["source"]] = sources.get(e["source"], 0) + 1
+            if e["source"] == "model":
+                overruled += any(e["start"] < m["end"] and m["start"] < e["end"] for m in lexicon)
     log(f"done; load {load_avg()}")
 
+    print_table(report, thresholds)
+    print("```")
+    print(text.rstrip())
+    print("```")
+    print(
+        f"union entities by source: {sources}; model entities overlapping a lexicon match "
+        f"(the model won): {overruled}, elsewhere: {sources.get('model', 0) - overruled}"
+    )
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    if args.json_out:
+        args.json_out.write_text(
+            json.dumps(
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "seconds": seconds,
+                    "report": report,
+                    "union_by_min_confidence": thresholds,
+                    "evaluate_output": text,
+                    "union_sources": sources,
+                    "model_overruled_lexicon": overruled,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+
+def print_table(report: dict[str, Any], thresholds: dict[str, Any]) -> None:
     def row(name: str, r: dict[str, Any]) -> str:
         m, exact = r["seqeval"]["micro"], r["spans"]["exact"]["micro"]
         per = r["seqeval"]["per_type"]
@@ -147,21 +224,80 @@ def main() -> None:
     lines += [row(f"union, min confidence {t}", r) for t, r in thresholds.items()]
     print("\n".join(lines))
     print()
-    print("```")
-    print(text.rstrip())
-    print("```")
-    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+
+
+def ncbi(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT))
+    import torch
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from appliance.annotate.lexicon import LexiconAnnotator, load_lexicon
+    from appliance.documents import Document, read_gold
+    from appliance.ner.evaluate import evaluate
+    from appliance.ner.export import export_package
+    from appliance.ner.lexicon import PackedLexicon, annotator_options
+    from appliance.ner.settings import NerSettings
+    from appliance.ner.train import split_dev, train_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ner-lexicon-ncbi-"))
+    work.mkdir(parents=True, exist_ok=True)
+    conll = args.corpora / "ncbi-disease" / "conll"
+    train_gold = read_gold(conll / "train.tsv", "conll", {"Disease": "DIAGNOSIS"})
+    devel = read_gold(conll / "devel.tsv", "conll", {"Disease": "DIAGNOSIS"})
+    lexicon = load_lexicon(args.corpora / "doid" / "doid.obo", "DIAGNOSIS")
+    annotator = LexiconAnnotator(lexicon)
+    labelled = [Document(d.id, d.text, annotator.annotate_text(d.text)) for d in train_gold]
+    train, dev = split_dev(labelled, 0.15, 0)
+    log(
+        f"{len(train)} train / {len(dev)} dev lexicon-labelled sentences; work {work}; load {load_avg()}"
+    )
+    settings = NerSettings(
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=16, seed=0, device="cpu"
+    )
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    res = train_model(
+        train, dev, base=None, out_dir=work / "model", settings=settings, types=["DIAGNOSIS"]
+    )
+    seconds["train"] = time.perf_counter() - t0
+    log(f"trained: {res.steps} steps, dev F1 (lexicon labels) {res.dev_f1}; load {load_avg()}")
+    key = Ed25519PrivateKey.generate()
+    packed = PackedLexicon(lexicon, annotator_options(annotator.params()), {"kind": "files"})
+    t0 = time.perf_counter()
+    export_package(
+        work / "model", work / "package", signing_key=key, dev_docs=dev[:8], lexicon=packed
+    )
+    seconds["export"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = evaluate(work / "package", devel, public_key=key.public_key(), device="cpu")
+    seconds["evaluate"] = time.perf_counter() - t0
+    thresholds = {
+        str(t): evaluate(
+            work / "package", devel, public_key=key.public_key(), device="cpu", min_confidence=t
+        )["comparison"]["union"]
+        for t in args.min_confidence
+    }
+    log(f"done; load {load_avg()}")
+    print_table(report, thresholds)
+    print(
+        f"model: {res.steps} steps, dev F1 on lexicon labels {res.dev_f1}; "
+        + "seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+    )
     if args.json_out:
         args.json_out.write_text(
             json.dumps(
                 {
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "seconds": seconds,
+                    "steps": res.steps,
+                    "dev_f1_lexicon_labels": res.dev_f1,
                     "report": report,
                     "union_by_min_confidence": thresholds,
-                    "evaluate_output": text,
                 },
                 indent=2,
+                default=str,
             )
             + "\n"
         )

@@ -421,3 +421,20 @@ def test_real_zone_package_encrypts_its_lexicon(tmp_path):
          str(ws.signing_key_path.with_suffix(".pub")), "--out", str(tmp_path / "k.jsonl")],
     )  # fmt: skip
     assert r.exit_code == 6 and "real-zone" in r.output and "Traceback" not in r.output
+
+
+def test_output_formats_carry_the_source_only_when_combined():
+    from appliance.documents import Record
+    from appliance.ner.infer import csv_rows, fhir_bundle, jsonl_line
+
+    record = Record("n1", "Metformin daily.")
+    plain = [Entity(0, 9, "DRUG", "Metformin", 0.91234)]
+    combined = [Entity(0, 9, "DRUG", "Metformin", 1.0, source="lexicon")]
+    assert "source" not in jsonl_line(record, plain)
+    assert json.loads(jsonl_line(record, combined))["entities"][0]["source"] == "lexicon"
+    assert csv_rows(record, plain) == "n1,0,9,DRUG,Metformin,0.9123\n"
+    assert csv_rows(record, combined, with_source=True) == "n1,0,9,DRUG,Metformin,1.0000,lexicon\n"
+    mention = fhir_bundle(record, combined)["entry"][0]["resource"]["extension"][0]["extension"]
+    assert {"url": "source", "valueCode": "lexicon"} in mention
+    mention = fhir_bundle(record, plain)["entry"][0]["resource"]["extension"][0]["extension"]
+    assert all(x["url"] != "source" for x in mention)
