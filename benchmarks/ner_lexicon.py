@@ -88,7 +88,9 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--ncbi", action="store_true", help="NCBI-disease with the Disease Ontology")
     ap.add_argument(
-        "--reuse", action="store_true", help="reuse WORKDIR's exported package (evaluate only)"
+        "--reuse",
+        action="store_true",
+        help="reuse WORKDIR's exported package (demo: evaluate only) or trained model (--ncbi)",
     )
     ap.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
     args = ap.parse_args()
@@ -235,7 +237,13 @@ def ncbi(args: argparse.Namespace) -> None:
     from appliance.documents import Document, read_gold
     from appliance.ner.evaluate import evaluate
     from appliance.ner.export import export_package
-    from appliance.ner.lexicon import PackedLexicon, annotator_options
+    from appliance.ner.lexicon import (
+        PackedLexicon,
+        annotator_options,
+        load_package_lexicon,
+        predict,
+    )
+    from appliance.ner.runtime import onnx_tagger
     from appliance.ner.settings import NerSettings
     from appliance.ner.train import split_dev, train_model
 
@@ -257,11 +265,18 @@ def ncbi(args: argparse.Namespace) -> None:
     )
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    res = train_model(
-        train, dev, base=None, out_dir=work / "model", settings=settings, types=["DIAGNOSIS"]
-    )
-    seconds["train"] = time.perf_counter() - t0
-    log(f"trained: {res.steps} steps, dev F1 (lexicon labels) {res.dev_f1}; load {load_avg()}")
+    if args.reuse and (work / "model" / "ner.json").is_file():
+        meta = json.loads((work / "model" / "ner.json").read_text())
+        steps = int(meta["training"]["steps"])
+        dev_f1 = meta["metrics"]["dev"]["exact"]["micro"]["f1"]
+        log(f"reusing {work / 'model'}")
+    else:
+        res = train_model(
+            train, dev, base=None, out_dir=work / "model", settings=settings, types=["DIAGNOSIS"]
+        )
+        seconds["train"] = time.perf_counter() - t0
+        steps, dev_f1 = res.steps, res.dev_f1
+    log(f"trained: {steps} steps, dev F1 (lexicon labels) {dev_f1}; load {load_avg()}")
     key = Ed25519PrivateKey.generate()
     packed = PackedLexicon(lexicon, annotator_options(annotator.params()), {"kind": "files"})
     t0 = time.perf_counter()
@@ -278,10 +293,26 @@ def ncbi(args: argparse.Namespace) -> None:
         )["comparison"]["union"]
         for t in args.min_confidence
     }
+    # Where union's entities come from (the same rule infer applies).
+    texts = [d.text for d in devel]
+    lex = load_package_lexicon(work / "package")
+    union = predict(onnx_tagger(work / "package", device="cpu"), lex, texts, "union", 0.5)
+    matches = lex.match(texts) if lex is not None else []
+    sources: dict[str, int] = {}
+    overruled = 0
+    for found, spans in zip(union, matches, strict=True):
+        for e in found:
+            sources[str(e.source)] = sources.get(str(e.source), 0) + 1
+            if e.source == "model":
+                overruled += any(e.start < m.end and m.start < e.end for m in spans)
     log(f"done; load {load_avg()}")
     print_table(report, thresholds)
     print(
-        f"model: {res.steps} steps, dev F1 on lexicon labels {res.dev_f1}; "
+        f"union entities by source: {sources}; model entities overlapping a lexicon match "
+        f"(the model won): {overruled}, elsewhere: {sources.get('model', 0) - overruled}"
+    )
+    print(
+        f"model: {steps} steps, dev F1 on lexicon labels {dev_f1}; "
         + "seconds: "
         + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
     )
@@ -291,8 +322,10 @@ def ncbi(args: argparse.Namespace) -> None:
                 {
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "seconds": seconds,
-                    "steps": res.steps,
-                    "dev_f1_lexicon_labels": res.dev_f1,
+                    "steps": steps,
+                    "dev_f1_lexicon_labels": dev_f1,
+                    "union_sources": sources,
+                    "model_overruled_lexicon": overruled,
                     "report": report,
                     "union_by_min_confidence": thresholds,
                 },
