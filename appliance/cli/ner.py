@@ -24,6 +24,27 @@ from appliance.cli.options import (
 from appliance.errors import UsageError, WorkspaceError
 from appliance.security.keys import load_data_key, load_public_key
 
+_COMBINE_HELP = (
+    "How entities are chosen: the model alone, the package's lexicon alone, or their union "
+    "(confident model entities, plus lexicon matches that overlap none; see README). "
+    "Default: union for a package that carries a lexicon, else model."
+)
+_MIN_CONFIDENCE_HELP = (
+    "Union rule: model entities below this confidence are dropped (default: the package's, 0.5)."
+)
+
+
+def _combine_options(f: Any) -> Any:
+    f = click.option("--min-confidence", type=float, default=None, help=_MIN_CONFIDENCE_HELP)(f)
+    return click.option(
+        "--combine",
+        "combine_mode",
+        type=click.Choice(["model", "lexicon", "union"]),
+        default=None,
+        help=_COMBINE_HELP,
+    )(f)
+
+
 _DATA_KEY_HELP = (
     "The workspace data key file, for a real-zone (encrypted) model outside its workspace "
     "(default: the workspace's key)."
@@ -268,6 +289,7 @@ def ner_train(
     help=_DATA_KEY_HELP,
 )
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
+@_combine_options
 @json_option
 def ner_evaluate(
     workspace: Path | None,
@@ -279,11 +301,15 @@ def ner_evaluate(
     public_key: Path | None,
     data_key: Path | None,
     device: str,
+    combine_mode: str | None,
+    min_confidence: float | None,
     as_json: bool,
 ) -> None:
     """Entity-level precision, recall and F1 per type (seqeval, strict) on a gold set.
 
-    Works for PyTorch model folders and ONNX packages alike.
+    Works for PyTorch model folders and ONNX packages alike. A package that
+    carries a lexicon is also scored as the model alone, the lexicon alone
+    and their union, in one table; the per-type lines are those of --combine.
 
     \b
     Example:
@@ -303,6 +329,8 @@ def ner_evaluate(
         public_key=public_key,
         device=device,
         data_key=data_key,
+        combine_mode=combine_mode,
+        min_confidence=min_confidence,
     )
     if as_json:
         print_json(report)
@@ -312,9 +340,27 @@ def ner_evaluate(
         click.echo(
             f"{t:<14} P {c['precision']:.3f}  R {c['recall']:.3f}  F1 {c['f1']:.3f}  ({c['support']} gold)"
         )
+    comparison = report.get("comparison")
+    if comparison:
+        click.echo(
+            f"{'entities from':<22} {'P':>6} {'R':>6} {'F1':>6} {'exact-span F1':>14}  (seqeval strict)"
+        )
+        for mode, r in comparison.items():
+            m, exact = r["seqeval"].get("micro", {}), r["spans"]["exact"]["micro"]
+            shown = {
+                "model": "model alone",
+                "lexicon": "lexicon alone",
+                "union": f"union (min conf {report['min_confidence']})",
+            }[mode]
+            mark = " *" if mode == report["combine"] else ""
+            click.echo(
+                f"{shown:<22} {m.get('precision', 0):>6.3f} {m.get('recall', 0):>6.3f} "
+                f"{m.get('f1', 0):>6.3f} {exact.get('f1', 0):>14.3f}{mark}"
+            )
     micro = rows.get("micro", {})
+    how = "" if report.get("combine", "model") == "model" else f" + lexicon ({report['combine']})"
     click.echo(
-        f"evaluated {report['model'].get('backend')} model on {report['documents']} documents: "
+        f"evaluated {report['model'].get('backend')} model{how} on {report['documents']} documents: "
         f"micro P {micro.get('precision', 0):.3f} R {micro.get('recall', 0):.3f} F1 {micro.get('f1', 0):.3f} (seqeval strict)"
     )
 
@@ -352,6 +398,19 @@ def _workspace_or_none(workspace: Path | None, can_do_without: bool) -> Any:
     help="Development gold set for the int8 check (default: the model's own development notes).",
 )
 @click.option("--gold-format", type=GOLD_FORMAT, default="auto", show_default=True)
+@click.option(
+    "--lexicon",
+    "lexicons",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Pack this lexicon instead of the training annotations' one: TSV/CSV term list or OBO ontology, or TYPE=FILE (repeatable; as for annotate --lexicon).",
+)
+@click.option(
+    "--label", default=None, help="Entity type for --lexicon files without a label column."
+)
+@click.option(
+    "--no-lexicon", is_flag=True, help="Pack no lexicon: inference gives the model alone."
+)
 def export_cmd(
     workspace: Path | None,
     name: str,
@@ -359,23 +418,38 @@ def export_cmd(
     int8: bool,
     dev_gold: Path | None,
     gold_format: str,
+    lexicons: tuple[Path, ...],
+    label: str | None,
+    no_lexicon: bool,
 ) -> None:
-    """Write a signed ONNX package: model, tokenizer, labels, model card, manifest, signature.
+    """Write a signed ONNX package: model, tokenizer, labels, lexicon, model card, manifest, signature.
 
     Fails unless ONNX and PyTorch agree on sample notes (logits within
     tolerance, identical labels). With --int8, keeps the quantized model only
     if the dev F1 loss is within the policy's limit, else falls back to fp32.
+    The package carries the lexicon the model's training annotations were
+    made with (or --lexicon files, or none with --no-lexicon), which infer
+    and ner evaluate combine with the model.
 
     \b
     Example:
       appliance export -w ./ws
       appliance export -w ./ws --int8 --out /srv/models/ner-2026-11
+      appliance export -w ./ws --lexicon DIAGNOSIS=doid.obo --lexicon drugs.tsv
     """
     from appliance.ner import export as export_mod
 
     ws = open_workspace(workspace)
     result = export_mod.run(
-        ws, name=name, out=out, int8=int8, dev_gold=dev_gold, gold_format=gold_format
+        ws,
+        name=name,
+        out=out,
+        int8=int8,
+        dev_gold=dev_gold,
+        gold_format=gold_format,
+        lexicons=lexicons,
+        label=label,
+        no_lexicon=no_lexicon,
     )
     click.echo(result.summary())
 
@@ -434,6 +508,7 @@ def export_cmd(
     default=None,
     help=_DATA_KEY_HELP + " With --encrypt outside a workspace, it also encrypts the output.",
 )
+@_combine_options
 def infer_cmd(
     export: Path,
     workspace: Path | None,
@@ -452,12 +527,15 @@ def infer_cmd(
     encrypt: bool,
     public_key: Path | None,
     data_key: Path | None,
+    combine_mode: str | None,
+    min_confidence: float | None,
 ) -> None:
     """Run a signed model package over a record export (CSV, JSONL, .txt folder, FHIR).
 
     Refuses a tampered or unsigned package. A real-zone package (encrypted)
     runs only with its workspace's data key: -w WORKSPACE or --data-key FILE. Writes per note its entities with
-    character offsets, type, text and confidence; an interrupted run resumes
+    character offsets, type, text and confidence (and, when the package's
+    lexicon is combined, its source: model, lexicon or both); an interrupted run resumes
     with no note written twice or missed; rejected rows are listed with their
     reasons beside the output.
 
@@ -499,6 +577,8 @@ def infer_cmd(
                 device=device,
                 threads=threads,
                 progress=advance,
+                combine=combine_mode,
+                min_confidence=min_confidence,
             )
         else:
             result = infer_mod.run_ws(
@@ -517,5 +597,7 @@ def infer_cmd(
                 device=device,
                 threads=threads,
                 progress=advance,
+                combine=combine_mode,
+                min_confidence=min_confidence,
             )
     click.echo(result.summary())

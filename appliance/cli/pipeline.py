@@ -93,8 +93,18 @@ def demo(folder: Path, notes: int, synthetic: int, lexicon_share: float) -> None
     )
     for line in result.pipeline.lines():
         click.echo(line)
-    click.echo(f"lexicon alone on {result.fresh_notes} fresh notes: {_f1_line(result.lexicon_f1)}")
-    click.echo(f"model on {result.fresh_notes} fresh notes (never seen): {_f1_line(result.f1)}")
+    comparison = result.f1.get("comparison") or {}
+    model = comparison.get(
+        "model", result.f1
+    )  # the model alone, also when the package has a lexicon
+    n = result.fresh_notes
+    click.echo(f"lexicon alone on {n} fresh notes: {_f1_line(result.lexicon_f1)}")
+    click.echo(f"model on {n} fresh notes (never seen): {_f1_line(model)}")
+    if "union" in comparison:
+        click.echo(
+            f"model + its packaged lexicon (union, as the predictions) on {n} fresh notes: "
+            f"{_f1_line(comparison['union'])}"
+        )
     click.echo(f"predictions:    {result.predictions}")
     click.echo(f"workspace:      {result.workspace}")
     click.echo(f"demo finished in {result.seconds / 60:.1f} min")

@@ -116,22 +116,30 @@ def align_labels(
 
 @dataclass(frozen=True)
 class Entity:
-    """A predicted entity: character offsets into the note, type, text and confidence."""
+    """A predicted entity: character offsets into the note, type, text and confidence.
+
+    ``source`` is set only where a package's lexicon was combined with the
+    model (:mod:`appliance.ner.lexicon`): ``model``, ``lexicon`` or ``both``.
+    """
 
     start: int
     end: int
     label: str
     text: str
     confidence: float
+    source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "start": self.start,
             "end": self.end,
             "label": self.label,
             "text": self.text,
             "confidence": round(self.confidence, 4),
         }
+        if self.source is not None:
+            out["source"] = self.source
+        return out
 
     def span(self) -> Span:
         return Span(self.start, self.end, self.label, self.text)

@@ -5,6 +5,11 @@ package (verified first): seqeval's strict IOB2 entity scores on word-level
 tags, plus exact and partial span matches per type (``metrics.score``).
 A real-zone model or package is decrypted in memory with the workspace data
 key (the workspace's, or one given with ``--data-key``).
+
+A package that carries a lexicon is scored three ways on the same gold set:
+the model alone, the lexicon alone and their union (the rule in
+:mod:`appliance.ner.lexicon`); the report's main figures are those of the
+chosen combination (``--combine``, default ``union`` for such a package).
 """
 
 from __future__ import annotations
@@ -17,6 +22,15 @@ from appliance.documents import Document, read_gold
 from appliance.errors import ApplianceError, InputError, UsageError, WorkspaceError
 from appliance.metrics import score, seqeval_report
 from appliance.ner import zones
+from appliance.ner.encoding import Entity
+from appliance.ner.lexicon import (
+    COMBINE,
+    PackageLexicon,
+    check_min_confidence,
+    choose_combine,
+    combine,
+    load_package_lexicon,
+)
 from appliance.ner.model import is_model_folder
 from appliance.ner.package import is_package, verify_package
 from appliance.ner.runtime import Tagger, onnx_tagger, torch_tagger
@@ -48,6 +62,16 @@ def load_tagger(
     )
 
 
+def _scores(
+    gold_docs: Sequence[Document], predictions: Sequence[Sequence[Entity]]
+) -> dict[str, Any]:
+    pred_docs = [
+        Document(d.id, d.text, [e.span() for e in p])
+        for d, p in zip(gold_docs, predictions, strict=True)
+    ]
+    return {"seqeval": seqeval_report(gold_docs, pred_docs), "spans": score(gold_docs, pred_docs)}
+
+
 def evaluate(
     model_or_tagger: Path | Tagger,
     gold_docs: Sequence[Document],
@@ -56,31 +80,64 @@ def evaluate(
     batch_size: int = 32,
     device: str = "auto",
     key: DataKey | None = None,
+    combine_mode: str | None = None,
+    min_confidence: float | None = None,
+    lexicon: PackageLexicon | None = None,
 ) -> dict[str, Any]:
-    """Predict every gold document and score: ``{"model", "documents", "seqeval", "spans"}``."""
+    """Predict every gold document and score: ``{"model", "documents", "seqeval", "spans", ...}``.
+
+    A package's lexicon (loaded from the package, or ``lexicon`` with a
+    tagger) adds ``comparison``: the scores of ``model``, ``lexicon`` and
+    ``union`` on the same documents; ``seqeval`` and ``spans`` are those of
+    ``combine_mode`` (default: ``union`` with a lexicon, else ``model``).
+    """
 
     if not gold_docs:
         raise InputError("the gold set holds no documents")
-    tagger = (
-        model_or_tagger
-        if isinstance(model_or_tagger, Tagger)
-        else load_tagger(Path(model_or_tagger), public_key=public_key, device=device, key=key)
-    )
-    predictions = tagger.predict([d.text for d in gold_docs], batch_size=batch_size)
-    pred_docs = [
-        Document(d.id, d.text, [e.span() for e in p])
-        for d, p in zip(gold_docs, predictions, strict=True)
-    ]
+    check_min_confidence(min_confidence)
+    if isinstance(model_or_tagger, Tagger):
+        tagger, where = model_or_tagger, "the model"
+    else:
+        where = str(model_or_tagger)
+        tagger = load_tagger(Path(model_or_tagger), public_key=public_key, device=device, key=key)
+        if tagger.info.get("backend") != "onnx" and combine_mode in ("lexicon", "union"):
+            raise UsageError(
+                f"--combine {combine_mode}: {where} is a trained model folder, which carries no "
+                "lexicon; evaluate its package (appliance export) or use --combine model"
+            )
+        if lexicon is None and tagger.info.get("backend") == "onnx":
+            lexicon = load_package_lexicon(Path(model_or_tagger), key)
+    mode, default_min = choose_combine(combine_mode, lexicon.info if lexicon else None, where)
+    threshold = default_min if min_confidence is None else min_confidence
+    texts = [d.text for d in gold_docs]
+    model_predictions = tagger.predict(texts, batch_size=batch_size)
     gold_types = sorted({s.label for d in gold_docs for s in d.spans})
     model_types = [label[2:] for label in tagger.labels if label.startswith("B-")]
-    return {
+    report: dict[str, Any] = {
         "model": {k: v for k, v in tagger.info.items()},
         "documents": len(gold_docs),
         "gold_types": gold_types,
         "model_types": model_types,
         "types_not_in_model": sorted(set(gold_types) - set(model_types)),
-        "seqeval": seqeval_report(gold_docs, pred_docs),
-        "spans": score(gold_docs, pred_docs),
+        "combine": mode,
+    }
+    if lexicon is None:
+        return {**report, **_scores(gold_docs, model_predictions)}
+    matches = lexicon.match(texts)
+    comparison = {
+        m: _scores(
+            gold_docs,
+            [combine(p, s, m, threshold) for p, s in zip(model_predictions, matches, strict=True)],
+        )
+        for m in COMBINE
+    }
+    info = lexicon.info
+    return {
+        **report,
+        "min_confidence": threshold,
+        "lexicon": {k: info.get(k) for k in ("entries", "terms", "labels", "origin")},
+        **comparison[mode],
+        "comparison": comparison,
     }
 
 
@@ -120,6 +177,8 @@ def run(
     public_key: Path | None = None,
     device: str = "auto",
     data_key: Path | None = None,
+    combine_mode: str | None = None,
+    min_confidence: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a package or model on a gold file; ``ws`` may be None when ``model`` and ``public_key`` are given.
 
@@ -144,6 +203,8 @@ def run(
         "model": str(model),
         "format": gold_format,
         "labels": dict(labels or {}),
+        "combine": combine_mode,
+        "min_confidence": min_confidence,
     }
     try:
         docs = read_gold(gold, gold_format, labels)
@@ -153,6 +214,8 @@ def run(
             public_key=load_public_key(key_path) if key_path else None,
             device=device,
             key=model_key(ws, Path(model), data_key),
+            combine_mode=combine_mode,
+            min_confidence=min_confidence,
         )
     except ApplianceError as exc:
         if ws is not None:
@@ -164,6 +227,15 @@ def run(
             "ner evaluate",
             args=args,
             inputs=[hashed(gold, ws.root), hashed(model, ws.root)],
-            details={"documents": report["documents"], "f1": micro.get("f1")},
+            details={
+                "documents": report["documents"],
+                "f1": micro.get("f1"),
+                "combine": report["combine"],
+                "f1_by_combine": {
+                    m: r["seqeval"].get("micro", {}).get("f1")
+                    for m, r in (report.get("comparison") or {}).items()
+                }
+                or None,
+            },
         )
     return report

@@ -15,6 +15,11 @@ runs where that key is, and a model card that says what real data it saw. A
 screened model gives a plain, portable package. onnxruntime's quantizer works
 on files: for a real-zone model it runs in a private folder in memory-backed
 storage (``/dev/shm`` where available), removed as soon as it is done.
+
+The package also carries the lexicon the model's training annotations were
+made with, or lexicon files given with ``--lexicon`` (none with
+``--no-lexicon``): ``lexicon.tsv`` and ``lexicon.json``, signed like every
+file and, in a real-zone package, encrypted (see :mod:`appliance.ner.lexicon`).
 """
 
 from __future__ import annotations
@@ -44,6 +49,13 @@ from appliance.errors import (
     missing_dependency,
 )
 from appliance.ner import zones
+from appliance.ner.lexicon import (
+    UNION_RULE,
+    PackedLexicon,
+    lexicon_from_files,
+    training_lexicon,
+    write_lexicon,
+)
 from appliance.ner.model import NER_META, TOKENIZER_FILE, NerModel, load_model, read_tokenizer_json
 from appliance.ner.package import MODEL_FILE, sign_package
 from appliance.ner.runtime import Tagger, TorchBackend, tagger_from
@@ -63,6 +75,9 @@ class ExportResult:
     int8: dict[str, Any] | None = None
     files: dict[str, int] = field(default_factory=dict)
     zone: str = zones.SCREENED
+    lexicon: dict[str, Any] | None = None  # ner.json's lexicon entry
+    lexicon_from: str = ""  # where the packed lexicon came from
+    no_lexicon: str = ""  # why the package carries none
 
     def summary(self) -> str:
         size = sum(self.files.values()) / 2**20
@@ -80,6 +95,15 @@ class ExportResult:
                 f"; int8 dev F1 {100 * q['f1_int8']:.1f} vs fp32 {100 * q['f1_fp32']:.1f} "
                 f"(drop {q['drop_points']:.2f} points, limit {q['max_drop_points']}): {verdict}"
             )
+        if self.lexicon is not None:
+            lx = self.lexicon
+            text += (
+                f"; lexicon of {lx['entries']:,} entries ({', '.join(lx['labels'])}) from "
+                f"{self.lexicon_from}, combined by default as {lx['combine']['default']} "
+                f"(model entities with confidence >= {lx['combine']['min_confidence']})"
+            )
+        else:
+            text += f"; no lexicon ({self.no_lexicon or 'none given'})"
         return text
 
 
@@ -279,6 +303,16 @@ It may have memorized text of those notes (names, ID numbers, phone numbers and 
 {% endif %}
 Parity with PyTorch: max logit difference {{ "%.2e"|format(parity.max_abs_diff) }} over {{ parity.tokens }} tokens, labels identical.
 
+## Lexicon
+
+{% if lexicon -%}
+This package carries the lexicon {% if lexicon.origin.kind == "training annotations" %}the model's training annotations (`{{ lexicon.origin.annotations }}`) were made with{% else %}given at export ({{ lexicon.origin.sources|map(attribute="name")|join(", ") }}){% endif %}: {{ "{:,}".format(lexicon.entries) }} entries, {{ "{:,}".format(lexicon.terms) }} distinct terms, types {{ lexicon.labels|join(", ") }}, in `{{ lexicon.files[0] }}` with its matching options in `{{ lexicon.files[1] }}`{% if zone == "real" %} (both encrypted under workspace key `{{ key_id }}`){% endif %}, covered by the signature.
+
+`appliance infer` and `appliance ner evaluate` combine its matches with the model's entities (`--combine`; default `{{ lexicon.combine.default }}`, minimum confidence {{ lexicon.combine.min_confidence }}). The `union` rule: {{ rule }}. Every entity then says where it came from (`source`: `model`, `lexicon` or `both`). `--combine model` gives the model alone, `--combine lexicon` the lexicon alone; `appliance ner evaluate` reports all three on the same gold set.
+{%- else -%}
+No lexicon: inference gives the model's entities alone.
+{%- endif %}
+
 ## Intended use
 
 Batch extraction of {{ meta.types|join(", ") }} mentions from clinical notes of the
@@ -294,6 +328,7 @@ def render_card(
     precision: str,
     parity: dict[str, Any],
     int8: dict[str, Any] | None,
+    lexicon: dict[str, Any] | None = None,
 ) -> str:
     import jinja2
 
@@ -321,6 +356,8 @@ def render_card(
         dev=meta.get("metrics", {}).get("dev"),
         parity=parity,
         int8=int8,
+        lexicon=lexicon,
+        rule=UNION_RULE,
     )
 
 
@@ -348,11 +385,13 @@ def export_package(
     tolerance: float = PARITY_TOLERANCE,
     details: dict[str, Any] | None = None,
     data_key: DataKey | None = None,
+    lexicon: PackedLexicon | None = None,
 ) -> ExportResult:
     """Export ``model_dir`` to a signed package in ``out_dir`` (replaced only when all checks pass).
 
     A real-zone model (its files encrypted under ``data_key``) gives a
-    real-zone package encrypted under the same key.
+    real-zone package encrypted under the same key. ``lexicon`` is packed
+    with it (encrypted too in the real zone).
     """
     dev_docs = list(dev_docs or [])
     if int8 and not dev_docs:
@@ -429,6 +468,12 @@ def export_package(
                 read_tokenizer_json(model_dir, key).encode("utf-8"),
                 label=zones.LABEL_PACKAGE_TOKENIZER,
             )
+        lexicon_entry = None
+        if lexicon is not None:
+            lexicon_entry = write_lexicon(tmp, lexicon, key)
+            runtime_meta["lexicon"] = lexicon_entry
+            if key is not None:
+                runtime_meta["encrypted"]["files"] += lexicon_entry["files"]
         (tmp / NER_META).write_text(
             json.dumps({**runtime_meta, "precision": precision}, indent=2) + "\n", encoding="utf-8"
         )
@@ -440,6 +485,7 @@ def export_package(
                 precision,
                 parity,
                 int8_info,
+                lexicon_entry,
             ),
             encoding="utf-8",
         )
@@ -457,6 +503,7 @@ def export_package(
                 "int8": int8_info,
                 "training_data": meta.get("data"),
                 "metrics": meta.get("metrics"),
+                "lexicon": lexicon_entry,
                 **(details or {}),
             },
         )
@@ -473,7 +520,16 @@ def export_package(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = {p.name: p.stat().st_size for p in sorted(out_dir.iterdir())}
-    return ExportResult(out_dir, precision, parity, int8_info, files, zone)
+    return ExportResult(
+        out_dir,
+        precision,
+        parity,
+        int8_info,
+        files,
+        zone,
+        lexicon_entry,
+        lexicon.describe() if lexicon is not None else "",
+    )
 
 
 def load_dev_docs(
@@ -513,17 +569,31 @@ def run(
     int8: bool = False,
     dev_gold: Path | None = None,
     gold_format: str = "auto",
+    lexicons: Sequence[Path] = (),
+    label: str | None = None,
+    no_lexicon: bool = False,
 ) -> ExportResult:
-    """Export ``models/ner/<name>/model`` to ``models/ner/<name>/package`` (or ``out``), signed."""
+    """Export ``models/ner/<name>/model`` to ``models/ner/<name>/package`` (or ``out``), signed.
+
+    The package carries the lexicon of the model's training annotations, or
+    ``lexicons`` (``[TYPE=]FILE``, typed by ``label`` when a file has no label
+    column), or none with ``no_lexicon``.
+    """
 
     root = ws.ner_model_dir(name)
     model_dir = root / "model"
     package = (out or root / "package").expanduser()
+    if no_lexicon and lexicons:
+        raise UsageError("--lexicon and --no-lexicon exclude each other")
+    if label and not lexicons:
+        raise UsageError("--label types --lexicon files; give --lexicon FILE with it")
     args = {
         "name": name,
         "out": str(package),
         "int8": int8,
         "dev": str(dev_gold) if dev_gold else None,
+        "lexicons": [str(p) for p in lexicons],
+        "no_lexicon": no_lexicon,
     }
     with ws.stage("export", args) as stage:
         if not (model_dir / NER_META).is_file():
@@ -539,6 +609,12 @@ def run(
         dev_docs = load_dev_docs(ws, root, dev_gold, gold_format)
         if dev_gold is not None:
             stage.inputs.append(hashed(dev_gold, ws.root))
+        packed, why = _package_lexicon(ws, root, trained, lexicons, label, no_lexicon)
+        if packed is not None:
+            stage.inputs += [
+                {"path": str(s.get("path")), "sha256": s.get("sha256")}
+                for s in packed.lexicon.sources
+            ]
         started = utc_now()
         result = export_package(
             model_dir,
@@ -549,7 +625,9 @@ def run(
             max_f1_drop=ws.policy.export.int8_max_f1_drop,
             details={"model_sha256": stage.inputs[0]["sha256"], "policy_sha256": ws.policy.sha256},
             data_key=ws.data_key if zones.needs_key(model_dir) else None,
+            lexicon=packed,
         )
+        result.no_lexicon = why
         (root / "export").mkdir(exist_ok=True)
         write_manifest(
             root / "export",
@@ -563,6 +641,7 @@ def run(
                 "zone": result.zone,
                 "parity": result.parity,
                 "int8": result.int8,
+                "lexicon": result.lexicon,
             },
         )
         stage.outputs = [hashed(package, ws.root)]
@@ -571,5 +650,36 @@ def run(
             "precision": result.precision,
             "parity_max_abs_diff": result.parity["max_abs_diff"],
             "int8": result.int8,
+            "lexicon": (
+                {k: result.lexicon[k] for k in ("entries", "terms", "labels", "origin")}
+                if result.lexicon
+                else None
+            ),
         }
     return result
+
+
+def _package_lexicon(
+    ws: Workspace,
+    root: Path,
+    trained: dict[str, Any],
+    lexicons: Sequence[Path],
+    label: str | None,
+    no_lexicon: bool,
+) -> tuple[PackedLexicon | None, str]:
+    """The lexicon to pack, or (None, why none): --no-lexicon, --lexicon files, else the training annotator's."""
+    if no_lexicon:
+        return None, "--no-lexicon"
+    if lexicons:
+        return lexicon_from_files(lexicons, label, ws.config.workspace.language), ""
+    source = (trained.get("data") or {}).get("source")
+    if not isinstance(source, dict):
+        try:
+            meta = json.loads((root / "model" / NER_META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        source = (meta.get("data") or {}).get("source") or {}
+    annotation_manifest = None
+    if source.get("kind") == "annotations" and not isinstance(source.get("annotator"), dict):
+        annotation_manifest = read_manifest(ws.annotation_dir(str(source.get("name", "default"))))
+    return training_lexicon(source, annotation_manifest, ws.root)

@@ -18,6 +18,13 @@ Output formats:
 * ``brat``: ``<id>.txt`` + ``<id>.ann`` per note (readable by the gold reader);
 * ``fhir``: NDJSON, one transaction ``Bundle`` per note (see :func:`fhir_bundle`).
 
+A package that carries a lexicon combines its matches with the model's
+entities (``combine``: ``union`` by default, ``model`` or ``lexicon``; see
+:mod:`appliance.ner.lexicon`); each entity then also says its ``source``
+(``model``, ``lexicon`` or ``both``): a JSONL field, a last CSV column
+``source``, a FHIR mention extension. ``model`` writes exactly what the
+model alone wrote before packages carried lexicons.
+
 A real-zone package (its model and tokenizer encrypted under the workspace
 data key) needs that key (``package_key``): it is decrypted in memory, and
 without the key the run stops with a one-line KeyRequired before reading
@@ -51,6 +58,14 @@ from appliance.documents import Record, Reject
 from appliance.errors import IntegrityError, UsageError, WorkspaceError
 from appliance.ner import zones
 from appliance.ner.encoding import Entity
+from appliance.ner.lexicon import (
+    PackageLexicon,
+    check_min_confidence,
+    choose_combine,
+    lexicon_info,
+    load_package_lexicon,
+    predict,
+)
 from appliance.ner.package import verify_package
 from appliance.ner.runtime import onnx_tagger
 from appliance.records.readers import ReaderOptions, read_export
@@ -67,6 +82,7 @@ from appliance.workspace import hashed
 
 OUTPUT_FORMATS = ("jsonl", "csv", "brat", "fhir")
 CSV_HEADER = ["note_id", "start", "end", "label", "text", "confidence"]
+SOURCE_COLUMN = "source"  # the CSV's last column when a lexicon is combined
 STREAM_MAGIC = b"APLINF01"
 PURPOSE_INFER_IDS = "appliance/v1/ner-infer/journal-ids"
 MENTION_URL = "urn:appliance:fhir:StructureDefinition/nlp-mention"
@@ -87,6 +103,9 @@ class InferResult:
     rejects_path: Path | None = None
     encrypted: bool = False
     providers: list[str] = field(default_factory=list)
+    combine: str = "model"
+    min_confidence: float | None = None
+    by_source: Counter[str] = field(default_factory=Counter)
 
     @property
     def notes_per_second(self) -> float:
@@ -100,9 +119,16 @@ class InferResult:
             rej = f" ({top}; see {self.rejects_path})"
         resumed = f", {self.resumed} already done (resumed)" if self.resumed else ""
         enc = " encrypted" if self.encrypted else ""
+        how = ""
+        if self.combine != "model":
+            sources = ", ".join(f"{n} {s}" for s, n in sorted(self.by_source.items())) or "none"
+            how = f"; combined with the package's lexicon by {self.combine}"
+            if self.combine == "union":
+                how += f" (min confidence {self.min_confidence})"
+            how += f": {sources}"
         return (
             f"inferred {self.notes} notes{resumed}, {self.rejected} rejected{rej}; "
-            f"{self.entities} entities ({types}); {self.notes_per_second:.1f} notes/s; "
+            f"{self.entities} entities ({types}){how}; {self.notes_per_second:.1f} notes/s; "
             f"wrote{enc} {self.format} to {self.out}"
         )
 
@@ -119,6 +145,9 @@ class InferResult:
             "seconds": round(self.seconds, 3),
             "notes_per_second": round(self.notes_per_second, 2),
             "encrypted": self.encrypted,
+            "combine": self.combine,
+            "min_confidence": self.min_confidence,
+            "entities_by_source": dict(self.by_source),
         }
 
 
@@ -131,11 +160,12 @@ def jsonl_line(record: Record, entities: Sequence[Entity]) -> str:
     return json.dumps(obj, ensure_ascii=False) + "\n"
 
 
-def csv_rows(record: Record, entities: Sequence[Entity]) -> str:
+def csv_rows(record: Record, entities: Sequence[Entity], with_source: bool = False) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     for e in entities:
-        writer.writerow([record.id, e.start, e.end, e.label, e.text, f"{e.confidence:.4f}"])
+        row: list[Any] = [record.id, e.start, e.end, e.label, e.text, f"{e.confidence:.4f}"]
+        writer.writerow([*row, e.source or ""] if with_source else row)
     return buf.getvalue()
 
 
@@ -181,6 +211,7 @@ def fhir_bundle(record: Record, entities: Sequence[Entity], model: str = "") -> 
                 {"url": "text", "valueString": e.text},
                 {"url": "confidence", "valueDecimal": round(e.confidence, 4)},
                 *([{"url": "model", "valueString": model}] if model else []),
+                *([{"url": "source", "valueCode": e.source}] if e.source else []),
             ],
         }
         concept = {"text": e.text}
@@ -294,8 +325,12 @@ class _Journal:
 class _StreamWriter:
     """jsonl / csv / fhir: one file, appended note by note, optionally as encrypted frames."""
 
-    def __init__(self, out: Path, fmt: str, key: DataKey | None, model: str) -> None:
+    def __init__(
+        self, out: Path, fmt: str, key: DataKey | None, model: str, with_source: bool = False
+    ) -> None:
         self.out, self.fmt, self.key, self.model = out, fmt, key, model
+        self.with_source = with_source
+        header = [*CSV_HEADER, SOURCE_COLUMN] if with_source else CSV_HEADER
         journal_path = out.with_name(out.name + ".progress")
         if out.exists() and not journal_path.exists():
             raise UsageError(
@@ -313,7 +348,7 @@ class _StreamWriter:
         self.header = STREAM_MAGIC + bytes.fromhex(key.key_id) if key is not None else b""
         if self.journal.offset == 0:
             start = (
-                self.header + self._frame(",".join(CSV_HEADER).encode() + b"\n", len(self.header))
+                self.header + self._frame(",".join(header).encode() + b"\n", len(self.header))
                 if fmt == "csv"
                 else self.header
             )
@@ -331,7 +366,7 @@ class _StreamWriter:
         if self.fmt == "jsonl":
             text = jsonl_line(record, entities)
         elif self.fmt == "csv":
-            text = csv_rows(record, entities)
+            text = csv_rows(record, entities, self.with_source)
         else:
             text = json.dumps(fhir_bundle(record, entities, self.model), ensure_ascii=False) + "\n"
         if text:
@@ -444,11 +479,16 @@ def run(
     package_key: DataKey | None = None,
     progress: Callable[[int, float], None] | None = None,
     stop_after: int | None = None,
+    combine: str | None = None,
+    min_confidence: float | None = None,
 ) -> InferResult:
     """Verify ``package`` with ``trusted_public_key``, then tag every note of the export into ``out``.
 
     ``package_key`` decrypts a real-zone package. ``stop_after`` ends the run
-    after that many notes (as an interruption would).
+    after that many notes (as an interruption would). ``combine``: ``model``,
+    ``lexicon`` or ``union`` (default: ``union`` for a package that carries a
+    lexicon, else ``model``); ``min_confidence``: the union rule's threshold
+    (default: the package's, 0.5).
     """
 
     if fmt not in OUTPUT_FORMATS:
@@ -457,20 +497,28 @@ def run(
         )
     if batch_size < 1 or chunk_notes < 1:
         raise UsageError("--batch-size must be at least 1")
+    check_min_confidence(min_confidence)
     manifest = verify_package(package, trusted_public_key)
+    mode, default_min = choose_combine(combine, lexicon_info(package), package)
+    threshold = default_min if min_confidence is None else min_confidence
+    lexicon: PackageLexicon | None = None
+    if mode != "model":
+        lexicon = load_package_lexicon(package, package_key)
     tagger = onnx_tagger(package, device=device, threads=threads, key=package_key)
     model_tag = f"appliance-ner {manifest.get('precision', '')} {hashlib.sha256(json.dumps(manifest['files'], sort_keys=True).encode()).hexdigest()[:16]}"
     items = read_export(export_path, reader_format, options or ReaderOptions())
     writer: _StreamWriter | _BratWriter = (
         _BratWriter(out, encrypt_key)
         if fmt == "brat"
-        else _StreamWriter(out, fmt, encrypt_key, model_tag)
+        else _StreamWriter(out, fmt, encrypt_key, model_tag, with_source=mode != "model")
     )
     result = InferResult(
         out=out,
         format=fmt,
         encrypted=encrypt_key is not None,
         providers=list(tagger.info.get("providers", [])),
+        combine=mode,
+        min_confidence=threshold if mode == "union" else None,
     )
     rejects_path = out.with_name(out.name + ".rejects.jsonl")
     rejects_tmp = rejects_path.with_name(rejects_path.name + ".tmp")
@@ -480,13 +528,13 @@ def run(
     def flush(chunk: list[Record]) -> None:
         if not chunk:
             return
-        for record, entities in zip(
-            chunk, tagger.predict([r.text for r in chunk], batch_size), strict=True
-        ):
+        found = predict(tagger, lexicon, [r.text for r in chunk], mode, threshold, batch_size)
+        for record, entities in zip(chunk, found, strict=True):
             writer.write(record, entities)
             result.notes += 1
             result.entities += len(entities)
             result.by_type.update(e.label for e in entities)
+            result.by_source.update(e.source for e in entities if e.source)
         result.seconds = time.monotonic() - started
         if progress is not None:
             progress(result.notes + result.resumed, result.notes_per_second)
@@ -562,6 +610,8 @@ def run_ws(
         "format": fmt,
         "encrypt": encrypt,
         "public_key": str(key_path),
+        "combine": kwargs.get("combine"),
+        "min_confidence": kwargs.get("min_confidence"),
     }
     with ws.stage("infer", args, lock=False) as stage:
         if not package.is_dir():

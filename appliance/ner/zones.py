@@ -19,9 +19,10 @@ stopping, the int8 check) and no text of it is kept; it is recorded in the
 manifest but does not by itself make the model real.
 
 A real-zone model folder and package keep every file that can hold real text
-(weights, tokenizer, development notes, checkpoints) encrypted under the
-workspace data key (:func:`appliance.security.crypto.write_encrypted`, AEAD
-labels below); they are decrypted only in memory.
+(weights, tokenizer, development notes, checkpoints, the package's lexicon)
+encrypted under the workspace data key
+(:func:`appliance.security.crypto.write_encrypted`, AEAD labels below); they
+are decrypted only in memory.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ LABEL_TOKENIZER = "ner/model/tokenizer"
 LABEL_DEV = "ner/dev"
 LABEL_PACKAGE_MODEL = "ner/package/model"
 LABEL_PACKAGE_TOKENIZER = "ner/package/tokenizer"
+LABEL_PACKAGE_LEXICON = "ner/package/lexicon"
+LABEL_PACKAGE_LEXICON_SETTINGS = "ner/package/lexicon-settings"
 
 
 def zone_of(reasons: Sequence[str]) -> str:
