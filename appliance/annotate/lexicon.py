@@ -313,6 +313,61 @@ class LexiconRules:
         """The built-in schema's rules (policies/entities/clinical.toml) for ``language``."""
         return cls.from_schema(_builtin_schema(), language)
 
+    def to_json(self) -> dict[str, Any]:
+        """Every rule, as JSON (a model package carries them to match as annotation did)."""
+        return {
+            "language": self.language,
+            "source": self.source,
+            "inflections": [dataclasses.asdict(i) for i in self.inflections],
+            "variants": [list(v) for v in self.variants],
+            "optional_tokens": list(self.optional_tokens),
+            "generic_terms": sorted(self.generic_terms),
+            "stop_words": sorted(self.stop_words),
+            "head": self.head,
+            "max_modifiers": self.max_modifiers,
+            "min_suffix_word": self.min_suffix_word,
+            "types": {
+                label: {
+                    "head_nouns": list(t.head_nouns),
+                    "suffixes": list(t.suffixes),
+                    "word_order": [list(w) for w in t.word_order],
+                }
+                for label, t in sorted(self.types.items())
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LexiconRules:
+        """The rules :meth:`to_json` wrote; ValueError/KeyError/TypeError on anything else."""
+        return cls(
+            language=str(data["language"]),
+            source=str(data.get("source", "")),
+            inflections=tuple(
+                Inflection(
+                    str(i["suffix"]),
+                    str(i.get("replace", "")),
+                    int(i.get("min_length", 1)),
+                    tuple(str(u) for u in i.get("unless", ())),
+                )
+                for i in data["inflections"]
+            ),
+            variants=tuple((str(a), str(b)) for a, b in data["variants"]),
+            optional_tokens=tuple(str(t) for t in data["optional_tokens"]),
+            generic_terms=frozenset(str(t) for t in data["generic_terms"]),
+            stop_words=frozenset(str(w) for w in data["stop_words"]),
+            head=str(data["head"]),
+            max_modifiers=int(data["max_modifiers"]),
+            min_suffix_word=int(data["min_suffix_word"]),
+            types={
+                str(label): TypeLexiconRules(
+                    tuple(str(h) for h in t["head_nouns"]),
+                    tuple(str(x) for x in t["suffixes"]),
+                    tuple((str(a), str(b)) for a, b in t["word_order"]),
+                )
+                for label, t in data["types"].items()
+            },
+        )
+
     def summary(self) -> dict[str, Any]:
         """What the manifest records: where the rules came from, their hash and sizes."""
         canonical = {

@@ -671,7 +671,12 @@ def _package_lexicon(
     if no_lexicon:
         return None, "--no-lexicon"
     if lexicons:
-        return lexicon_from_files(lexicons, label, ws.config.workspace.language), ""
+        return (
+            lexicon_from_files(
+                lexicons, label, ws.config.workspace.language, ws.policy.entity_schema()
+            ),
+            "",
+        )
     source = (trained.get("data") or {}).get("source")
     if not isinstance(source, dict):
         try:
@@ -682,4 +687,4 @@ def _package_lexicon(
     annotation_manifest = None
     if source.get("kind") == "annotations" and not isinstance(source.get("annotator"), dict):
         annotation_manifest = read_manifest(ws.annotation_dir(str(source.get("name", "default"))))
-    return training_lexicon(source, annotation_manifest, ws.root)
+    return training_lexicon(source, annotation_manifest, ws.root, ws.policy.entity_schema())

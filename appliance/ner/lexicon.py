@@ -35,8 +35,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from appliance.annotate.lexicon import Lexicon, LexiconAnnotator, demo_lexicon, load_lexicon
+from appliance.annotate.lexicon import (
+    Lexicon,
+    LexiconAnnotator,
+    LexiconRules,
+    demo_lexicon,
+    load_lexicon,
+)
 from appliance.annotate.lexicon_tsv import from_tsv, to_tsv
+from appliance.config import EntitySchema
 from appliance.documents import Span
 from appliance.errors import InputError, UsageError, WorkspaceError
 from appliance.ner import zones
@@ -62,6 +69,8 @@ UNION_RULE = (
 )
 
 # The LexiconAnnotator keyword options a package records (its constructor's, minus the lexicon).
+# ``language_rules`` is carried whole (LexiconRules.to_json), not as the summary an
+# annotation manifest records.
 _OPTION_NAMES = frozenset(inspect.signature(LexiconAnnotator).parameters) - {"lexicon"}
 
 
@@ -89,7 +98,7 @@ class PackedLexicon:
 
 def annotator_options(params: dict[str, Any]) -> dict[str, Any]:
     """The keyword options in an annotator's recorded parameters (``LexiconAnnotator.params()``)."""
-    out = {k: v for k, v in params.items() if k in _OPTION_NAMES}
+    out = {k: v for k, v in params.items() if k in _OPTION_NAMES and k != "language_rules"}
     if "rules" in out:
         out["rules"] = [[str(label), str(pattern)] for label, pattern in out["rules"]]
     return out
@@ -106,7 +115,17 @@ def build_annotator(lexicon: Lexicon, options: dict[str, Any], where: str) -> Le
     kwargs = dict(options)
     if "rules" in kwargs:
         kwargs["rules"] = [(str(label), str(pattern)) for label, pattern in kwargs["rules"]]
+    if "language_rules" in kwargs:
+        try:
+            kwargs["language_rules"] = LexiconRules.from_json(kwargs["language_rules"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InputError(f"{where}: 'language_rules' is not a set of lexicon rules") from None
     return LexiconAnnotator(lexicon, **kwargs)
+
+
+def with_language_rules(options: dict[str, Any], rules: LexiconRules) -> dict[str, Any]:
+    """``options`` plus the language rules, whole, so a package matches as annotation did."""
+    return {**options, "language_rules": rules.to_json()}
 
 
 def _rebuild_source(source: dict[str, Any], ws_root: Path) -> Lexicon:
@@ -135,7 +154,10 @@ def _rebuild_source(source: dict[str, Any], ws_root: Path) -> Lexicon:
 
 
 def training_lexicon(
-    source: dict[str, Any], annotation_manifest: dict[str, Any] | None, ws_root: Path
+    source: dict[str, Any],
+    annotation_manifest: dict[str, Any] | None,
+    ws_root: Path,
+    schema: EntitySchema | None = None,
 ) -> tuple[PackedLexicon | None, str]:
     """The lexicon the model's training annotations were made with, or (None, why there is none).
 
@@ -164,6 +186,13 @@ def training_lexicon(
     for item in params.get("sources") or []:
         lexicon.extend(_rebuild_source(item, ws_root))
     options = annotator_options(params)
+    language = str(params.get("language", "en"))
+    rules = (
+        LexiconRules.from_schema(schema, language)
+        if schema is not None
+        else LexiconRules.builtin(language)
+    )
+    options = with_language_rules(options, rules)
     rebuilt = build_annotator(lexicon, options, f"annotation set '{name}'").params()
     differs = sorted(
         k for k, v in params.items() if k != "sources" and k in rebuilt and rebuilt[k] != v
@@ -184,13 +213,21 @@ def training_lexicon(
     return PackedLexicon(lexicon, options, origin), ""
 
 
-def lexicon_from_files(paths: Sequence[Path], label: str | None, language: str) -> PackedLexicon:
+def lexicon_from_files(
+    paths: Sequence[Path], label: str | None, language: str, schema: EntitySchema | None = None
+) -> PackedLexicon:
     """``--lexicon [TYPE=]FILE ...`` (the formats ``annotate --lexicon`` reads), matched with the annotator's defaults."""
     from appliance.annotate.annotators import AnnotatorOptions
     from appliance.annotate.annotators.lexicon import build_lexicon
 
     lexicon = build_lexicon(AnnotatorOptions(lexicons=tuple(paths), label=label))
-    options = annotator_options(LexiconAnnotator(lexicon, language=language).params())
+    rules = (
+        LexiconRules.from_schema(schema, language)
+        if schema is not None
+        else LexiconRules.builtin(language)
+    )
+    annotator = LexiconAnnotator(lexicon, language=language, language_rules=rules)
+    options = with_language_rules(annotator_options(annotator.params()), rules)
     return PackedLexicon(lexicon, options, {"kind": "files"})
 
 
