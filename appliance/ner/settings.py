@@ -8,6 +8,8 @@ from typing import Any
 
 from appliance.errors import UsageError
 
+DEV_SIGNALS = ("partial", "plain", "none")
+
 
 @dataclass(frozen=True)
 class NerSettings:
@@ -38,6 +40,13 @@ class NerSettings:
     # Masked-language-model pretraining on the real records (--mlm-on-records).
     mlm_steps: int = 300
     mlm_probability: float = 0.15
+    # Annotator labels are partial: an entity the annotator missed is taught as O.
+    partial_labels: bool = True  # tokens of undecided ranges and unsure spans: out of the loss
+    min_confidence: float = 0.5  # spans below this annotator confidence count as undecided
+    o_keep: float = 1.0  # share of O tokens kept in the loss, drawn again each epoch (1: all)
+    self_training_rounds: int = 0  # teacher-student rounds after the first model
+    self_training_threshold: float = 0.9  # model probability that adds a span (or decides a token)
+    dev_signal: str = "partial"  # partial | plain | none: what early stopping watches
 
     def __post_init__(self) -> None:
         checks = [
@@ -52,6 +61,19 @@ class NerSettings:
             (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
             (self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads"),
             (self.mlm_steps >= 1, "mlm_steps must be at least 1"),
+            (0 <= self.min_confidence <= 1, "--min-confidence must be between 0 and 1"),
+            (0 < self.o_keep <= 1, "--o-keep must be above 0 and at most 1"),
+            (self.self_training_rounds >= 0, "--self-training-rounds must be at least 0"),
+            (
+                0.5 <= self.self_training_threshold <= 1,
+                "--self-training-threshold must be between 0.5 and 1",
+            ),
+            (
+                self.self_training_threshold >= self.min_confidence,
+                "--self-training-threshold must not be below --min-confidence "
+                "(the spans it adds would be left out of the loss)",
+            ),
+            (self.dev_signal in DEV_SIGNALS, "--dev-signal must be partial, plain or none"),
         ]
         for ok, message in checks:
             if not ok:
