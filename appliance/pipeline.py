@@ -49,8 +49,8 @@ The config is TOML; every key is optional except ``[pipeline] export``::
     name = "default"
     partial_labels = true         # what the annotator left undecided: out of the loss
     min_confidence = 0.5          # spans below this annotator confidence count as undecided
-    o_keep = 1.0                  # share of O tokens kept in the loss (1: all)
-    self_training_rounds = 0      # teacher-student rounds after the first model
+    o_keep = 0.3                  # share of O tokens kept in the loss (1: all)
+    self_training_rounds = 1      # teacher-student rounds after the first model
     self_training_threshold = 0.9
     dev_signal = "partial"        # partial | plain | none
     [export]
@@ -81,7 +81,12 @@ from appliance.ner import export as ner_export
 from appliance.ner import infer
 from appliance.ner import train as ner_train
 from appliance.ner.evaluate import run as evaluate
-from appliance.ner.settings import DEV_SIGNALS, NerSettings
+from appliance.ner.settings import (
+    AUTO_O_KEEP,
+    AUTO_SELF_TRAINING_ROUNDS,
+    DEV_SIGNALS,
+    NerSettings,
+)
 from appliance.privacy import screen
 from appliance.records import ingest
 from appliance.records.ingest import open_store
@@ -159,8 +164,9 @@ class NerSection:
     name: str = _spec("default", *_STRING)
     partial_labels: bool = _spec(_NER.partial_labels, *_BOOL)
     min_confidence: float = _spec(_NER.min_confidence, "a number from 0 to 1", _float(0.0, 1.0))
-    o_keep: float = _spec(_NER.o_keep, "a number above 0, at most 1", _float(1e-9, 1.0))
-    self_training_rounds: int = _spec(_NER.self_training_rounds, "an integer ≥ 0", _int(0))
+    # The pipeline trains on annotations: the defaults for an annotator's labels.
+    o_keep: float = _spec(AUTO_O_KEEP, "a number above 0, at most 1", _float(1e-9, 1.0))
+    self_training_rounds: int = _spec(AUTO_SELF_TRAINING_ROUNDS, "an integer ≥ 0", _int(0))
     self_training_threshold: float = _spec(
         _NER.self_training_threshold, "a number from 0.5 to 1", _float(0.5, 1.0)
     )

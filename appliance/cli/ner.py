@@ -22,7 +22,7 @@ from appliance.cli.options import (
     workspace_option,
 )
 from appliance.errors import UsageError, WorkspaceError
-from appliance.ner.settings import NerSettings
+from appliance.ner.settings import AUTO_O_KEEP, AUTO_SELF_TRAINING_ROUNDS, NerSettings
 from appliance.security.keys import load_data_key, load_public_key
 
 _DEFAULTS = NerSettings()
@@ -184,16 +184,14 @@ def ner() -> None:
 @click.option(
     "--o-keep",
     type=float,
-    default=_DEFAULTS.o_keep,
-    show_default=True,
-    help="Share of outside (O) tokens kept in the loss, drawn again each epoch from the seed (1: all); below 1 an entity the annotator missed is taught as outside less often.",
+    default=None,
+    help=f"Share of outside (O) tokens kept in the loss, drawn again each epoch from the seed (1: all); below 1 an entity the annotator missed is taught as outside less often. Default: {AUTO_O_KEEP} on annotations, 1 with --train.",
 )
 @click.option(
     "--self-training-rounds",
     type=int,
-    default=_DEFAULTS.self_training_rounds,
-    show_default=True,
-    help="Teacher-student rounds: the model re-labels the training notes (annotator spans kept, its confident new spans added, tokens it is unsure about left out) and a fresh student trains on them, while the dev score does not fall.",
+    default=None,
+    help=f"Teacher-student rounds: the model re-labels the training notes (annotator spans kept, its confident new spans added, tokens it is unsure about left out) and a fresh student trains on them, while the dev score does not fall. Default: {AUTO_SELF_TRAINING_ROUNDS} on annotations, 0 with --train.",
 )
 @click.option(
     "--self-training-threshold",
@@ -228,8 +226,8 @@ def ner_train(
     mlm_steps: int,
     partial_labels: bool,
     min_confidence: float,
-    o_keep: float,
-    self_training_rounds: int,
+    o_keep: float | None,
+    self_training_rounds: int | None,
     self_training_threshold: float,
     dev_signal: str,
     device: str,

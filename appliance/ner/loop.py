@@ -256,7 +256,7 @@ def fit(
             gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
             order = torch.randperm(len(rows), generator=gen).tolist()
             batch = [
-                (rows[i][0], sample_outside(rows[i][1], settings.o_keep, settings.seed, epoch, i))
+                (rows[i][0], sample_outside(rows[i][1], settings.o_share, settings.seed, epoch, i))
                 for i in order[index * bs : (index + 1) * bs]
             ]
             ids, mask, lab = pad(batch, pad_id, torch)

@@ -263,8 +263,11 @@ def train_model(
     (required then). ``data_key`` also decrypts a real-zone ``base``. With
     ``settings.self_training_rounds`` the rounds run first (see the module
     docstring) and the model of the best one is saved into ``out_dir``.
+    Settings left to the labels (None) are resolved first: as for an
+    annotator's labels, unless ``data_info`` names a gold file as the source.
     """
-    settings = settings or NerSettings()
+    source = (data_info or {}).get("source") or {}
+    settings = (settings or NerSettings()).resolved(gold=source.get("kind") == "gold file")
     types = _types(train_docs, types)
     if zone_reasons is None:
         info = data_info or {}
@@ -278,7 +281,7 @@ def train_model(
             f"a real-zone model ({reasons[0]}) is written encrypted; give the workspace data key"
         )
     job = _Job(base, types, data_info, mlm_texts, reasons, key, data_key, progress)
-    if settings.self_training_rounds:
+    if settings.rounds:
         return _self_train(train_docs, dev_docs, out_dir, settings, job)
     shutil.rmtree(out_dir / ROUNDS_DIR, ignore_errors=True)  # rounds of an earlier run
     return _train_once(train_docs, dev_docs, out_dir, settings, job)
@@ -487,7 +490,7 @@ def _self_train(
     for stale in (CHECKPOINT, CHECKPOINT_ENC):  # a single run's, started earlier into this folder
         (out_dir / stale).unlink(missing_ok=True)
     work = out_dir / ROUNDS_DIR
-    total = settings.self_training_rounds
+    total = settings.rounds
     single = replace(settings, self_training_rounds=0)
     # A student always reads the teacher's doubts as partial labels.
     student = replace(single, partial_labels=True)
@@ -778,7 +781,7 @@ def run(
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Train ``models/ner/<name>/`` on the workspace's annotations (or a gold file), with audit entry."""
-    settings = settings or NerSettings()
+    settings = (settings or NerSettings()).resolved(gold=train_gold is not None)
     root = ws.ner_model_dir(name)
     base_dir = None if base == "scratch" else Path(base).expanduser().resolve()
     args = {

@@ -17,7 +17,7 @@ from appliance.ner.loop import sample_outside, windows
 from appliance.ner.model import describe_special, load_model, train_wordpiece
 from appliance.ner.runtime import torch_tagger
 from appliance.ner.selftrain import UNSURE, relabel
-from appliance.ner.settings import NerSettings
+from appliance.ner.settings import AUTO_O_KEEP, AUTO_SELF_TRAINING_ROUNDS, NerSettings
 from appliance.ner.train import ROUNDS_DIR, train_model
 from tests.ner_helpers import one_thread, tiny_settings
 
@@ -241,6 +241,16 @@ def test_settings_round_trip_and_are_checked():
         dev_signal="none",
     )
     assert NerSettings.from_dict(json.loads(json.dumps(s.as_dict()))) == s
+    # Left open, O sampling and self-training follow the labels: on for an annotator's, off for gold.
+    auto = NerSettings()
+    assert (auto.o_keep, auto.self_training_rounds) == (None, None)
+    annotated, gold = auto.resolved(gold=False), auto.resolved(gold=True)
+    assert (annotated.o_keep, annotated.self_training_rounds) == (
+        AUTO_O_KEEP,
+        AUTO_SELF_TRAINING_ROUNDS,
+    )
+    assert (gold.o_keep, gold.self_training_rounds) == (1.0, 0)
+    assert s.resolved(gold=True) == s  # what was asked stays
     for bad, message in [
         ({"o_keep": 0}, "--o-keep"),
         ({"o_keep": 1.5}, "--o-keep"),
