@@ -10,6 +10,10 @@ and every entity type gets precision, recall and F1 twice:
   the gold spans that some prediction overlaps (one long prediction covering
   two gold spans finds both).
 
+``partial_view`` scores against annotator labels the way partial-label
+training reads them: what the annotator left undecided counts neither for
+nor against a prediction.
+
 ``seqeval_report`` gives the usual CoNLL-style figures from seqeval (strict
 IOB2 mode) on word-level tags, for comparison with published results.
 Both are pure functions of documents; no workspace is needed.
@@ -24,7 +28,7 @@ from typing import Any
 from appliance.documents import Document, Span, bio_tags
 from appliance.errors import InputError
 
-__all__ = ["prf", "score", "seqeval_report"]
+__all__ = ["partial_view", "prf", "score", "seqeval_report"]
 
 
 def prf(tp_pred: int, n_pred: int, tp_gold: int, n_gold: int) -> dict[str, float]:
@@ -131,6 +135,42 @@ def score(gold: Sequence[Document], pred: Sequence[Document]) -> dict[str, Any]:
             "pred_by_type": dict(sorted(n_pred.items())),
         },
     }
+
+
+def partial_view(
+    gold: Sequence[Document], pred: Sequence[Document], min_confidence: float
+) -> tuple[list[Document], list[Document]]:
+    """Gold and predictions with the annotator's doubts taken out, for :func:`score`.
+
+    Gold spans below ``min_confidence`` are dropped, and so is every
+    prediction that overlaps one of them or an undecided range of its gold
+    document (``Document.uncertain``) without matching a confident gold span
+    exactly. On gold without confidences or undecided ranges this changes
+    nothing.
+    """
+    by_id = {g.id: g for g in gold}
+    kept_gold: list[Document] = []
+    for g in gold:
+        sure = [s for s in g.spans if s.confidence >= min_confidence]
+        kept_gold.append(Document(g.id, g.text, sure, g.meta))
+    sure_by_id = {d.id: d for d in kept_gold}
+    kept_pred: list[Document] = []
+    for p in pred:
+        ref = by_id.get(p.id)
+        if ref is None:
+            kept_pred.append(p)
+            continue
+        open_ = [(u.start, u.end) for u in ref.uncertain]
+        open_ += [(s.start, s.end) for s in ref.spans if s.confidence < min_confidence]
+        sure_keys = {(s.start, s.end, s.label) for s in sure_by_id[p.id].spans}
+        spans = [
+            s
+            for s in p.spans
+            if (s.start, s.end, s.label) in sure_keys
+            or not any(s.start < b and a < s.end for a, b in open_)
+        ]
+        kept_pred.append(Document(p.id, p.text, spans, p.meta))
+    return kept_gold, kept_pred
 
 
 def seqeval_report(gold: Sequence[Document], pred: Sequence[Document]) -> dict[str, Any]:

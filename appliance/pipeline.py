@@ -51,6 +51,12 @@ The config is TOML; every key is optional except ``[pipeline] export``::
     max_steps = 0
     batch_size = 16
     name = "default"
+    partial_labels = true         # what the annotator left undecided: out of the loss
+    min_confidence = 0.5          # spans below this annotator confidence count as undecided
+    o_keep = 0.3                  # share of O tokens kept in the loss (1: all)
+    self_training_rounds = 1      # teacher-student rounds after the first model
+    self_training_threshold = 0.9
+    dev_signal = "partial"        # partial | plain | none
     [export]
     int8 = false
 """
@@ -81,7 +87,12 @@ from appliance.ner import export as ner_export
 from appliance.ner import infer
 from appliance.ner import train as ner_train
 from appliance.ner.evaluate import run as evaluate
-from appliance.ner.settings import NerSettings
+from appliance.ner.settings import (
+    AUTO_O_KEEP,
+    AUTO_SELF_TRAINING_ROUNDS,
+    DEV_SIGNALS,
+    NerSettings,
+)
 from appliance.privacy import screen
 from appliance.records import ingest
 from appliance.records.ingest import open_store
@@ -150,6 +161,9 @@ class AnnotateSection:
     unknown_words: bool = _spec(False, *_BOOL)
 
 
+_NER = NerSettings()
+
+
 @dataclass(frozen=True)
 class NerSection:
     base: str = _spec("scratch", "'scratch' or a local encoder folder", _str())
@@ -158,6 +172,17 @@ class NerSection:
     max_steps: int = _spec(0, "an integer (0: no limit)", _int())
     batch_size: int = _spec(16, *_INT)
     name: str = _spec("default", *_STRING)
+    partial_labels: bool = _spec(_NER.partial_labels, *_BOOL)
+    min_confidence: float = _spec(_NER.min_confidence, "a number from 0 to 1", _float(0.0, 1.0))
+    # The pipeline trains on annotations: the defaults for an annotator's labels.
+    o_keep: float = _spec(AUTO_O_KEEP, "a number above 0, at most 1", _float(1e-9, 1.0))
+    self_training_rounds: int = _spec(AUTO_SELF_TRAINING_ROUNDS, "an integer ≥ 0", _int(0))
+    self_training_threshold: float = _spec(
+        _NER.self_training_threshold, "a number from 0.5 to 1", _float(0.5, 1.0)
+    )
+    dev_signal: str = _spec(
+        _NER.dev_signal, "one of partial, plain, none", lambda v: v in DEV_SIGNALS
+    )
 
 
 @dataclass(frozen=True)
@@ -565,6 +590,12 @@ def _train_ner(r: _Run, fingerprint: str) -> str:
         epochs=n.epochs,
         max_steps=n.max_steps or None,
         batch_size=n.batch_size,
+        partial_labels=n.partial_labels,
+        min_confidence=n.min_confidence,
+        o_keep=n.o_keep,
+        self_training_rounds=n.self_training_rounds,
+        self_training_threshold=n.self_training_threshold,
+        dev_signal=n.dev_signal,
     )
     base = n.base
     if base != "scratch":

@@ -28,6 +28,9 @@ def tiny_settings(**overrides: object) -> NerSettings:
         dropout=0.0,
         seed=0,
         device="cpu",
+        # The plain loop (the partial-label switches have their own tests):
+        o_keep=1.0,
+        self_training_rounds=0,
     )
     base.update(overrides)
     return NerSettings(**base)  # type: ignore[arg-type]

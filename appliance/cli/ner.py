@@ -22,6 +22,7 @@ from appliance.cli.options import (
     workspace_option,
 )
 from appliance.errors import UsageError, WorkspaceError
+from appliance.ner.settings import AUTO_O_KEEP, AUTO_SELF_TRAINING_ROUNDS, NerSettings
 from appliance.security.keys import load_data_key, load_public_key
 
 _COMBINE_HELP = (
@@ -45,6 +46,7 @@ def _combine_options(f: Any) -> Any:
     )(f)
 
 
+_DEFAULTS = NerSettings()
 _DATA_KEY_HELP = (
     "The workspace data key file, for a real-zone (encrypted) model outside its workspace "
     "(default: the workspace's key)."
@@ -187,6 +189,45 @@ def ner() -> None:
     help="First pretrain the encoder by masked language modelling on the real records (the model joins the real zone).",
 )
 @click.option("--mlm-steps", type=int, default=300, show_default=True)
+@click.option(
+    "--partial-labels/--no-partial-labels",
+    default=_DEFAULTS.partial_labels,
+    show_default=True,
+    help="Leave what the annotator could not decide (its undecided ranges, spans below --min-confidence) out of the loss instead of teaching it as outside any entity.",
+)
+@click.option(
+    "--min-confidence",
+    type=float,
+    default=_DEFAULTS.min_confidence,
+    show_default=True,
+    help="Annotator confidence below which a span counts as undecided (with --partial-labels).",
+)
+@click.option(
+    "--o-keep",
+    type=float,
+    default=None,
+    help=f"Share of outside (O) tokens kept in the loss, drawn again each epoch from the seed (1: all); below 1 an entity the annotator missed is taught as outside less often. Default: {AUTO_O_KEEP} on annotations, 1 with --train.",
+)
+@click.option(
+    "--self-training-rounds",
+    type=int,
+    default=None,
+    help=f"Teacher-student rounds: the model re-labels the training notes (annotator spans kept, its confident new spans added, tokens it is unsure about left out) and a fresh student trains on them, while the dev score does not fall. Default: {AUTO_SELF_TRAINING_ROUNDS} on annotations, 0 with --train.",
+)
+@click.option(
+    "--self-training-threshold",
+    type=float,
+    default=_DEFAULTS.self_training_threshold,
+    show_default=True,
+    help="Probability from which the teacher adds a span or decides a token.",
+)
+@click.option(
+    "--dev-signal",
+    type=click.Choice(["partial", "plain", "none"]),
+    default=_DEFAULTS.dev_signal,
+    show_default=True,
+    help="What early stopping and the self-training rounds watch: dev F1 with undecided text counted neither way (partial), plain dev F1, or nothing (the whole budget, last weights).",
+)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def ner_train(
     workspace: Path | None,
@@ -204,6 +245,12 @@ def ner_train(
     name: str,
     mlm_on_records: bool,
     mlm_steps: int,
+    partial_labels: bool,
+    min_confidence: float,
+    o_keep: float | None,
+    self_training_rounds: int | None,
+    self_training_threshold: float,
+    dev_signal: str,
     device: str,
 ) -> None:
     """Fine-tune a token-classification model on the workspace's annotations.
@@ -231,6 +278,12 @@ def ner_train(
         seed=seed,
         device=device,
         mlm_steps=mlm_steps,
+        partial_labels=partial_labels,
+        min_confidence=min_confidence,
+        o_keep=o_keep,
+        self_training_rounds=self_training_rounds,
+        self_training_threshold=self_training_threshold,
+        dev_signal=dev_signal,
     )
     ws = open_workspace(workspace)
     with _train_progress() as update:

@@ -5,7 +5,9 @@
     model.py      scratch BERT + WordPiece tokenizer, local encoders, the saved model folder
     train.py      the stage: inputs (annotations or gold), dev split, manifest; train_model()
     build.py      building the model (scratch or a local encoder), MLM pretraining on records
-    loop.py       the training loop: early stopping, resumable checkpoints, dev scores
+    loop.py       the training loop: early stopping, resumable checkpoints, dev scores,
+                  partial labels and O sampling
+    selftrain.py  self-training: a model re-labels its training notes for a student
     metadata.py   the run's fingerprint and ner.json
     runtime.py    one tagger over PyTorch or onnxruntime backends, batched by length
     package.py    signed model package: manifest of hashes, Ed25519 signature, verification

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.documents import Span, word_tokens
+from appliance.documents import Span, Uncertain, word_tokens
 
 IGNORE = -100  # label of special and padding positions: no loss
 
@@ -110,6 +110,43 @@ def align_labels(
                     break  # overlapped by an earlier span: it keeps the tokens
                 labels[i] = label2id[("B-" if first else "I-") + span.label]
                 first = False
+            i += 1
+    return labels
+
+
+def undecided_ranges(
+    spans: Sequence[Span], uncertain: Sequence[Uncertain], min_confidence: float
+) -> list[tuple[int, int]]:
+    """Character ranges a partial-label view leaves open: undecided ranges and unsure spans."""
+    out = [(u.start, u.end) for u in uncertain]
+    out += [(s.start, s.end) for s in spans if s.confidence < min_confidence]
+    return sorted(r for r in out if r[1] > r[0])
+
+
+def align_partial(
+    offsets: Sequence[tuple[int, int]],
+    spans: Sequence[Span],
+    uncertain: Sequence[Uncertain],
+    label2id: dict[str, int],
+    min_confidence: float,
+) -> list[int]:
+    """Like :func:`align_labels`, with the annotator's doubts out of the loss.
+
+    Spans of at least ``min_confidence`` are aligned as usual; a token that
+    would be ``O`` but overlaps an undecided range or a span below
+    ``min_confidence`` gets ``IGNORE`` (a partial label: the annotator said
+    neither entity nor outside). A token of a confident span keeps its tag.
+    """
+    sure = [s for s in spans if s.confidence >= min_confidence]
+    labels = align_labels(offsets, sure, label2id)
+    outside = label2id["O"]
+    starts = [s for s, _ in offsets]
+    for a, b in undecided_ranges(spans, uncertain, min_confidence):
+        i = max(0, bisect.bisect_right(starts, a) - 1)
+        while i < len(offsets) and offsets[i][0] < b:
+            s, e = offsets[i]
+            if e > a and e > s and labels[i] == outside:
+                labels[i] = IGNORE
             i += 1
     return labels
 

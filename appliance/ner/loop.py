@@ -6,6 +6,14 @@ batches (and masks) the uninterrupted one would have. The dev set is scored
 every ``eval_every`` steps; the best weights are kept, and the run stops after
 ``patience`` evaluations without improvement (once the model finds entities
 at all).
+
+Annotator labels are partial (an entity the annotator missed reads as
+``O``). With ``partial_labels`` the windows leave the annotator's undecided
+ranges and unsure spans out of the loss (:func:`align_partial`); with
+``o_keep`` below 1 only that share of the ``O`` tokens counts, drawn afresh
+each epoch from the seed, the epoch and the window's index (negative
+sampling, Li et al. 2021), so a resumed run draws what the uninterrupted one
+did.
 """
 
 from __future__ import annotations
@@ -16,9 +24,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from appliance.documents import Document
-from appliance.metrics import score
-from appliance.ner.encoding import IGNORE, Special, align_labels, encode_notes, window_ranges
+from appliance.metrics import partial_view, score
+from appliance.ner.encoding import (
+    IGNORE,
+    Special,
+    align_labels,
+    align_partial,
+    encode_notes,
+    window_ranges,
+)
 from appliance.ner.runtime import Tagger
 from appliance.ner.settings import NerSettings
 
@@ -109,16 +126,39 @@ def windows(
     special: Special,
     body: int,
     stride: int,
+    min_confidence: float | None = None,
 ) -> list[Row]:
-    """(ids, labels) per window, special tokens wrapped in and labelled IGNORE."""
+    """(ids, labels) per window, special tokens wrapped in and labelled IGNORE.
+
+    ``min_confidence`` (partial labels): undecided ranges and spans below it
+    are left out of the loss; None: every token is taught, undecided ones as O.
+    """
     out = []
     for doc, enc in zip(docs, encode_notes(tokenizer, [d.text for d in docs]), strict=True):
-        labels = align_labels(enc.offsets, doc.spans, label2id)
+        if min_confidence is None:
+            labels = align_labels(enc.offsets, doc.spans, label2id)
+        else:
+            labels = align_partial(enc.offsets, doc.spans, doc.uncertain, label2id, min_confidence)
         for s, e in window_ranges(len(enc.ids), body, stride):
             ids = [*special.prefix, *enc.ids[s:e], *special.suffix]
             lab = [IGNORE] * len(special.prefix) + labels[s:e] + [IGNORE] * len(special.suffix)
             out.append((ids, lab))
     return out
+
+
+OUTSIDE = 0  # the id of "O" (bio_labels puts it first)
+
+
+def sample_outside(labels: list[int], o_keep: float, seed: int, epoch: int, row: int) -> list[int]:
+    """``labels`` with each ``O`` kept at rate ``o_keep`` (the rest IGNORE), drawn from (seed, epoch, row)."""
+    if o_keep >= 1:
+        return labels
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, epoch, row])
+    draw = rng.random(len(labels)).tolist()
+    return [
+        IGNORE if label == OUTSIDE and d >= o_keep else label
+        for label, d in zip(labels, draw, strict=True)
+    ]
 
 
 def pad(rows: list[Row], pad_id: int, torch: Any) -> tuple[Any, Any, Any]:
@@ -141,14 +181,23 @@ def schedule(step: int, total: int, warmup: int) -> float:
 
 
 def dev_scores(
-    tagger: Tagger, dev_docs: Sequence[Document], batch_size: int = 32
+    tagger: Tagger,
+    dev_docs: Sequence[Document],
+    batch_size: int = 32,
+    min_confidence: float | None = None,
 ) -> dict[str, Any]:
-    """Exact-span scores of the tagger on the dev documents (metrics.score)."""
+    """Exact-span scores of the tagger on the dev documents (metrics.score).
+
+    ``min_confidence``: scored through :func:`appliance.metrics.partial_view`
+    (what the annotator left undecided counts neither way).
+    """
     preds = tagger.predict([d.text for d in dev_docs], batch_size=batch_size)
     pred_docs = [
         Document(d.id, d.text, [e.span() for e in p]) for d, p in zip(dev_docs, preds, strict=True)
     ]
-    return score(dev_docs, pred_docs)
+    if min_confidence is None:
+        return score(dev_docs, pred_docs)
+    return score(*partial_view(dev_docs, pred_docs, min_confidence))
 
 
 def make_optimizer(model: Any, settings: NerSettings, lr: float, torch: Any) -> Any:
@@ -206,7 +255,10 @@ def fit(
             epoch, index = divmod(st.step, plan.steps_per_epoch)
             gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
             order = torch.randperm(len(rows), generator=gen).tolist()
-            batch = [rows[i] for i in order[index * bs : (index + 1) * bs]]
+            batch = [
+                (rows[i][0], sample_outside(rows[i][1], settings.o_share, settings.seed, epoch, i))
+                for i in order[index * bs : (index + 1) * bs]
+            ]
             ids, mask, lab = pad(batch, pad_id, torch)
             for group in optimizer.param_groups:
                 group["lr"] = plan.lr * schedule(st.step, total, plan.warmup)

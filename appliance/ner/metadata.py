@@ -25,10 +25,17 @@ from appliance.workspace import hashed
 
 
 def doc_hash(docs: Sequence[Document]) -> str:
+    """A hash of the notes and their labels (confidences and undecided ranges where there are any)."""
     h = hashlib.sha256()
     for d in docs:
         spans = [(s.start, s.end, s.label) for s in d.spans]
-        h.update(json.dumps([d.id, d.text, spans], ensure_ascii=False).encode() + b"\n")
+        item: list[Any] = [d.id, d.text, spans]
+        # Only notes with partial labels add these, so the hash of plain labels is unchanged.
+        if any(s.confidence != 1.0 for s in d.spans):
+            item.append([round(s.confidence, 6) for s in d.spans])
+        if d.uncertain:
+            item.append([(u.start, u.end) for u in d.uncertain])
+        h.update(json.dumps(item, ensure_ascii=False).encode() + b"\n")
     return h.hexdigest()
 
 

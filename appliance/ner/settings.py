@@ -8,6 +8,12 @@ from typing import Any
 
 from appliance.errors import UsageError
 
+DEV_SIGNALS = ("partial", "plain", "none")
+# The defaults on an annotator's (partial) labels; a gold file's labels are
+# complete, and train with every O token and no self-training (BENCHMARKS.md).
+AUTO_O_KEEP = 0.3
+AUTO_SELF_TRAINING_ROUNDS = 1
+
 
 @dataclass(frozen=True)
 class NerSettings:
@@ -38,6 +44,16 @@ class NerSettings:
     # Masked-language-model pretraining on the real records (--mlm-on-records).
     mlm_steps: int = 300
     mlm_probability: float = 0.15
+    # Annotator labels are partial: an entity the annotator missed is taught as O.
+    partial_labels: bool = True  # tokens of undecided ranges and unsure spans: out of the loss
+    min_confidence: float = 0.5  # spans below this annotator confidence count as undecided
+    # None: by the labels (resolved): AUTO_* on annotations, off on a gold file.
+    o_keep: float | None = (
+        None  # share of O tokens kept in the loss, drawn again each epoch (1: all)
+    )
+    self_training_rounds: int | None = None  # teacher-student rounds after the first model
+    self_training_threshold: float = 0.9  # model probability that adds a span (or decides a token)
+    dev_signal: str = "partial"  # partial | plain | none: what early stopping watches
 
     def __post_init__(self) -> None:
         checks = [
@@ -52,10 +68,47 @@ class NerSettings:
             (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
             (self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads"),
             (self.mlm_steps >= 1, "mlm_steps must be at least 1"),
+            (0 <= self.min_confidence <= 1, "--min-confidence must be between 0 and 1"),
+            (
+                self.o_keep is None or 0 < self.o_keep <= 1,
+                "--o-keep must be above 0 and at most 1",
+            ),
+            (
+                self.self_training_rounds is None or self.self_training_rounds >= 0,
+                "--self-training-rounds must be at least 0",
+            ),
+            (
+                0.5 <= self.self_training_threshold <= 1,
+                "--self-training-threshold must be between 0.5 and 1",
+            ),
+            (
+                self.self_training_threshold >= self.min_confidence,
+                "--self-training-threshold must not be below --min-confidence "
+                "(the spans it adds would be left out of the loss)",
+            ),
+            (self.dev_signal in DEV_SIGNALS, "--dev-signal must be partial, plain or none"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+
+    def resolved(self, gold: bool) -> NerSettings:
+        """Settings left to the labels made definite: gold labels are complete, an annotator's not."""
+        o_keep = self.o_keep if self.o_keep is not None else (1.0 if gold else AUTO_O_KEEP)
+        rounds = self.self_training_rounds
+        if rounds is None:
+            rounds = 0 if gold else AUTO_SELF_TRAINING_ROUNDS
+        return dataclasses.replace(self, o_keep=o_keep, self_training_rounds=rounds)
+
+    @property
+    def o_share(self) -> float:
+        """``o_keep`` (1.0 while unresolved)."""
+        return 1.0 if self.o_keep is None else self.o_keep
+
+    @property
+    def rounds(self) -> int:
+        """``self_training_rounds`` (0 while unresolved)."""
+        return self.self_training_rounds or 0
 
     def learning_rate(self, scratch: bool) -> float:
         return self.lr if self.lr is not None else (1e-3 if scratch else 5e-5)

@@ -11,6 +11,19 @@ whole state goes into one checkpoint (:mod:`appliance.training`); batches are
 drawn from a generator seeded by the epoch, so a resumed run sees the batches
 the uninterrupted one would have.
 
+Annotator labels are partial: what the annotator missed reads as ``O``.
+``partial_labels`` leaves its undecided ranges and unsure spans out of the
+loss, ``o_keep`` keeps only a seeded share of the ``O`` tokens each epoch
+(:mod:`~appliance.ner.loop`), and ``self_training_rounds`` re-labels the
+training notes with the model itself and trains a fresh student on them
+(:mod:`~appliance.ner.selftrain`), round after round while the dev score
+improves. Each round is a whole resumable run in
+``<model>/self-training/round-K/`` with a ``round.json`` once it is done, so
+a killed run redoes at most the round it was in (from its checkpoint). The
+dev set a split of the annotated notes is scored the way training reads the
+labels (``dev_signal = "partial"``): a prediction where the annotator left
+the text undecided counts neither for nor against the model.
+
 ``--mlm-on-records`` first continues the encoder's pretraining by masked
 language modelling on the hospital's real notes (read from the encrypted
 record store).
@@ -26,12 +39,14 @@ workspace key (mode 0600), never written in plaintext.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +68,19 @@ from appliance.ner.loop import (
     windows,
 )
 from appliance.ner.metadata import Windowing, fingerprint, model_meta
-from appliance.ner.model import describe_special, max_positions, save_model, torch_module
-from appliance.ner.runtime import Tagger, TorchBackend
+from appliance.ner.model import (
+    NER_META,
+    describe_special,
+    load_model,
+    max_positions,
+    save_model,
+    torch_module,
+)
+from appliance.ner.runtime import Tagger, TorchBackend, torch_tagger
+from appliance.ner.selftrain import relabel
 from appliance.ner.settings import NerSettings, bio_labels
 from appliance.security.audit import utc_now
-from appliance.security.crypto import write_encrypted
+from appliance.security.crypto import atomic_write, write_encrypted
 from appliance.security.keys import DataKey
 from appliance.training import (
     load_checkpoint,
@@ -72,6 +95,8 @@ CHECKPOINT = "checkpoint.pt"  # screened zone; a real-zone run's is encrypted:
 CHECKPOINT_ENC = "checkpoint.pt.enc"
 MLM_CHECKPOINT = "mlm-checkpoint.pt.enc"
 DEV_FILE, DEV_FILE_ENC = zones.DEV_FILE, zones.DEV_FILE_ENC
+ROUNDS_DIR = "self-training"  # inside the model folder while the rounds run
+ROUND_FILE = "round.json"  # a finished round: its fingerprint and result
 
 
 @dataclass
@@ -93,6 +118,8 @@ class TrainResult:
     mlm_steps: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     zone_reasons: list[str] = field(default_factory=list)
+    # Self-training: one entry per round run (round 0: the annotator's labels).
+    rounds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def zone(self) -> str:
@@ -107,6 +134,9 @@ class TrainResult:
         early = " (stopped early)" if self.stopped_early else ""
         resumed = f", resumed at step {self.resumed_from}" if self.resumed_from else ""
         mlm = f" after {self.mlm_steps} MLM steps on records" if self.mlm_steps else ""
+        if self.rounds:
+            kept = next((r["round"] for r in self.rounds if r.get("kept")), 0)
+            mlm += f", self-training round {kept} of {len(self.rounds) - 1} kept"
         zone = (
             f"real zone ({len(self.zone_reasons)} real inputs), saved encrypted"
             if self.zone_reasons
@@ -197,7 +227,8 @@ def _setup(
     wnd = _windowing(tokenizer, model, settings)
     label2id = {label: i for i, label in enumerate(labels)}
     body = wnd.max_length - len(wnd.special.prefix) - len(wnd.special.suffix)
-    rows = windows(tokenizer, train_docs, label2id, wnd.special, body, wnd.stride)
+    partial = settings.min_confidence if settings.partial_labels else None
+    rows = windows(tokenizer, train_docs, label2id, wnd.special, body, wnd.stride, partial)
     plan = Plan.of(settings, len(rows), scratch)
     model.to(device)
     optimizer = make_optimizer(model, settings, plan.lr, torch)
@@ -229,15 +260,15 @@ def train_model(
     ``zone_reasons`` name the run's real inputs (default: worked out from
     ``data_info``, ``base`` and ``mlm_texts``); any makes a real-zone model,
     whose checkpoints and saved files are encrypted under ``data_key``
-    (required then). ``data_key`` also decrypts a real-zone ``base``.
+    (required then). ``data_key`` also decrypts a real-zone ``base``. With
+    ``settings.self_training_rounds`` the rounds run first (see the module
+    docstring) and the model of the best one is saved into ``out_dir``.
+    Settings left to the labels (None) are resolved first: as for an
+    annotator's labels, unless ``data_info`` names a gold file as the source.
     """
-    torch = torch_module()
-    quiet_transformers()
-    settings = settings or NerSettings()
-    started = time.monotonic()
+    source = (data_info or {}).get("source") or {}
+    settings = (settings or NerSettings()).resolved(gold=source.get("kind") == "gold file")
     types = _types(train_docs, types)
-    labels = bio_labels(types)
-    device = resolve_device(settings.device)
     if zone_reasons is None:
         info = data_info or {}
         zone_reasons = zones.training_reasons(
@@ -249,6 +280,47 @@ def train_model(
         raise UsageError(
             f"a real-zone model ({reasons[0]}) is written encrypted; give the workspace data key"
         )
+    job = _Job(base, types, data_info, mlm_texts, reasons, key, data_key, progress)
+    if settings.rounds:
+        return _self_train(train_docs, dev_docs, out_dir, settings, job)
+    shutil.rmtree(out_dir / ROUNDS_DIR, ignore_errors=True)  # rounds of an earlier run
+    return _train_once(train_docs, dev_docs, out_dir, settings, job)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every run of one ``train_model`` call shares (each self-training round's too)."""
+
+    base: Path | None
+    types: list[str]
+    data_info: dict[str, Any] | None
+    mlm_texts: list[str] | None
+    reasons: list[str]
+    key: DataKey | None  # the key the model is written under (real zone), else None
+    data_key: DataKey | None  # the key that decrypts a real-zone base
+    progress: Callable[[TrainProgress], None] | None
+
+
+def _dev_view(settings: NerSettings) -> float | None:
+    """The ``min_confidence`` dev scores are read through (None: plain scores)."""
+    return settings.min_confidence if settings.dev_signal == "partial" else None
+
+
+def _train_once(
+    train_docs: Sequence[Document],
+    dev_docs: Sequence[Document],
+    out_dir: Path,
+    settings: NerSettings,
+    job: _Job,
+) -> TrainResult:
+    """One training run into ``out_dir`` (resumable from its checkpoint)."""
+    torch = torch_module()
+    quiet_transformers()
+    started = time.monotonic()
+    base, types, mlm_texts, reasons, key = job.base, job.types, job.mlm_texts, job.reasons, job.key
+    progress, data_key, data_info = job.progress, job.data_key, job.data_info
+    labels = bio_labels(types)
+    device = resolve_device(settings.device)
     run_id = fingerprint(settings, base, train_docs, dev_docs, types, mlm_texts)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / (CHECKPOINT_ENC if key is not None else CHECKPOINT)
@@ -262,13 +334,16 @@ def train_model(
     if state is not None:
         built = resumed(state)
     else:
-        job = MlmJob(list(mlm_texts), key, out_dir / MLM_CHECKPOINT) if mlm_texts else None
-        built = build(base, train_docs, labels, settings, device, job, progress, torch, data_key)
+        mlm = MlmJob(list(mlm_texts), key, out_dir / MLM_CHECKPOINT) if mlm_texts else None
+        built = build(base, train_docs, labels, settings, device, mlm, progress, torch, data_key)
     run = _setup(built, state, train_docs, labels, settings, base is None, device,
                  (run_id, ckpt_path, key), torch)  # fmt: skip
 
+    view = _dev_view(settings)
+
     def evaluate() -> float:
-        return float(dev_scores(run.tagger(), dev_docs)["exact"]["micro"]["f1"])
+        scores = dev_scores(run.tagger(), dev_docs, min_confidence=view)
+        return float(scores["exact"]["micro"]["f1"])
 
     stats = fit(
         built.model,
@@ -279,7 +354,7 @@ def train_model(
         settings=settings,
         device=device,
         pad_id=run.wnd.special.pad_id,
-        evaluate=evaluate if dev_docs else None,
+        evaluate=evaluate if dev_docs and settings.dev_signal != "none" else None,
         checkpoint=run.checkpoint,
         progress=progress,
         torch=torch,
@@ -307,7 +382,14 @@ def _save(
     if st.best_state is not None:
         model.load_state_dict(st.best_state)
     model.eval()
-    metrics = dev_scores(run.tagger(), dev_docs) if dev_docs else {}
+    view = _dev_view(settings)
+    metrics = dev_scores(run.tagger(), dev_docs, min_confidence=view) if dev_docs else {}
+    if metrics:
+        undecided = any(
+            d.uncertain or any(sp.confidence < settings.min_confidence for sp in d.spans)
+            for d in dev_docs
+        )
+        metrics["view"] = "partial labels" if view is not None and undecided else "plain"
     model.to("cpu")
     parameters = sum(p.numel() for p in model.parameters())
     seconds = time.monotonic() - started
@@ -352,6 +434,147 @@ def _save(
         history=st.history,
         zone_reasons=zone_reasons,
     )
+
+
+# ---------------------------------------------------------------------------
+# Self-training rounds
+
+
+def _round_progress(
+    progress: Callable[[TrainProgress], None] | None, k: int, rounds: int
+) -> Callable[[TrainProgress], None] | None:
+    if progress is None or k == 0:
+        return progress
+    inner = progress
+
+    def report(p: TrainProgress) -> None:
+        inner(replace(p, phase=f"{p.phase} (self-training {k}/{rounds})"))
+
+    return report
+
+
+def _result_record(result: TrainResult) -> dict[str, Any]:
+    return {**dataclasses.asdict(result), "model_dir": str(result.model_dir)}
+
+
+def _done_round(folder: Path, run_id: str) -> TrainResult | None:
+    """The result of a round finished earlier with this fingerprint, else None."""
+    try:
+        done = json.loads((folder / ROUND_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if done.get("fingerprint") != run_id or not (folder / NER_META).is_file():
+        return None
+    record = dict(done["result"])
+    record["model_dir"] = Path(record["model_dir"])
+    return TrainResult(**record)
+
+
+def _self_train(
+    train_docs: Sequence[Document],
+    dev_docs: Sequence[Document],
+    out_dir: Path,
+    settings: NerSettings,
+    job: _Job,
+) -> TrainResult:
+    """Round 0 on the annotator's labels, then students on re-labelled notes while dev improves.
+
+    The teacher of round K is the model of round K-1; a student whose dev
+    score falls below its teacher's is dropped and the rounds stop there, as
+    they do when the score stays level (that student is kept). Without a dev
+    signal every round runs and the last is kept. The kept round's model is
+    saved into ``out_dir`` with the rounds in its ``ner.json``.
+    """
+    started = time.monotonic()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (CHECKPOINT, CHECKPOINT_ENC):  # a single run's, started earlier into this folder
+        (out_dir / stale).unlink(missing_ok=True)
+    work = out_dir / ROUNDS_DIR
+    total = settings.rounds
+    single = replace(settings, self_training_rounds=0)
+    # A student always reads the teacher's doubts as partial labels.
+    student = replace(single, partial_labels=True)
+    watch = bool(dev_docs) and settings.dev_signal != "none"
+    device = resolve_device(settings.device)
+    docs = list(train_docs)
+    records: list[dict[str, Any]] = []
+    results: list[TrainResult] = []
+    kept = 0
+    for k in range(total + 1):
+        counts: dict[str, int] = {}
+        if k > 0:
+            teacher = torch_tagger(work / f"round-{kept}", device=device, key=job.key)
+            relabelled = relabel(
+                train_docs,
+                teacher,
+                threshold=settings.self_training_threshold,
+                min_confidence=settings.min_confidence,
+                partial=settings.partial_labels,
+            )
+            del teacher
+            docs, counts = relabelled.docs, relabelled.counts()
+        round_settings = single if k == 0 else student
+        folder = work / f"round-{k}"
+        run_id = fingerprint(round_settings, job.base, docs, dev_docs, job.types, job.mlm_texts)
+        result = _done_round(folder, run_id)
+        if result is None:
+            round_job = replace(job, progress=_round_progress(job.progress, k, total))
+            result = _train_once(docs, dev_docs, folder, round_settings, round_job)
+            record = {"fingerprint": run_id, "result": _result_record(result)}
+            atomic_write(folder / ROUND_FILE, json.dumps(record).encode("utf-8"))
+        results.append(result)
+        records.append(
+            {
+                "round": k,
+                "steps": result.steps,
+                "best_step": result.best_step,
+                "dev_f1": result.dev_f1,
+                **counts,
+            }
+        )
+        if k == 0:
+            continue
+        teacher_f1 = results[kept].dev_f1 or 0.0
+        f1 = result.dev_f1 or 0.0
+        if watch and f1 < teacher_f1:
+            records[-1]["stop"] = "dev score below the teacher's: student dropped"
+            break
+        kept = k
+        if watch and f1 == teacher_f1:
+            records[-1]["stop"] = "dev score level with the teacher's"
+            break
+    for r in records:
+        r["kept"] = r["round"] == kept
+    best = results[kept]
+    _save_kept(work / f"round-{kept}", out_dir, settings, records, job.key)
+    shutil.rmtree(work, ignore_errors=True)
+    return replace(
+        best,
+        model_dir=out_dir,
+        seconds=time.monotonic() - started,
+        rounds=records,
+        steps=best.steps,
+    )
+
+
+def _save_kept(
+    folder: Path,
+    out_dir: Path,
+    settings: NerSettings,
+    records: list[dict[str, Any]],
+    key: DataKey | None,
+) -> None:
+    """The kept round's model saved as ``out_dir``, its ``ner.json`` naming every round."""
+    m = load_model(folder, key)
+    meta = json.loads((folder / NER_META).read_text(encoding="utf-8"))
+    meta.pop("encrypted", None)  # save_model writes it again for an encrypted model
+    meta["settings"] = settings.as_dict()
+    meta["self_training"] = {
+        "rounds": records,
+        "kept": next(r["round"] for r in records if r["kept"]),
+        "threshold": settings.self_training_threshold,
+    }
+    save_model(out_dir, m.model, m.tokenizer, meta, key)
 
 
 # ---------------------------------------------------------------------------
@@ -538,6 +761,7 @@ def _write_stage_manifest(
                 "best_step": result.best_step,
                 "stopped_early": result.stopped_early,
                 "resumed_from": result.resumed_from,
+                **({"self_training": result.rounds} if result.rounds else {}),
             },
         },
     )
@@ -557,7 +781,7 @@ def run(
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Train ``models/ner/<name>/`` on the workspace's annotations (or a gold file), with audit entry."""
-    settings = settings or NerSettings()
+    settings = (settings or NerSettings()).resolved(gold=train_gold is not None)
     root = ws.ner_model_dir(name)
     base_dir = None if base == "scratch" else Path(base).expanduser().resolve()
     args = {
@@ -620,5 +844,10 @@ def run(
             "dev_notes": result.dev_docs,
             "zone": result.zone,
             "zone_reasons": result.zone_reasons,
+            **(
+                {"self_training_kept": next(r["round"] for r in result.rounds if r["kept"])}
+                if result.rounds
+                else {}
+            ),
         }
     return result
