@@ -26,6 +26,11 @@ from appliance.ner.settings import AUTO_O_KEEP, AUTO_SELF_TRAINING_ROUNDS, NerSe
 from appliance.security.keys import load_data_key, load_public_key
 
 _DEFAULTS = NerSettings()
+_ROUNDS_DEFAULT = (
+    f"{AUTO_SELF_TRAINING_ROUNDS} on annotations, 0 with --train"
+    if AUTO_SELF_TRAINING_ROUNDS
+    else "0 (off)"
+)
 _DATA_KEY_HELP = (
     "The workspace data key file, for a real-zone (encrypted) model outside its workspace "
     "(default: the workspace's key)."
@@ -191,7 +196,7 @@ def ner() -> None:
     "--self-training-rounds",
     type=int,
     default=None,
-    help=f"Teacher-student rounds: the model re-labels the training notes (annotator spans kept, its confident new spans added, tokens it is unsure about left out) and a fresh student trains on them, while the dev score does not fall. Default: {AUTO_SELF_TRAINING_ROUNDS} on annotations, 0 with --train.",
+    help=f"Teacher-student rounds: the model re-labels the training notes (annotator spans kept, its confident new spans added, tokens it is unsure about left out) and a fresh student trains on them, while the dev score does not fall. Default: {_ROUNDS_DEFAULT}.",
 )
 @click.option(
     "--self-training-threshold",
