@@ -196,7 +196,7 @@ def ner() -> None:
     "--self-training-rounds",
     type=int,
     default=None,
-    help=f"Teacher-student rounds: the model re-labels the training notes (annotator spans kept, its confident new spans added, tokens it is unsure about left out) and a fresh student trains on them, while the dev score does not fall. Default: {_ROUNDS_DEFAULT}.",
+    help=f"Teacher-student rounds: the model re-labels the training notes (annotator spans kept, its confident new spans added, tokens it is unsure about left out) and a fresh student trains on them; with a --dev gold file, while its score does not fall. Default: {_ROUNDS_DEFAULT}.",
 )
 @click.option(
     "--self-training-threshold",
