@@ -20,8 +20,8 @@ training notes with the model itself and trains a fresh student on them
 file when there is one: a split of the annotated notes cannot judge a
 student that departs from the annotator by design). Each round is a whole resumable run in
 ``<model>/self-training/round-K/`` with a ``round.json`` once it is done, so
-a killed run redoes at most the round it was in (from its checkpoint). The
-dev set a split of the annotated notes is scored the way training reads the
+a killed run redoes at most the round it was in (from its checkpoint). A
+dev set split from the annotated notes is scored the way training reads the
 labels (``dev_signal = "partial"``): a prediction where the annotator left
 the text undecided counts neither for nor against the model.
 
