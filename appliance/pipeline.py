@@ -54,7 +54,7 @@ The config is TOML; every key is optional except ``[pipeline] export``::
     partial_labels = true         # what the annotator left undecided: out of the loss
     min_confidence = 0.5          # spans below this annotator confidence count as undecided
     o_keep = 0.3                  # share of O tokens kept in the loss (1: all)
-    self_training_rounds = 1      # teacher-student rounds after the first model
+    self_training_rounds = 0      # teacher-student rounds after the first model
     self_training_threshold = 0.9
     dev_signal = "partial"        # partial | plain | none
     [export]

@@ -23,8 +23,8 @@ capitals and digits), and confidence 0.4 on a match that is a single
 abbreviation (gene or disease?). All of it comes from the ontology and the
 text, none from a gold label. ``--undecided none`` trains on spans only.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/ncbi_partial.py --workdir /tmp/ncbi-partial \\
-        --max-steps 250 --json-out /tmp/ncbi-partial/result.json
+    PYTHONPATH=. .venv/bin/python benchmarks/ncbi_partial.py --corpora ../shared/corpora \\
+        --workdir /tmp/ncbi-partial --max-steps 150 --eval-every 50 --json-out /tmp/ncbi-partial/result.json
 
 Resumable: a model already trained and scored in ``--workdir`` is not
 trained again (``--only NAME,...`` retrains those).

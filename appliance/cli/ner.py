@@ -47,6 +47,11 @@ def _combine_options(f: Any) -> Any:
 
 
 _DEFAULTS = NerSettings()
+_ROUNDS_DEFAULT = (
+    f"{AUTO_SELF_TRAINING_ROUNDS} on annotations, 0 with --train"
+    if AUTO_SELF_TRAINING_ROUNDS
+    else "0 (off)"
+)
 _DATA_KEY_HELP = (
     "The workspace data key file, for a real-zone (encrypted) model outside its workspace "
     "(default: the workspace's key)."
@@ -212,7 +217,7 @@ def ner() -> None:
     "--self-training-rounds",
     type=int,
     default=None,
-    help=f"Teacher-student rounds: the model re-labels the training notes (annotator spans kept, its confident new spans added, tokens it is unsure about left out) and a fresh student trains on them, while the dev score does not fall. Default: {AUTO_SELF_TRAINING_ROUNDS} on annotations, 0 with --train.",
+    help=f"Teacher-student rounds: the model re-labels the training notes (annotator spans kept, its confident new spans added, tokens it is unsure about left out) and a fresh student trains on them; with a --dev gold file, while its score does not fall. Default: {_ROUNDS_DEFAULT}.",
 )
 @click.option(
     "--self-training-threshold",

@@ -16,11 +16,12 @@ Annotator labels are partial: what the annotator missed reads as ``O``.
 loss, ``o_keep`` keeps only a seeded share of the ``O`` tokens each epoch
 (:mod:`~appliance.ner.loop`), and ``self_training_rounds`` re-labels the
 training notes with the model itself and trains a fresh student on them
-(:mod:`~appliance.ner.selftrain`), round after round while the dev score
-improves. Each round is a whole resumable run in
+(:mod:`~appliance.ner.selftrain`), round after round (judged by a dev gold
+file when there is one: a split of the annotated notes cannot judge a
+student that departs from the annotator by design). Each round is a whole resumable run in
 ``<model>/self-training/round-K/`` with a ``round.json`` once it is done, so
-a killed run redoes at most the round it was in (from its checkpoint). The
-dev set a split of the annotated notes is scored the way training reads the
+a killed run redoes at most the round it was in (from its checkpoint). A
+dev set split from the annotated notes is scored the way training reads the
 labels (``dev_signal = "partial"``): a prediction where the annotator left
 the text undecided counts neither for nor against the model.
 
@@ -479,10 +480,13 @@ def _self_train(
 ) -> TrainResult:
     """Round 0 on the annotator's labels, then students on re-labelled notes while dev improves.
 
-    The teacher of round K is the model of round K-1; a student whose dev
-    score falls below its teacher's is dropped and the rounds stop there, as
-    they do when the score stays level (that student is kept). Without a dev
-    signal every round runs and the last is kept. The kept round's model is
+    The teacher of round K is the model of round K-1. With a dev gold file
+    (``data_info["dev"]["kind"] == "gold file"``) a student whose dev score
+    falls below its teacher's is dropped and the rounds stop there, as they
+    do when the score stays level (that student is kept). With a split of the
+    annotated notes as dev (it scores agreement with the annotator, which a
+    student departs from by design) or no dev signal, every round runs and
+    the last is kept; the dev set still picks each round's best weights. The kept round's model is
     saved into ``out_dir`` with the rounds in its ``ner.json``.
     """
     started = time.monotonic()
@@ -494,7 +498,10 @@ def _self_train(
     single = replace(settings, self_training_rounds=0)
     # A student always reads the teacher's doubts as partial labels.
     student = replace(single, partial_labels=True)
-    watch = bool(dev_docs) and settings.dev_signal != "none"
+    # Only real gold notes can judge a student: it is trained to depart from the
+    # annotator, and a split of the annotated notes counts that as error.
+    dev_kind = ((job.data_info or {}).get("dev") or {}).get("kind")
+    watch = bool(dev_docs) and settings.dev_signal != "none" and dev_kind == "gold file"
     device = resolve_device(settings.device)
     docs = list(train_docs)
     records: list[dict[str, Any]] = []

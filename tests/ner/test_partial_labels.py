@@ -190,6 +190,7 @@ def test_self_training_round_trains_a_student_and_records_the_rounds(tmp_path):
         ("partial", [0.5, 0.6, 0.5], 1, 3),
         ("plain", [0.5, 0.6, 0.7], 2, 3),
         ("none", [0.5, 0.1, 0.2], 2, 3),  # nothing watched: every round, the last kept
+        ("split", [0.5, 0.4, 0.3], 2, 3),  # a split of the annotations cannot judge a student
     ],
 )
 def test_rounds_stop_when_the_dev_score_stops_improving(
@@ -218,8 +219,18 @@ def test_rounds_stop_when_the_dev_score_stops_improving(
         train_mod, "relabel", lambda d, teacher, **_: Relabelled(list(d), len(teacher), 0)
     )
     monkeypatch.setattr(train_mod, "_save_kept", lambda folder, *a: saved.append(folder.name))
-    settings = NerSettings(self_training_rounds=2, dev_signal=signal, device="cpu")
-    result = train_model(docs, docs[:2], base=None, out_dir=tmp_path / "m", settings=settings)
+    settings = NerSettings(
+        self_training_rounds=2, dev_signal="partial" if signal == "split" else signal, device="cpu"
+    )
+    dev_kind = "split of the training notes" if signal == "split" else "gold file"
+    result = train_model(
+        docs,
+        docs[:2],
+        base=None,
+        out_dir=tmp_path / "m",
+        settings=settings,
+        data_info={"dev": {"kind": dev_kind}},
+    )
     assert calls == [f"round-{k}" for k in range(ran)]
     assert saved == [f"round-{kept}"] and result.dev_f1 == scores[kept]
     assert [r["kept"] for r in result.rounds] == [k == kept for k in range(ran)]
