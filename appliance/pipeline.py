@@ -57,6 +57,8 @@ The config is TOML; every key is optional except ``[pipeline] export``::
     self_training_rounds = 0      # teacher-student rounds after the first model
     self_training_threshold = 0.9
     dev_signal = "partial"        # partial | plain | none
+    mention_copies = 1            # mention-replaced copies of each training note (0: off)
+    mention_share = 0.5           # chance that a confident mention is swapped in a copy
     [export]
     int8 = false
 """
@@ -88,6 +90,7 @@ from appliance.ner import infer
 from appliance.ner import train as ner_train
 from appliance.ner.evaluate import run as evaluate
 from appliance.ner.settings import (
+    AUTO_MENTION_COPIES,
     AUTO_O_KEEP,
     AUTO_SELF_TRAINING_ROUNDS,
     DEV_SIGNALS,
@@ -182,6 +185,10 @@ class NerSection:
     )
     dev_signal: str = _spec(
         _NER.dev_signal, "one of partial, plain, none", lambda v: v in DEV_SIGNALS
+    )
+    mention_copies: int = _spec(AUTO_MENTION_COPIES, "an integer from 0 to 10", _int(0, 10))
+    mention_share: float = _spec(
+        _NER.mention_share, "a number above 0, at most 1", _float(1e-9, 1.0)
     )
 
 
@@ -596,6 +603,8 @@ def _train_ner(r: _Run, fingerprint: str) -> str:
         self_training_rounds=n.self_training_rounds,
         self_training_threshold=n.self_training_threshold,
         dev_signal=n.dev_signal,
+        mention_copies=n.mention_copies,
+        mention_share=n.mention_share,
     )
     base = n.base
     if base != "scratch":

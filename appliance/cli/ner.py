@@ -22,7 +22,12 @@ from appliance.cli.options import (
     workspace_option,
 )
 from appliance.errors import UsageError, WorkspaceError
-from appliance.ner.settings import AUTO_O_KEEP, AUTO_SELF_TRAINING_ROUNDS, NerSettings
+from appliance.ner.settings import (
+    AUTO_MENTION_COPIES,
+    AUTO_O_KEEP,
+    AUTO_SELF_TRAINING_ROUNDS,
+    NerSettings,
+)
 from appliance.security.keys import load_data_key, load_public_key
 
 _COMBINE_HELP = (
@@ -233,6 +238,19 @@ def ner() -> None:
     show_default=True,
     help="What early stopping and the self-training rounds watch: dev F1 with undecided text counted neither way (partial), plain dev F1, or nothing (the whole budget, last weights).",
 )
+@click.option(
+    "--mention-copies",
+    type=int,
+    default=None,
+    help=f"Mention replacement: altered copies of each training note in which confident mentions are swapped for other terms of their type (from the annotations' lexicon, else from the notes' own mentions), so the model meets more of the vocabulary than the generator writes; 0: off. Default: {AUTO_MENTION_COPIES} on annotations, 0 with --train.",
+)
+@click.option(
+    "--mention-share",
+    type=float,
+    default=_DEFAULTS.mention_share,
+    show_default=True,
+    help="Chance that a confident mention is swapped in a copy.",
+)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def ner_train(
     workspace: Path | None,
@@ -256,6 +274,8 @@ def ner_train(
     self_training_rounds: int | None,
     self_training_threshold: float,
     dev_signal: str,
+    mention_copies: int | None,
+    mention_share: float,
     device: str,
 ) -> None:
     """Fine-tune a token-classification model on the workspace's annotations.
@@ -289,6 +309,8 @@ def ner_train(
         self_training_rounds=self_training_rounds,
         self_training_threshold=self_training_threshold,
         dev_signal=dev_signal,
+        mention_copies=mention_copies,
+        mention_share=mention_share,
     )
     ws = open_workspace(workspace)
     with _train_progress() as update:

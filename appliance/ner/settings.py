@@ -15,6 +15,8 @@ DEV_SIGNALS = ("partial", "plain", "none")
 # F1 points for a second training run).
 AUTO_O_KEEP = 0.3
 AUTO_SELF_TRAINING_ROUNDS = 0
+# Mention replacement: altered copies of each annotated training note.
+AUTO_MENTION_COPIES = 1
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class NerSettings:
     self_training_rounds: int | None = None  # teacher-student rounds after the first model
     self_training_threshold: float = 0.9  # model probability that adds a span (or decides a token)
     dev_signal: str = "partial"  # partial | plain | none: what early stopping watches
+    # Mention replacement (ner/augment.py): copies of each training note with
+    # confident mentions swapped for other terms of their type.
+    mention_copies: int | None = None  # None: AUTO_MENTION_COPIES on annotations, 0 on gold
+    mention_share: float = 0.5  # chance that a confident mention is swapped in a copy
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,6 +95,11 @@ class NerSettings:
                 "(the spans it adds would be left out of the loss)",
             ),
             (self.dev_signal in DEV_SIGNALS, "--dev-signal must be partial, plain or none"),
+            (
+                self.mention_copies is None or 0 <= self.mention_copies <= 10,
+                "--mention-copies must be from 0 to 10",
+            ),
+            (0 < self.mention_share <= 1, "--mention-share must be above 0 and at most 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -100,7 +111,12 @@ class NerSettings:
         rounds = self.self_training_rounds
         if rounds is None:
             rounds = 0 if gold else AUTO_SELF_TRAINING_ROUNDS
-        return dataclasses.replace(self, o_keep=o_keep, self_training_rounds=rounds)
+        copies = self.mention_copies
+        if copies is None:
+            copies = 0 if gold else AUTO_MENTION_COPIES
+        return dataclasses.replace(
+            self, o_keep=o_keep, self_training_rounds=rounds, mention_copies=copies
+        )
 
     @property
     def o_share(self) -> float:

@@ -56,6 +56,7 @@ import numpy as np
 from appliance.documents import Document, document_to_json, read_gold, write_jsonl
 from appliance.errors import InputError, UsageError, WorkspaceError
 from appliance.ner import zones
+from appliance.ner.augment import replace_mentions
 from appliance.ner.build import CHECKPOINT_LABEL, Built, MlmJob, build, resumed
 from appliance.ner.loop import (
     LoopState,
@@ -679,6 +680,63 @@ def _dev_notes(
     return train, dev, dev_source
 
 
+def _mention_terms(
+    ws: Workspace, source: dict[str, Any], train: Sequence[Document], min_confidence: float
+) -> tuple[dict[str, list[str]], str]:
+    """The terms mention replacement draws from, and where they came from.
+
+    The lexicon the training annotations were made with (public vocabulary:
+    many names the notes never use); without one (an LLM annotator, a gold
+    file, a lexicon file that changed since), the distinct confident mentions
+    of the training notes themselves.
+    """
+    from appliance.ner.lexicon import training_lexicon
+
+    why = "the training notes' own confident mentions"
+    if source.get("kind") == "annotations":
+        manifest = read_manifest(ws.annotation_dir(str(source.get("name", "default"))))
+        try:
+            packed, reason = training_lexicon(source, manifest, ws.root, ws.policy.entity_schema())
+        except WorkspaceError as exc:
+            packed, reason = None, str(exc)
+        if packed is not None:
+            terms: dict[str, list[str]] = {}
+            for entry in packed.lexicon.entries:
+                terms.setdefault(entry.label, []).append(entry.surface)
+            return terms, "the lexicon of the training annotations"
+        why += f" ({reason})"
+    terms = {}
+    for doc in train:
+        for s in doc.spans:
+            if s.confidence >= min_confidence:
+                terms.setdefault(s.label, []).append(s.text)
+    return terms, why
+
+
+def _with_mention_copies(
+    ws: Workspace, train: list[Document], source: dict[str, Any], settings: NerSettings
+) -> tuple[list[Document], dict[str, Any] | None]:
+    """``train`` plus its mention-replaced copies (none when ``mention_copies`` is 0)."""
+    if not settings.mention_copies:
+        return train, None
+    threshold = max(settings.min_confidence, 0.9)  # only dictionary-sure spans are swapped
+    terms, where = _mention_terms(ws, source, train, threshold)
+    copies, stats = replace_mentions(
+        train,
+        terms,
+        share=settings.mention_share,
+        copies=settings.mention_copies,
+        min_confidence=threshold,
+        seed=settings.seed,
+    )
+    info = {
+        "terms": where,
+        "term_count": sum(len(set(v)) for v in terms.values()),
+        **stats.as_dict(),
+    }
+    return [*train, *copies], info
+
+
 def _schema_types(ws: Workspace, train: Sequence[Document]) -> list[str]:
     """The policy's entity types when the notes use no others (the model keeps their order)."""
     schema_types = ws.policy.entity_schema().labels
@@ -804,6 +862,9 @@ def run(
         inputs = stage.inputs
         docs, source = _training_notes(ws, annotations, train_gold, gold_format, inputs)
         train, dev, dev_source = _dev_notes(ws, docs, dev_gold, gold_format, settings, inputs)
+        train, replaced = _with_mention_copies(ws, train, source, settings)
+        if replaced is not None:
+            source = {**source, "mention_replacement": replaced}
         mlm_texts = _record_texts(ws, inputs) if mlm_on_records else None
         reasons = zones.training_reasons(
             source,

@@ -40,7 +40,12 @@ def test_annotations_to_signed_package_to_inference(released_corpus, tmp_path, m
     assert manifest["zone"] == "screened" and manifest["data"]["source"]["kind"] == "annotations"
     assert manifest["data"]["real_notes_seen"] is False
     assert any(i["path"].endswith("release.json") for i in manifest["inputs"])
-    assert result.train_docs + result.dev_docs == len(released_corpus.gold)
+    # Mention replacement (on by default for annotations): copies drawn from the annotator's lexicon.
+    replaced = manifest["data"]["source"]["mention_replacement"]
+    assert replaced["terms"] == "the lexicon of the training annotations"
+    assert replaced["term_count"] > 100 and replaced["replaced"] > 0
+    assert manifest["settings"]["mention_copies"] == 1
+    assert result.train_docs - replaced["copies"] + result.dev_docs == len(released_corpus.gold)
 
     assert manifest["zone_reasons"] == [] and manifest["encrypted"] is None
     assert (root / "dev.jsonl").is_file() and not (root / "dev.jsonl.enc").exists()

@@ -17,7 +17,12 @@ from appliance.ner.loop import sample_outside, windows
 from appliance.ner.model import describe_special, load_model, train_wordpiece
 from appliance.ner.runtime import torch_tagger
 from appliance.ner.selftrain import UNSURE, relabel
-from appliance.ner.settings import AUTO_O_KEEP, AUTO_SELF_TRAINING_ROUNDS, NerSettings
+from appliance.ner.settings import (
+    AUTO_MENTION_COPIES,
+    AUTO_O_KEEP,
+    AUTO_SELF_TRAINING_ROUNDS,
+    NerSettings,
+)
 from appliance.ner.train import ROUNDS_DIR, train_model
 from tests.ner_helpers import one_thread, tiny_settings
 
@@ -250,6 +255,8 @@ def test_settings_round_trip_and_are_checked():
         self_training_rounds=2,
         self_training_threshold=0.95,
         dev_signal="none",
+        mention_copies=2,
+        mention_share=0.4,
     )
     assert NerSettings.from_dict(json.loads(json.dumps(s.as_dict()))) == s
     # Left open, O sampling and self-training follow the labels: on for an annotator's, off for gold.
@@ -261,6 +268,7 @@ def test_settings_round_trip_and_are_checked():
         AUTO_SELF_TRAINING_ROUNDS,
     )
     assert (gold.o_keep, gold.self_training_rounds) == (1.0, 0)
+    assert (annotated.mention_copies, gold.mention_copies) == (AUTO_MENTION_COPIES, 0)
     assert s.resolved(gold=True) == s  # what was asked stays
     for bad, message in [
         ({"o_keep": 0}, "--o-keep"),
@@ -287,7 +295,8 @@ def test_ner_train_options_reach_the_manifest(tmp_path):
     args = ["ner", "train", "-w", str(ws), "--train", str(gold), "--max-steps", "2",
             "--no-partial-labels", "--min-confidence", "0.6", "--o-keep", "0.4",
             "--self-training-rounds", "1", "--self-training-threshold", "0.8",
-            "--dev-signal", "plain", "--device", "cpu"]  # fmt: skip
+            "--dev-signal", "plain", "--mention-copies", "2", "--mention-share", "1",
+            "--device", "cpu"]  # fmt: skip
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "self-training round" in result.output
@@ -300,8 +309,16 @@ def test_ner_train_options_reach_the_manifest(tmp_path):
         "plain",
     )
     assert [r["round"] for r in manifest["training"]["self_training"]] == [0, 1]
+    # Asked for with a gold file: the terms are the notes' own mentions, two copies of each note.
+    replaced = manifest["data"]["source"]["mention_replacement"]
+    assert replaced["terms"] == "the training notes' own confident mentions"
+    assert (s["mention_copies"], s["mention_share"]) == (2, 1.0)
+    originals = manifest["data"]["train_notes"] - replaced["copies"]
+    assert replaced["copies"] % 2 == 0 and 0 < replaced["copies"] <= 2 * originals
     bad = runner.invoke(cli, [*args[:6], "--o-keep", "0"])
     assert bad.exit_code != 0 and "--o-keep must be above 0" in bad.output
+    bad = runner.invoke(cli, [*args[:6], "--mention-copies", "11"])
+    assert bad.exit_code != 0 and "--mention-copies must be from 0 to 10" in bad.output
 
 
 def test_pipeline_ner_section_takes_the_switches(tmp_path):
@@ -312,16 +329,18 @@ def test_pipeline_ner_section_takes_the_switches(tmp_path):
     path.write_text(
         '[pipeline]\nexport = "x.csv"\n[ner]\npartial_labels = false\nmin_confidence = 0.6\n'
         "o_keep = 0.3\nself_training_rounds = 1\nself_training_threshold = 0.8\n"
-        'dev_signal = "none"\n'
+        'dev_signal = "none"\nmention_copies = 3\nmention_share = 0.25\n'
     )
     n = load_config(path).ner
     assert (n.partial_labels, n.min_confidence, n.o_keep) == (False, 0.6, 0.3)
     assert (n.self_training_rounds, n.self_training_threshold, n.dev_signal) == (1, 0.8, "none")
+    assert (n.mention_copies, n.mention_share) == (3, 0.25)
     for text, message in [
         ("o_keep = 0", "ner.o_keep must be"),
         ('dev_signal = "gold"', "ner.dev_signal must be"),
         ("self_training_rounds = -1", "ner.self_training_rounds must be"),
         ('partial_labels = "yes"', "ner.partial_labels must be"),
+        ("mention_copies = 11", "ner.mention_copies must be"),
     ]:
         path.write_text(f'[pipeline]\nexport = "x.csv"\n[ner]\n{text}\n')
         with pytest.raises(ConfigError, match=message):
