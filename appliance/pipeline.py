@@ -23,6 +23,7 @@ The config is TOML; every key is optional except ``[pipeline] export``::
     from = ""                     # a local checkpoint folder to continue
     canaries = 0
     max_steps = 0                 # 0: the recipe's
+    entity_terms = false          # prefixes name the [annotate] lexicons' terms (see generator train --entity-terms)
     [generate]
     count = 2000
     corpus = "default"
@@ -78,6 +79,7 @@ from typing import Any
 
 from appliance import demo as demo_data
 from appliance.annotate.annotators import AnnotatorOptions
+from appliance.annotate.annotators.lexicon import term_finder
 from appliance.annotate.evaluate import evaluate as evaluate_annotator
 from appliance.annotate.stage import run as annotate
 from appliance.config import _bool, _describe, _float, _int, _read_toml, _spec, _str
@@ -85,6 +87,7 @@ from appliance.corpus import RELEASE_FILE, load_release
 from appliance.demo.vocabulary import write_term_list
 from appliance.errors import ConfigError, InputError
 from appliance.generator import sample, train
+from appliance.generator.prefixes import EntityTerms
 from appliance.ner import export as ner_export
 from appliance.ner import infer
 from appliance.ner import train as ner_train
@@ -135,6 +138,8 @@ class GeneratorSection:
     from_: str = _spec("", "a path to a local checkpoint folder (empty: none)", _str())
     canaries: int = _spec(0, *_INT)
     max_steps: int = _spec(0, "an integer (0: the recipe's)", _int())
+    # Condition on the [annotate] section's term lists (the demo vocabularies when it names none).
+    entity_terms: bool = _spec(False, *_BOOL)
 
 
 @dataclass(frozen=True)
@@ -515,12 +520,19 @@ def _ingest(r: _Run, fingerprint: str) -> str:
 def _train_generator(r: _Run, fingerprint: str) -> str:
     g = r.c.generator
     recipe = r.c.path(g.recipe) if g.recipe.endswith(".toml") else g.recipe
+    entities = None
+    if g.entity_terms:
+        find, vocabulary, sources = term_finder(
+            annotator_options(r.c), r.ws.policy.entity_schema(), r.ws.config.workspace.language
+        )
+        entities = EntityTerms(find, vocabulary, sources)
     return train.run(
         r.ws,
         recipe=recipe if recipe is not None else g.recipe,
         from_dir=r.c.path(g.from_),
         canaries=g.canaries,
         max_steps=g.max_steps or None,
+        entities=entities,
     ).summary()
 
 
@@ -637,7 +649,11 @@ _STAGES: tuple[_Stage, ...] = (
     _Stage("ingest", _ingest_inputs, lambda r: r.store_manifest, _ingest),
     _Stage(
         "generator",
-        lambda r: {"store": _file_hash(r.store_manifest), **section_dict(r.c.generator)},
+        lambda r: {
+            "store": _file_hash(r.store_manifest),
+            **section_dict(r.c.generator),
+            **({"terms": r.c.annotate.lexicons} if r.c.generator.entity_terms else {}),
+        },
         lambda r: r.gen_manifest,
         _train_generator,
     ),

@@ -62,6 +62,13 @@ def generator() -> None:
     default=None,
     help="Override the recipe's device.",
 )
+@click.option(
+    "--entity-terms",
+    "entity_terms",
+    multiple=True,
+    metavar="[TYPE=]FILE|demo",
+    help="Condition on entity terms: each training note's prefix names the terms of these lists it mentions (matched as the lexicon annotator does), and generation names terms of the lists, walking through all of them, so the synthetic notes cover the vocabulary. Same formats as `annotate --lexicon`; `demo` for the built-in demo vocabularies. Repeatable.",
+)
 def generator_train(
     workspace: Path | None,
     recipe: str,
@@ -70,6 +77,7 @@ def generator_train(
     canary_repeats: int,
     max_steps: int | None,
     device: str | None,
+    entity_terms: tuple[str, ...],
 ) -> None:
     """Train a byte-level BPE tokenizer and a GPT-2 on the (pseudonymized) records.
 
@@ -81,10 +89,12 @@ def generator_train(
     Example:
       appliance generator train -w ./ws --recipe small
       appliance generator train -w ./ws --recipe gpt2-124m --from /models/hospital-gpt2 --canaries 10
+      appliance generator train -w ./ws --entity-terms DRUG=drugs.tsv --entity-terms DIAGNOSIS=icd10.tsv
     """
     from appliance.generator import train as train_mod
 
     ws = open_workspace(workspace)
+    entities = _entity_terms(ws, entity_terms) if entity_terms else None
     with _training_progress() as update:
         result = train_mod.run(
             ws,
@@ -95,8 +105,25 @@ def generator_train(
             max_steps=max_steps,
             device=device,
             progress=update,
+            entities=entities,
         )
     click.echo(result.summary())
+
+
+def _entity_terms(ws: Any, values: tuple[str, ...]) -> Any:
+    """``--entity-terms`` as the generator takes them (``demo``: the built-in vocabularies)."""
+    from appliance.annotate.annotators import AnnotatorOptions
+    from appliance.annotate.annotators.lexicon import term_finder
+    from appliance.errors import UsageError
+    from appliance.generator.prefixes import EntityTerms
+
+    files = tuple(Path(v) for v in values if v != "demo")
+    if files and len(files) != len(values):
+        raise UsageError("--entity-terms: give either `demo` or term files, not both")
+    find, vocabulary, sources = term_finder(
+        AnnotatorOptions(lexicons=files), ws.policy.entity_schema(), ws.config.workspace.language
+    )
+    return EntityTerms(find, vocabulary, sources)
 
 
 @contextmanager
@@ -180,6 +207,12 @@ def _training_progress() -> Iterator[Callable[[Any], None]]:
     default=None,
     help='Condition every note on this prefix, e.g. "procedure note, age group 7, female, C50,".',
 )
+@click.option(
+    "--entity-terms/--no-entity-terms",
+    default=True,
+    show_default=True,
+    help="With a generator trained with --entity-terms: name terms of its list in each prompt (walking through the whole list), or leave them out.",
+)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def generate(
     workspace: Path | None,
@@ -193,12 +226,15 @@ def generate(
     batch_size: int,
     seed: int,
     prefix: str | None,
+    entity_terms: bool,
     device: str,
 ) -> None:
     """Sample synthetic notes from the trained generator (stored encrypted, marked unscreened).
 
     Prefixes (note type, age group, sex, diagnosis) are drawn with the
-    frequencies of the training records unless --prefix fixes one. Same
+    frequencies of the training records unless --prefix fixes one; a
+    generator trained with --entity-terms also gets a line of list terms to
+    write about. Same
     settings and seed, same notes; an interrupted run resumes, and a larger
     --count extends the corpus.
 
@@ -218,6 +254,7 @@ def generate(
         batch_size=batch_size,
         seed=seed,
         prefix=prefix,
+        entity_terms=entity_terms,
     )
     with progress("generating", "notes") as advance:
         result = sample.run(

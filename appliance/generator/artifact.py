@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import IntegrityError, WorkspaceError
-from appliance.generator.prefixes import PrefixSampler, PrefixSchema
+from appliance.generator.prefixes import EntitySampler, PrefixSampler, PrefixSchema
 from appliance.security.crypto import read_encrypted, write_encrypted
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
@@ -49,6 +49,7 @@ class Generator:
     sampler: PrefixSampler
     meta: dict[str, Any]
     manifest: dict[str, Any]
+    entities: EntitySampler | None = None  # entity lines, when trained with entity terms
 
     @property
     def sha256(self) -> str:
@@ -131,6 +132,9 @@ def load_generator(ws: Workspace, device: str = "cpu") -> Generator:
         tokenizer=tokenizer,
         schema=PrefixSchema.from_dict(meta["prefix_schema"]),
         sampler=PrefixSampler(dict(meta["prefix_counts"])),
+        entities=EntitySampler.from_dict(meta["entity_prefix"])
+        if meta.get("entity_prefix")
+        else None,
         meta=meta,
         manifest=manifest,
     )

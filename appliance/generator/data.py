@@ -11,12 +11,12 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.documents import Record
 from appliance.errors import InputError, WorkspaceError
-from appliance.generator.prefixes import PrefixSchema, derive_schema
+from appliance.generator.prefixes import EntityTerms, PrefixSchema, derive_schema, join_prefix
 from appliance.generator.recipes import Recipe
 from appliance.generator.tokenizer import EOS, train_tokenizer
 from appliance.records.holdout import is_holdout
@@ -49,12 +49,21 @@ class Corpus:
     holdout_docs: list[str]
     train_ids: list[str]
     holdout_ids: list[str]
-    prefixes: list[str]
+    prefixes: list[str]  # the metadata line of each training note (what PrefixSampler counts)
     counts: Counter[str]
+    # Entity conditioning: terms of each type each training note named (empty without it).
+    entity_counts: list[Counter[str]] = field(default_factory=list)
 
 
-def prepare(ws: Workspace, recipe: Recipe) -> tuple[Corpus, PrefixSchema]:
-    """Split, pseudonymize and prefix the workspace's records (and the prefix schema of the split)."""
+def prepare(
+    ws: Workspace, recipe: Recipe, entities: EntityTerms | None = None
+) -> tuple[Corpus, PrefixSchema]:
+    """Split, pseudonymize and prefix the workspace's records (and the prefix schema of the split).
+
+    With ``entities``, each note's prefix gains a line naming the entity
+    terms its pseudonymized text mentions (``entities: a; b``), so the model
+    learns to write the terms a prompt names.
+    """
     # Imported here: the recognizers behind it load presidio (seconds), which
     # the screen's use of is_holdout and holdout_ids does not need.
     from appliance.generator.pseudonymize import Pseudonymizer
@@ -81,14 +90,20 @@ def prepare(ws: Workspace, recipe: Recipe) -> tuple[Corpus, PrefixSchema]:
         identifiers=[i for r in records for i in r.identifiers],
     )
     counts: Counter[str] = Counter()
+    entity_counts: list[Counter[str]] = []
 
-    def doc(r: Record) -> tuple[str, str]:
+    def doc(r: Record) -> tuple[str, str, Counter[str]]:
         result = pseudo.pseudonymize(r)
         counts.update(result.counts)
         prefix = schema.render(r)
-        return prefix, (f"{prefix}\n{result.text}" if prefix else result.text)
+        line, named = entities.line(result.text) if entities is not None else ("", Counter())
+        head = join_prefix(prefix, line)
+        return prefix, (f"{head}\n{result.text}" if head else result.text), named
 
-    train_pairs = [doc(r) for r in train]
+    train_triples = [doc(r) for r in train]
+    train_pairs = [(p, d) for p, d, _ in train_triples]
+    if entities is not None:
+        entity_counts = [named for _, _, named in train_triples]
     holdout_docs = [doc(r)[1] for r in holdout]
     corpus = Corpus(
         train_docs=[d for _, d in train_pairs],
@@ -97,6 +112,7 @@ def prepare(ws: Workspace, recipe: Recipe) -> tuple[Corpus, PrefixSchema]:
         holdout_ids=[r.id for r in holdout],
         prefixes=[p for p, _ in train_pairs],
         counts=counts,
+        entity_counts=entity_counts,
     )
     return corpus, schema
 

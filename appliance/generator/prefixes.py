@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -161,4 +161,112 @@ def parse_prefix(prefix: str, schema: PrefixSchema) -> dict[str, str]:
             out["diagnosis"] = part
         elif "note_type" in schema.fields and "note_type" not in out:
             out["note_type"] = part
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Entity conditioning: a second prefix line naming the note's entity terms
+
+ENTITY_LINE = "entities: "
+MAX_TERMS = 8  # terms named per note (the first ones in the note, distinct)
+TermFinder = Callable[[str], list[tuple[str, str]]]  # text -> (label, term) in text order
+
+
+@dataclass
+class EntityTerms:
+    """What entity conditioning needs from a term list (built above this layer).
+
+    ``find`` names the terms a (pseudonymized) training note mentions, as the
+    annotator would; ``vocabulary`` is the whole term list per type (public
+    vocabulary, never note text), what generation draws from; ``sources``
+    says which files, with their hashes, for the generator's manifest.
+    """
+
+    find: TermFinder
+    vocabulary: dict[str, list[str]]
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    def line(self, text: str) -> tuple[str, Counter[str]]:
+        """The entity line of a training note ("" when it names none) and its terms per type."""
+        seen: set[str] = set()
+        terms: list[str] = []
+        per_type: Counter[str] = Counter()
+        for label, term in self.find(text):
+            key = term.casefold()
+            if key in seen or len(terms) >= MAX_TERMS:
+                continue
+            seen.add(key)
+            terms.append(term)
+            per_type[label] += 1
+        return entity_line(terms), per_type
+
+
+def entity_line(terms: Sequence[str]) -> str:
+    return ENTITY_LINE + "; ".join(terms) if terms else ""
+
+
+def join_prefix(meta: str, entities: str) -> str:
+    """The prompt's prefix: the metadata line, then the entity line (each only if any)."""
+    return "\n".join(p for p in (meta, entities) if p)
+
+
+@dataclass
+class EntitySampler:
+    """Entity lines for generation that cover the term list.
+
+    How many terms of each type a note names follows the training notes
+    (``per_note``: type -> {count: notes}); which terms, a seeded permutation
+    of each type's vocabulary walked in order by note number, so that
+    ``count`` notes name about ``count`` x (mean terms) distinct terms and
+    every term comes round before any repeats. The walk depends only on the
+    note number, so a resumed generation draws what an uninterrupted one did.
+    """
+
+    vocabulary: dict[str, list[str]]
+    per_note: dict[str, dict[str, int]]
+    seed: int = 0
+    _orders: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def _order(self, label: str) -> list[str]:
+        if label not in self._orders:
+            terms = sorted(set(self.vocabulary.get(label, ())))
+            random.Random(f"{self.seed}:{label}").shuffle(terms)
+            self._orders[label] = terms
+        return self._orders[label]
+
+    def line(self, note: int, rng: random.Random) -> str:
+        """The entity line of synthetic note number ``note`` (0-based)."""
+        terms: list[str] = []
+        for label in sorted(self.per_note):
+            hist = {int(k): n for k, n in self.per_note[label].items() if n > 0}
+            order = self._order(label)
+            if not hist or not order:
+                continue
+            counts = sorted(hist)
+            k = rng.choices(counts, weights=[hist[c] for c in counts])[0]
+            slots = max(counts)
+            terms += [order[(note * slots + t) % len(order)] for t in range(k)]
+        rng.shuffle(terms)
+        return entity_line(terms[:MAX_TERMS])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"vocabulary": self.vocabulary, "per_note": self.per_note, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EntitySampler:
+        return cls(
+            {str(k): list(v) for k, v in data.get("vocabulary", {}).items()},
+            {str(k): dict(v) for k, v in data.get("per_note", {}).items()},
+            int(data.get("seed", 0)),
+        )
+
+
+def per_note_counts(
+    counts: Sequence[Counter[str]], labels: Iterable[str]
+) -> dict[str, dict[str, int]]:
+    """{type: {terms named: notes}} over the training notes (zeros included)."""
+    out: dict[str, dict[str, int]] = {}
+    for label in sorted(labels):
+        hist = Counter(str(c.get(label, 0)) for c in counts)
+        out[label] = dict(sorted(hist.items(), key=lambda kv: int(kv[0])))
     return out

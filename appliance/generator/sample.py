@@ -29,7 +29,7 @@ from appliance.errors import (
     missing_dependency,
 )
 from appliance.generator.artifact import Generator, load_generator, plain_model_folder
-from appliance.generator.prefixes import parse_prefix
+from appliance.generator.prefixes import join_prefix, parse_prefix
 from appliance.generator.tokenizer import EOS
 from appliance.security.audit import utc_now
 from appliance.training import quiet_transformers, resolve_device
@@ -49,6 +49,8 @@ class SamplingSettings:
     prefix: str | None = (
         None  # fixed prefix for every note; None draws from the training frequencies
     )
+    # With a generator trained on entity terms: name terms of its list in each prompt.
+    entity_terms: bool = True
 
     def validate(self) -> None:
         if not 0 < self.temperature <= 10:
@@ -240,9 +242,9 @@ def _generate(
     previous = read_manifest(folder)
     parts: list[dict[str, Any]] = []
     if previous is not None:
-        same = (
-            previous.get("generator_sha256") == gen.sha256 and previous.get("sampling") == sampling
-        )
+        # Settings added since a corpus was started read as their defaults.
+        before = {**asdict(SamplingSettings()), **(previous.get("sampling") or {})}
+        same = previous.get("generator_sha256") == gen.sha256 and before == sampling
         if not same:
             raise UsageError(
                 f"{folder} was generated with another generator or other sampling settings; "
@@ -294,6 +296,12 @@ def _generate(
             prefixes = (
                 [settings.prefix] * n if settings.prefix is not None else gen.sampler.sample(rng, n)
             )
+            if gen.entities is not None and settings.prefix is None and settings.entity_terms:
+                # Entity lines walk the term list by note number (see EntitySampler).
+                prefixes = [
+                    join_prefix(p, gen.entities.line(written + i, rng))
+                    for i, p in enumerate(prefixes)
+                ]
             prompts = [[eos, *tok.encode(f"{p}\n" if p else "").ids] for p in prefixes]
             budget = [
                 max(1, min(settings.max_new_tokens or n_positions, n_positions - len(p)))
@@ -310,7 +318,7 @@ def _generate(
                         id=f"S{written + i + 1:06d}",
                         text=tok.decode(out).strip(),
                         prefix=prefix,
-                        metadata=parse_prefix(prefix, gen.schema),
+                        metadata=parse_prefix(prefix.split("\n", 1)[0], gen.schema),
                     )
                 )
             parts.append({**write_part(ws, folder, index, notes), "seed": batch_seed})

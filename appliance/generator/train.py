@@ -37,7 +37,13 @@ from appliance.generator.data import (
 )
 from appliance.generator.loop import LoopResult, TrainProgress, autocast_for, fit, heldout_loss
 from appliance.generator.model import load_base, make_optimizer, new_model, resumed_model
-from appliance.generator.prefixes import PrefixSampler, PrefixSchema
+from appliance.generator.prefixes import (
+    EntitySampler,
+    EntityTerms,
+    PrefixSampler,
+    PrefixSchema,
+    per_note_counts,
+)
 from appliance.generator.recipes import Recipe, load_recipe
 from appliance.generator.tokenizer import EOS
 from appliance.security.audit import utc_now
@@ -84,15 +90,22 @@ class TrainResult:
 
 
 def _fingerprint(
-    ws: Workspace, recipe: Recipe, from_dir: Path | None, canaries: int, repeats: int
+    ws: Workspace,
+    recipe: Recipe,
+    from_dir: Path | None,
+    canaries: int,
+    repeats: int,
+    entities: EntityTerms | None,
 ) -> str:
-    parts = {
+    parts: dict[str, Any] = {
         "recipe": recipe.as_dict(),
         "store": hashed(ws.store_manifest)["sha256"],
         "policy": ws.policy.sha256,
         "from": hashed(from_dir)["sha256"] if from_dir else None,
         "canaries": [canaries, repeats],
     }
+    if entities is not None:  # only then, so earlier checkpoints keep their fingerprint
+        parts["entities"] = _entity_sources(entities)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -106,8 +119,13 @@ def run(
     max_steps: int | None = None,
     device: str | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
+    entities: EntityTerms | None = None,
 ) -> TrainResult:
-    """Train the workspace's generator (resuming an interrupted run) and store it encrypted."""
+    """Train the workspace's generator (resuming an interrupted run) and store it encrypted.
+
+    ``entities``: condition on entity terms (a second prefix line naming the
+    terms each note mentions; generation then names terms of the list).
+    """
     try:
         import torch
     except ImportError:
@@ -118,9 +136,10 @@ def run(
     if canaries < 0 or canary_repeats < 1:
         raise ConfigError("--canaries must be ≥ 0 and --canary-repeats ≥ 1")
     args = {"recipe": rec.recipe.name, "from": str(from_dir) if from_dir else None, "canaries": canaries,
-            "canary_repeats": canary_repeats, "max_steps": rec.train.max_steps}  # fmt: skip
+            "canary_repeats": canary_repeats, "max_steps": rec.train.max_steps,
+            "entity_terms": _entity_sources(entities) if entities is not None else None}  # fmt: skip
     with ws.stage("generator train", args, interrupted="interrupted (checkpoint kept)") as stage:
-        result = _train(ws, rec, from_dir, canaries, canary_repeats, progress, torch)
+        result = _train(ws, rec, from_dir, canaries, canary_repeats, progress, torch, entities)
         stage.inputs = [hashed(ws.store_manifest, ws.root)]
         stage.outputs = [hashed(result.manifest_path, ws.root)]
         stage.details = {
@@ -141,6 +160,7 @@ class _Data:
 
     corpus: Corpus
     schema: PrefixSchema
+    entities: EntityTerms | None
     canaries: list[dict[str, Any]]
     tokenizer: Any
     base_model: Any  # the --from model, None otherwise (a new or resumed one is built later)
@@ -159,9 +179,10 @@ def _data(
     checkpoint: dict[str, Any] | None,
     n_canaries: int,
     canary_repeats: int,
+    entities: EntityTerms | None,
 ) -> _Data:
     """Records to token streams; the tokenizer (and --from model) from the checkpoint, --from, or new."""
-    corpus, schema = prepare(ws, recipe)
+    corpus, schema = prepare(ws, recipe, entities)
     if checkpoint is not None:
         canaries = checkpoint["meta"]["canaries"]
     else:
@@ -189,7 +210,7 @@ def _data(
             f"not enough text to train: {len(train_data)} tokens, the recipe's block_size needs more than {block + 1}; "
             "ingest more records or use a recipe with a smaller block_size"
         )
-    return _Data(corpus, schema, canaries, tokenizer, model, train_data, holdout_data)
+    return _Data(corpus, schema, entities, canaries, tokenizer, model, train_data, holdout_data)
 
 
 def _model(recipe: Recipe, data: _Data, checkpoint: dict[str, Any] | None, torch: Any) -> Any:
@@ -203,11 +224,28 @@ def _model(recipe: Recipe, data: _Data, checkpoint: dict[str, Any] | None, torch
     return new_model(recipe, data.tokenizer.get_vocab_size(), eos_id)
 
 
+def _entity_sources(entities: EntityTerms) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in src.items() if k in ("path", "sha256", "label", "terms")}
+        for src in entities.sources
+    ]
+
+
+def _entity_meta(data: _Data) -> dict[str, Any] | None:
+    """What generation needs to write entity lines: the term list and terms per note by type."""
+    if data.entities is None:
+        return None
+    vocabulary = {k: sorted(set(v)) for k, v in data.entities.vocabulary.items() if v}
+    sampler = EntitySampler(vocabulary, per_note_counts(data.corpus.entity_counts, vocabulary))
+    return {**sampler.as_dict(), "sources": _entity_sources(data.entities)}
+
+
 def _meta(recipe: Recipe, data: _Data, from_dir: Path | None) -> dict[str, Any]:
     """generator.json: what sampling and the leakage screen need besides the weights."""
     return {
         "prefix_schema": data.schema.as_dict(),
         "prefix_counts": dict(PrefixSampler.from_prefixes(data.corpus.prefixes).counts),
+        "entity_prefix": _entity_meta(data),
         "canaries": data.canaries,
         "canary_format": CANARY_FORMAT,
         "canary_digits": CANARY_DIGITS,
@@ -252,6 +290,15 @@ def _manifest(
             "pseudonymization": bool(ws.policy.pseudonymize.enabled),
             "canaries": len(canaries),
             "canary_repeats": canaries[0]["repeats"] if canaries else 0,
+            "entity_terms": (
+                {
+                    "sources": _entity_sources(data.entities),
+                    "notes_naming_terms": sum(1 for c in data.corpus.entity_counts if c),
+                    "terms_named": sum(sum(c.values()) for c in data.corpus.entity_counts),
+                }
+                if data.entities is not None
+                else None
+            ),
         },
         "tokenizer": {"type": "byte-level BPE", "vocab_size": data.tokenizer.get_vocab_size()},
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -273,6 +320,7 @@ def _train(
     canary_repeats: int,
     progress: Callable[[TrainProgress], None] | None,
     torch: Any,
+    entities: EntityTerms | None = None,
 ) -> TrainResult:
     started = time.monotonic()
     t = recipe.train
@@ -283,13 +331,13 @@ def _train(
         raise WorkspaceError(
             f"{ws.root}: the record store is empty; run `appliance ingest EXPORT` first"
         )
-    fingerprint = _fingerprint(ws, recipe, from_dir, n_canaries, canary_repeats)
+    fingerprint = _fingerprint(ws, recipe, from_dir, n_canaries, canary_repeats, entities)
     key = ws.data_key
     checkpoint = load_checkpoint(
         checkpoint_path, key, label=CHECKPOINT_LABEL, fingerprint=fingerprint
     )
 
-    data = _data(ws, recipe, from_dir, checkpoint, n_canaries, canary_repeats)
+    data = _data(ws, recipe, from_dir, checkpoint, n_canaries, canary_repeats, entities)
     model = _model(recipe, data, checkpoint, torch)
     block = min(recipe.model.block_size, model.config.n_positions)
     device = resolve_device(t.device)

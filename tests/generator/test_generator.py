@@ -320,3 +320,68 @@ def test_vllm_backend_with_a_stand_in_engine(trained, monkeypatch):
     assert all(p["stop_token_ids"] == [0] and p["max_tokens"] <= 12 for p in params)
     notes = list(corpus.read_corpus(ws, "vllm"))
     assert [n.id for n in notes] == ["S000001", "S000002", "S000003"]
+
+
+def test_entity_terms_condition_training_and_cover_the_list_in_generation(tmp_path):
+    from click.testing import CliRunner
+
+    from appliance.annotate.lexicon import demo_lexicon
+    from appliance.cli import cli
+    from appliance.generator.prefixes import ENTITY_LINE, EntityTerms
+
+    ws, _ = _workspace(tmp_path, notes=40)
+    terms = tmp_path / "drugs.tsv"
+    terms.write_text(
+        "term\tlabel\nmetformin\tDRUG\nwarfarin\tDRUG\nlisinopril\tDRUG\nzzquinol\tDRUG\n"
+    )
+    runner = CliRunner()
+    base = ["generator", "train", "-w", str(ws.root), "--recipe", "tiny", "--max-steps", "4"]
+    result = runner.invoke(cli, [*base, "--entity-terms", "demo"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((ws.generator_dir / "manifest.json").read_text())
+    named = manifest["data"]["entity_terms"]
+    assert named["notes_naming_terms"] > 0 and named["terms_named"] >= named["notes_naming_terms"]
+    assert named["sources"][0]["path"] == demo_lexicon().sources[0]["path"]
+    gen = artifact.load_generator(ws)
+    assert gen.entities is not None
+    assert set(gen.entities.vocabulary) == {"DIAGNOSIS", "DRUG", "PROCEDURE"}
+
+    # The training text names, on the line after the metadata, terms the note mentions.
+    from appliance.annotate.annotators import AnnotatorOptions
+    from appliance.annotate.annotators.lexicon import term_finder
+
+    find, vocab, sources = term_finder(AnnotatorOptions(), ws.policy.entity_schema(), "en")
+    corpus_, _ = prepare(ws, load_recipe("tiny"), EntityTerms(find, vocab, sources))
+    doc = next(d for d in corpus_.train_docs if f"\n{ENTITY_LINE}" in d)
+    meta, line, body = doc.split("\n", 2)
+    assert meta.endswith(",")
+    for term in line.removeprefix(ENTITY_LINE).split("; "):
+        assert term.casefold() in body.casefold()
+
+    # Generation names terms of the list (never note text), deterministically for a seed.
+    settings = sample.SamplingSettings(batch_size=4, seed=2, max_new_tokens=10)
+    sample.run(ws, count=6, settings=settings, corpus="e1")
+    sample.run(ws, count=6, settings=settings, corpus="e2")
+    e1, e2 = (list(corpus.read_corpus(ws, n)) for n in ("e1", "e2"))
+    assert [n.prefix for n in e1] == [n.prefix for n in e2]
+    listed = {t for v in vocab.values() for t in v}
+    lines = [n.prefix.split("\n")[1] for n in e1 if "\n" in n.prefix]
+    assert lines and all(x.startswith(ENTITY_LINE) for x in lines)
+    assert {t for x in lines for t in x.removeprefix(ENTITY_LINE).split("; ")} <= listed
+    assert all(n.metadata.get("note_type") for n in e1)  # the metadata line still parses
+    off = dataclasses.replace(settings, entity_terms=False)
+    sample.run(ws, count=2, settings=off, corpus="e3")
+    assert all(ENTITY_LINE not in n.prefix for n in corpus.read_corpus(ws, "e3"))
+
+    # A term file of the user's: its terms (and its hash) condition the generator.
+    result = runner.invoke(cli, [*base, "--entity-terms", str(terms)])
+    assert result.exit_code == 0, result.output
+    gen = artifact.load_generator(ws)
+    assert gen.entities is not None and gen.entities.vocabulary == {
+        "DRUG": ["lisinopril", "metformin", "warfarin", "zzquinol"]
+    }
+    bad = runner.invoke(cli, [*base, "--entity-terms", str(tmp_path / "missing.tsv")])
+    assert bad.exit_code != 0 and bad.output.startswith("error: ")
+    assert len(bad.output.strip().splitlines()) == 1
+    mixed = runner.invoke(cli, [*base, "--entity-terms", "demo", "--entity-terms", str(terms)])
+    assert mixed.exit_code != 0 and "either `demo` or term files" in mixed.output

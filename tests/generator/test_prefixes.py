@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 
@@ -70,3 +71,47 @@ def test_parse_prefix_round_trip():
         "sex": "male",
         "diagnosis": "I10",
     }
+
+
+# ---------------------------------------------------------------------------
+# entity lines
+
+
+def test_training_entity_line_names_distinct_terms_in_text_order():
+    from appliance.generator.prefixes import MAX_TERMS, EntityTerms
+
+    found = [("DRUG", "Aspirin"), ("DIAGNOSIS", "gout"), ("DRUG", "aspirin"), ("DRUG", "insulin")]
+    terms = EntityTerms(lambda text: found, {"DRUG": ["aspirin"]})
+    line, per_type = terms.line("any text")
+    assert line == "entities: Aspirin; gout; insulin"
+    assert per_type == {"DRUG": 2, "DIAGNOSIS": 1}
+    many = EntityTerms(lambda text: [("DRUG", f"d{i}") for i in range(20)], {})
+    line, per_type = many.line("x")
+    assert line.count(";") == MAX_TERMS - 1 and per_type["DRUG"] == MAX_TERMS
+    assert EntityTerms(lambda text: [], {}).line("x") == ("", {})
+
+
+def test_generation_entity_lines_walk_the_whole_term_list():
+    from appliance.generator.prefixes import EntitySampler, join_prefix, per_note_counts
+
+    vocab = {"DRUG": [f"drug{i}" for i in range(30)], "DIAGNOSIS": ["gout", "asthma"]}
+    counts = [Counter({"DRUG": 2, "DIAGNOSIS": 1}), Counter({"DRUG": 2}), Counter()]
+    per_note = per_note_counts(counts, vocab)
+    assert per_note == {"DIAGNOSIS": {"0": 2, "1": 1}, "DRUG": {"0": 1, "2": 2}}
+    sampler = EntitySampler(vocab, {"DRUG": {"2": 1}}, seed=3)
+    rng = random.Random(0)
+    lines = [sampler.line(i, rng) for i in range(15)]
+    named = [t for line in lines for t in line.removeprefix("entities: ").split("; ")]
+    assert sorted(named) == sorted(vocab["DRUG"])  # 15 notes x 2 slots: each term once
+    # The walk depends on the note number only: a resumed run names the same terms.
+    again = EntitySampler(vocab, {"DRUG": {"2": 1}}, seed=3)
+
+    def terms(line: str) -> set[str]:
+        return set(line.removeprefix("entities: ").split("; "))
+
+    assert terms(again.line(7, random.Random(99))) == terms(lines[7])
+    assert EntitySampler.from_dict(sampler.as_dict()).line(4, random.Random(0)) == sampler.line(
+        4, random.Random(0)
+    )
+    assert join_prefix("discharge summary,", "entities: a") == "discharge summary,\nentities: a"
+    assert join_prefix("", "entities: a") == "entities: a" and join_prefix("x,", "") == "x,"

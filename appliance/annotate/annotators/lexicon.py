@@ -118,3 +118,36 @@ def build(
         unknown_words=options.unknown_words,
     )
     return [LexiconMember(lex)]
+
+
+def term_finder(
+    options: AnnotatorOptions, schema: EntitySchema, language: str
+) -> tuple[Callable[[str], list[tuple[str, str]]], dict[str, list[str]], list[dict[str, Any]]]:
+    """The term list of ``options`` (its lexicons, else the demo vocabularies) as a term finder.
+
+    Returns ``(find, vocabulary, sources)``: ``find(text)`` names the terms a
+    note mentions, as ``(type, text)`` in text order, the way the annotator
+    matches them (case folding, inflection, spelling variants; dictionary
+    matches only: no abbreviations or head-noun phrases, which are note text
+    rather than list terms); ``vocabulary`` is every term per type; ``sources``
+    the files with their hashes. Plain values, so the generator (a lower
+    layer) can take them without importing the annotator.
+    """
+    lex = build_lexicon(options)
+    annotator = LexiconAnnotator(
+        lex,
+        language=language,
+        language_rules=LexiconRules.from_schema(schema, language),
+        abbreviations=False,
+        variants=options.variants,
+        head_nouns=False,
+        unknown_words=False,
+    )
+
+    def find(text: str) -> list[tuple[str, str]]:
+        return [(s.label, s.text) for s in annotator.annotate_text(text) if s.confidence >= 0.9]
+
+    vocabulary: dict[str, list[str]] = {}
+    for entry in lex.entries:
+        vocabulary.setdefault(entry.label, []).append(entry.surface)
+    return find, vocabulary, list(lex.sources)
