@@ -745,6 +745,7 @@ export = "export/notes.csv"
 
 [generator]
 recipe = "demo"
+entity_terms = {entity_terms}          # prompts name terms of terms.tsv, walking through all of them
 
 [generate]
 count = {synthetic}
@@ -759,6 +760,7 @@ lexicons = ["terms.tsv"]      # {share:.0%} of the demo vocabulary's concepts, a
 base = "scratch"
 epochs = 12
 batch_size = 16
+mention_copies = {mention_copies}
 """
 
 
@@ -784,6 +786,8 @@ def demo(
     synthetic: int = 1000,
     fresh: int = 200,
     lexicon_share: float = 0.6,
+    entity_terms: bool = True,
+    mention_copies: int = AUTO_MENTION_COPIES,
     echo: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Demo data → the whole pipeline (demo recipe, lexicon annotator) → infer on a fresh export.
@@ -807,7 +811,14 @@ def demo(
     term_counts = write_term_list(terms, share=lexicon_share, seed=1)
     config_path = folder / "pipeline.toml"
     config_path.write_text(
-        DEMO_CONFIG.format(ws=ws_dir, config=config_path, synthetic=synthetic, share=lexicon_share)
+        DEMO_CONFIG.format(
+            ws=ws_dir,
+            config=config_path,
+            synthetic=synthetic,
+            share=lexicon_share,
+            entity_terms=str(entity_terms).lower(),
+            mention_copies=mention_copies,
+        )
     )
     result = run(ws, load_config(config_path), echo=say)
     fresh_dir = folder / "fresh-export"
