@@ -6,7 +6,8 @@ medical pages, entities marked by dictionary matching: ``(disorder or
 finding)``, ``[drug]``, ``{body structure}``) stands in for a Swedish
 hospital's notes:
 
-* the markup is stripped; exact duplicate windows are dropped; consecutive
+* the markup is stripped; a span touching the window's edge is dropped
+  (the window may have cut the word); exact duplicate windows are dropped; consecutive
   windows (one page's windows follow each other) are grouped in blocks of
   ``--block`` lines, and a seeded 20 % of the blocks is held out: their
   windows, with their silver spans, are the test set; the other blocks'
@@ -101,6 +102,8 @@ def parse(line: str) -> tuple[str, list[tuple[int, int, str]]] | None:
     text = "".join(out)
     if not re.search(r"[^\W\d_]", text):
         return None
+    # A span at the window's edge may be a word the window cut ("lett" of "skelett").
+    spans = [(a, b, label) for a, b, label in spans if a > 0 and b < len(text)]
     return text, spans
 
 
@@ -123,14 +126,41 @@ def load(path: Path, block: int, seed: int) -> tuple[list[list[Any]], list[Any]]
     return train, test
 
 
+_WORD = re.compile(r"\w+")
+
+
 def term_list(
-    windows: list[Any], share: float, seed: int
+    windows: list[Any], share: float, seed: int, min_tagged: float = 0.5
 ) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """A seeded ``share`` of the distinct (case-folded) silver terms of each type."""
-    terms: dict[str, set[str]] = {t: set() for t in TYPES}
+    """A seeded ``share`` of the distinct (case-folded) silver terms of each type.
+
+    The markup's parentheses are also the text's own, so a word in ordinary
+    parentheses reads as a disorder ("(en)", "(är)"); a term is kept only if
+    at least ``min_tagged`` of its occurrences in the corpus are tagged
+    (a measure of the silver labels themselves, never of a gold set), and
+    only if it has at most four words (longer "terms" are parenthesized
+    clauses of the text).
+    """
+    tagged: dict[str, dict[str, int]] = {t: {} for t in TYPES}
+    grams: dict[str, int] = {}
     for text, spans in windows:
+        words = [w.casefold() for w in _WORD.findall(text)]
+        for n in (1, 2, 3):
+            for i in range(len(words) - n + 1):
+                key = " ".join(words[i : i + n])
+                grams[key] = grams.get(key, 0) + 1
         for a, b, label in spans:
-            terms[label].add(text[a:b].casefold())
+            term = text[a:b].casefold()
+            tagged[label][term] = tagged[label].get(term, 0) + 1
+    terms: dict[str, set[str]] = {t: set() for t in TYPES}
+    dropped = 0
+    for label in TYPES:
+        for term, n in tagged[label].items():
+            seen = grams.get(" ".join(_WORD.findall(term)), n)
+            if n >= min_tagged * max(seen, n) and len(_WORD.findall(term)) <= 4:
+                terms[label].add(term)
+            else:
+                dropped += 1
     rng = random.Random(seed)
     kept: dict[str, list[str]] = {}
     counts: dict[str, Any] = {}
@@ -139,6 +169,7 @@ def term_list(
         n = max(1, round(share * len(pool)))
         kept[label] = sorted(rng.sample(pool, n))
         counts[label] = {"distinct": len(pool), "kept": n}
+    counts["dropped_mostly_untagged"] = dropped
     return kept, counts
 
 
