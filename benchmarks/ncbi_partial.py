@@ -92,6 +92,7 @@ PLAIN: dict[str, Any] = {
     "o_keep": 1.0,
     "self_training_rounds": 0,
     "dev_signal": "plain",
+    "mention_copies": 0,
 }
 RUNS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "plain": ("plain lexicon labels", {}, False),
@@ -103,6 +104,11 @@ RUNS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "default": (
         "the product's default on annotator labels: partial labels + O sampling 0.3",
         {"partial_labels": True, "dev_signal": "partial", "o_keep": 0.3},
+        False,
+    ),
+    "mentions": (
+        "the default + mention replacement (1 copy, share 0.5, Disease Ontology terms)",
+        {"partial_labels": True, "dev_signal": "partial", "o_keep": 0.3, "mention_copies": 1},
         False,
     ),
     "o-sampling": ("+ O sampling (o_keep 0.3)", {"o_keep": 0.3}, False),
@@ -209,6 +215,7 @@ def main() -> None:
     from appliance.annotate.lexicon import LexiconAnnotator, load_lexicon
     from appliance.documents import Document
     from appliance.metrics import partial_view, score
+    from appliance.ner.augment import replace_mentions
     from appliance.ner.lexicon import combine
     from appliance.ner.runtime import torch_tagger
     from appliance.ner.settings import NerSettings
@@ -283,6 +290,20 @@ def main() -> None:
         )
         docs = gold_train if gold else lex_train
         train, dev = split_dev(docs, settings.dev_fraction, settings.seed)
+        if settings.mention_copies:  # as `ner train` does, from the annotator's lexicon
+            pools: dict[str, list[str]] = {}
+            for entry in annotator.lexicon.entries:
+                pools.setdefault(entry.label, []).append(entry.surface)
+            copies, stats = replace_mentions(
+                train,
+                pools,
+                share=settings.mention_share,
+                copies=settings.mention_copies,
+                min_confidence=0.9,
+                seed=settings.seed,
+            )
+            log(f"{name}: mention replacement {stats.as_dict()}")
+            train = [*train, *copies]
         log(f"{name}: {title}; {len(train)} train / {len(dev)} dev notes; load {load_avg()}")
         t0 = time.perf_counter()
         res = train_model(train, dev, base=base, out_dir=work / name, settings=settings)

@@ -266,10 +266,15 @@ def train_model(
     ``settings.self_training_rounds`` the rounds run first (see the module
     docstring) and the model of the best one is saved into ``out_dir``.
     Settings left to the labels (None) are resolved first: as for an
-    annotator's labels, unless ``data_info`` names a gold file as the source.
+    annotator's labels, unless ``data_info`` names a gold file as the source
+    (mention replacement, which :func:`run` applies before this, to 0).
     """
     source = (data_info or {}).get("source") or {}
-    settings = (settings or NerSettings()).resolved(gold=source.get("kind") == "gold file")
+    given = settings or NerSettings()
+    settings = given.resolved(gold=source.get("kind") == "gold file")
+    if given.mention_copies is None:
+        # Copies are made by run() before the notes reach here; none were made for these.
+        settings = replace(settings, mention_copies=0)
     types = _types(train_docs, types)
     if zone_reasons is None:
         info = data_info or {}
