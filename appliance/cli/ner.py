@@ -36,7 +36,7 @@ _COMBINE_HELP = (
     "Default: union for a package that carries a lexicon, else model."
 )
 _MIN_CONFIDENCE_HELP = (
-    "Union rule: model entities below this confidence are dropped (default: the package's, 0.5)."
+    "Union rule: model entities below this confidence are dropped (default: the package's)."
 )
 
 
@@ -475,9 +475,15 @@ def _workspace_or_none(workspace: Path | None, can_do_without: bool) -> Any:
     "dev_gold",
     type=click.Path(path_type=Path),
     default=None,
-    help="Development gold set for the int8 check (default: the model's own development notes).",
+    help="Development gold set of real annotated notes, for the int8 check and for choosing the union's minimum confidence (default: the model's own development notes).",
 )
 @click.option("--gold-format", type=GOLD_FORMAT, default="auto", show_default=True)
+@click.option(
+    "--min-confidence",
+    type=float,
+    default=None,
+    help="The package's union rule keeps a model entity from this confidence on (default: the best on a development gold file, --dev or the model's own, else 0.9).",
+)
 @click.option(
     "--lexicon",
     "lexicons",
@@ -501,6 +507,7 @@ def export_cmd(
     lexicons: tuple[Path, ...],
     label: str | None,
     no_lexicon: bool,
+    min_confidence: float | None,
 ) -> None:
     """Write a signed ONNX package: model, tokenizer, labels, lexicon, model card, manifest, signature.
 
@@ -509,7 +516,8 @@ def export_cmd(
     if the dev F1 loss is within the policy's limit, else falls back to fp32.
     The package carries the lexicon the model's training annotations were
     made with (or --lexicon files, or none with --no-lexicon), which infer
-    and ner evaluate combine with the model.
+    and ner evaluate combine with the model; with a development gold file,
+    the union's minimum confidence is the one with the best F1 on it.
 
     \b
     Example:
@@ -530,6 +538,7 @@ def export_cmd(
         lexicons=lexicons,
         label=label,
         no_lexicon=no_lexicon,
+        min_confidence=min_confidence,
     )
     click.echo(result.summary())
 

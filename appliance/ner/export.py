@@ -50,8 +50,12 @@ from appliance.errors import (
 )
 from appliance.ner import zones
 from appliance.ner.lexicon import (
+    DEFAULT_COMBINE,
+    DEFAULT_MIN_CONFIDENCE,
     UNION_RULE,
     PackedLexicon,
+    calibrate,
+    check_min_confidence,
     lexicon_from_files,
     training_lexicon,
     write_lexicon,
@@ -100,8 +104,18 @@ class ExportResult:
             text += (
                 f"; lexicon of {lx['entries']:,} entries ({', '.join(lx['labels'])}) from "
                 f"{self.lexicon_from}, combined by default as {lx['combine']['default']} "
-                f"(model entities with confidence >= {lx['combine']['min_confidence']})"
+                f"(model entities with confidence >= {lx['combine']['min_confidence']}"
             )
+            cal = lx["combine"].get("calibration")
+            if cal:
+                f1 = cal["exact_f1"]
+                chosen = f"{lx['combine']['min_confidence']:g}"
+                text += (
+                    f", chosen on {cal['notes']} development gold notes: union F1 "
+                    f"{100 * f1[chosen]:.1f} vs lexicon alone "
+                    f"{100 * f1['lexicon']:.1f}, model alone {100 * f1['model']:.1f}"
+                )
+            text += ")"
         else:
             text += f"; no lexicon ({self.no_lexicon or 'none given'})"
         return text
@@ -386,12 +400,17 @@ def export_package(
     details: dict[str, Any] | None = None,
     data_key: DataKey | None = None,
     lexicon: PackedLexicon | None = None,
+    min_confidence: float | None = None,
+    calibrate_on: Sequence[Document] | None = None,
 ) -> ExportResult:
     """Export ``model_dir`` to a signed package in ``out_dir`` (replaced only when all checks pass).
 
     A real-zone model (its files encrypted under ``data_key``) gives a
     real-zone package encrypted under the same key. ``lexicon`` is packed
-    with it (encrypted too in the real zone).
+    with it (encrypted too in the real zone), with the union's minimum
+    confidence ``min_confidence``; when that is None and ``calibrate_on``
+    holds real annotated notes, the one with the best union F1 on them
+    (:func:`~appliance.ner.lexicon.calibrate`); else the built-in default.
     """
     dev_docs = list(dev_docs or [])
     if int8 and not dev_docs:
@@ -436,6 +455,7 @@ def export_package(
         fp32 = tagger_from({**runtime_meta, "precision": "fp32"}, m.tokenizer, onnx_model, "cpu")
         parity = check_parity(reference, fp32, texts, tolerance)
         precision = "fp32"
+        shipped = fp32  # the tagger the package holds (int8 when it is kept)
         int8_info: dict[str, Any] | None = None
         if int8:
             quantized = quantize(onnx_model)
@@ -454,6 +474,7 @@ def export_package(
             if kept:
                 onnx_model = quantized
                 precision = "int8"
+                shipped = q
             del quantized
         if key is None:
             atomic_write(tmp / MODEL_FILE, onnx_model, 0o600)
@@ -470,7 +491,8 @@ def export_package(
             )
         lexicon_entry = None
         if lexicon is not None:
-            lexicon_entry = write_lexicon(tmp, lexicon, key)
+            combine = _combine_defaults(shipped, lexicon, min_confidence, calibrate_on)
+            lexicon_entry = write_lexicon(tmp, lexicon, key, combine)
             runtime_meta["lexicon"] = lexicon_entry
             if key is not None:
                 runtime_meta["encrypted"]["files"] += lexicon_entry["files"]
@@ -532,6 +554,41 @@ def export_package(
     )
 
 
+def _combine_defaults(
+    tagger: Tagger,
+    lexicon: PackedLexicon,
+    min_confidence: float | None,
+    gold: Sequence[Document] | None,
+) -> dict[str, Any]:
+    """The package's union defaults: as asked, else chosen on real gold notes, else built in."""
+    if min_confidence is not None:
+        check_min_confidence(min_confidence)
+        return {"default": DEFAULT_COMBINE, "min_confidence": min_confidence, "chosen": "given"}
+    if not gold:
+        return {
+            "default": DEFAULT_COMBINE,
+            "min_confidence": DEFAULT_MIN_CONFIDENCE,
+            "chosen": "default",
+        }
+    texts = [d.text for d in gold]
+    annotator = lexicon.annotator()
+    best, table = calibrate(
+        tagger.predict(texts), [annotator.annotate_text(t) for t in texts], gold
+    )
+    return {
+        "default": DEFAULT_COMBINE,
+        "min_confidence": best,
+        "chosen": "development gold notes",
+        "calibration": {"notes": len(gold), "exact_f1": table},
+    }
+
+
+def _dev_is_gold(trained: dict[str, Any], dev_gold: Path | None) -> bool:
+    """Whether the development notes are real annotated ones (not a split of the training notes)."""
+    dev = (trained.get("data") or {}).get("dev") or {}
+    return dev_gold is not None or dev.get("kind") == "gold file"
+
+
 def load_dev_docs(
     ws: Workspace, root: Path, dev_gold: Path | None, gold_format: str = "auto"
 ) -> list[Document]:
@@ -572,13 +629,18 @@ def run(
     lexicons: Sequence[Path] = (),
     label: str | None = None,
     no_lexicon: bool = False,
+    min_confidence: float | None = None,
 ) -> ExportResult:
     """Export ``models/ner/<name>/model`` to ``models/ner/<name>/package`` (or ``out``), signed.
 
     The package carries the lexicon of the model's training annotations, or
     ``lexicons`` (``[TYPE=]FILE``, typed by ``label`` when a file has no label
-    column), or none with ``no_lexicon``.
+    column), or none with ``no_lexicon``. The union's minimum confidence is
+    ``min_confidence``, else the best on a development gold file (``dev_gold``,
+    or the one the model was trained with ``--dev``), else the default.
     """
+    if min_confidence is not None:
+        check_min_confidence(min_confidence)
 
     root = ws.ner_model_dir(name)
     model_dir = root / "model"
@@ -594,6 +656,7 @@ def run(
         "dev": str(dev_gold) if dev_gold else None,
         "lexicons": [str(p) for p in lexicons],
         "no_lexicon": no_lexicon,
+        "min_confidence": min_confidence,
     }
     with ws.stage("export", args) as stage:
         if not (model_dir / NER_META).is_file():
@@ -626,6 +689,8 @@ def run(
             details={"model_sha256": stage.inputs[0]["sha256"], "policy_sha256": ws.policy.sha256},
             data_key=ws.data_key if zones.needs_key(model_dir) else None,
             lexicon=packed,
+            min_confidence=min_confidence,
+            calibrate_on=dev_docs if _dev_is_gold(trained, dev_gold) else None,
         )
         result.no_lexicon = why
         (root / "export").mkdir(exist_ok=True)

@@ -195,7 +195,7 @@ def test_package_carries_the_training_lexicon_under_the_signature(trained, tmp_p
     runtime = json.loads((pkg / "ner.json").read_text())
     info = runtime["lexicon"]
     assert info["origin"]["kind"] == "training annotations"
-    assert info["combine"] == {"default": "union", "min_confidence": 0.5}
+    assert info["combine"] == {"default": "union", "min_confidence": 0.9, "chosen": "default"}
     demo = demo_lexicon()
     packed = from_tsv((pkg / "lexicon.tsv").read_bytes(), "lexicon.tsv")
     assert info["entries"] == len(packed.entries) == len(set(demo.entries))
@@ -272,7 +272,7 @@ def test_infer_union_adds_what_the_model_missed_and_model_mode_is_unchanged(trai
             outs[(mode, fmt)] = out.read_bytes()
             if mode == "union":
                 assert (
-                    "combined with the package's lexicon by union (min confidence 0.5)" in printed
+                    "combined with the package's lexicon by union (min confidence 0.9)" in printed
                 )
     # --combine model writes exactly what a package without a lexicon writes.
     for fmt in ("jsonl", "csv"):
@@ -284,7 +284,7 @@ def test_infer_union_adds_what_the_model_missed_and_model_mode_is_unchanged(trai
     tagger = onnx_tagger(pkg, device="cpu")
     lexicon = lx.load_package_lexicon(pkg)
     assert lexicon is not None
-    expected = lx.predict(tagger, lexicon, texts, "union", 0.5)
+    expected = lx.predict(tagger, lexicon, texts, "union", 0.9)
     union = _entities(tmp_path / "union.jsonl")
     assert union == [[e.as_dict() for e in note] for note in expected]
     sources = [e["source"] for note in union for e in note]
@@ -301,7 +301,7 @@ def test_infer_union_adds_what_the_model_missed_and_model_mode_is_unchanged(trai
                 assert e["text"] == text[e["start"] : e["end"]] and 0 < e["confidence"] <= 1.0
                 added += 1
             elif e["source"] == "model":
-                assert (e["start"], e["end"], e["label"]) in spans and e["confidence"] >= 0.5
+                assert (e["start"], e["end"], e["label"]) in spans and e["confidence"] >= 0.9
             else:
                 assert (e["start"], e["end"], e["label"]) in spans
     assert added > 0
@@ -326,7 +326,7 @@ def test_evaluate_reports_model_lexicon_and_union(trained):
     lines = out.splitlines()
     assert any(line.startswith("model alone ") for line in lines)
     assert any(line.startswith("lexicon alone ") for line in lines)
-    assert any(line.startswith("union (min conf 0.5)") and line.endswith(" *") for line in lines)
+    assert any(line.startswith("union (min conf 0.9)") and line.endswith(" *") for line in lines)
     assert "+ lexicon (union)" in lines[-1]
     report = json.loads(_invoke("ner", "evaluate", "-w", ws.root, "--gold", gold, "--json"))
     assert report["combine"] == "union" and set(report["comparison"]) == {
@@ -384,6 +384,42 @@ def test_lexicon_files_given_at_export(trained, tmp_path):
     assert {(e["text"], e["label"], e["source"]) for e in ents} >= {
         ("quorvatinib", "DRUG", "lexicon")
     } or any(e["text"] == "quorvatinib" and e["source"] == "both" for e in ents)
+
+
+def test_export_chooses_the_union_threshold_on_development_gold_notes(trained, tmp_path):
+    from appliance.ner.lexicon import CALIBRATION_GRID, calibrate, combine
+
+    ws, gold = trained["ws"], trained["gold"]
+    out = tmp_path / "calibrated"
+    printed = _invoke("export", "-w", ws.root, "--out", out, "--dev", gold)
+    info = json.loads((out / "ner.json").read_text())["lexicon"]["combine"]
+    cal = info["calibration"]
+    assert info["chosen"] == "development gold notes" and cal["notes"] == 12
+    assert set(cal["exact_f1"]) == {f"{t:g}" for t in CALIBRATION_GRID} | {"lexicon", "model"}
+    best = max(v for k, v in cal["exact_f1"].items() if k not in ("lexicon", "model"))
+    assert cal["exact_f1"][f"{info['min_confidence']:g}"] == best
+    assert "chosen on 12 development gold notes" in printed
+    # The signed manifest carries the same choice; evaluate's union uses it by default.
+    signed = verify_package(out, load_public_key(trained["pub"]))
+    assert signed["lexicon"]["combine"] == info
+    # Fixed by hand: no calibration.
+    fixed = tmp_path / "fixed"
+    _invoke("export", "-w", ws.root, "--out", fixed, "--dev", gold, "--min-confidence", "0.7")
+    given = json.loads((fixed / "ner.json").read_text())["lexicon"]["combine"]
+    assert given == {"default": "union", "min_confidence": 0.7, "chosen": "given"}
+    bad = CliRunner().invoke(cli, ["export", "-w", str(ws.root), "--min-confidence", "2"])
+    assert bad.exit_code != 0 and "--min-confidence 2" in bad.output
+
+    # The choice itself: ties go to the higher threshold; the table has both baselines.
+    from appliance.documents import Document, Span
+    from appliance.ner.encoding import Entity
+
+    text = "gout and asthma"
+    gold_docs = [Document("a", text, [Span(0, 4, "D", "gout")])]
+    model = [[Entity(0, 4, "D", "gout", 0.95), Entity(9, 15, "D", "asthma", 0.75)]]
+    t, table = calibrate(model, [[]], gold_docs, grid=(0.5, 0.7, 0.8, 0.9))
+    assert (t, table["0.5"], table["0.8"], table["lexicon"]) == (0.9, 0.6667, 1.0, 0.0)
+    assert [(e.start, e.end) for e in combine(model[0], [], "union", t)] == [(0, 4)]
 
 
 def test_real_zone_package_encrypts_its_lexicon(tmp_path):
