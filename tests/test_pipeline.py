@@ -20,6 +20,7 @@ export = "export/notes.csv"
 [generator]
 recipe = "tiny"
 max_steps = 40
+entity_terms = true
 
 [generate]
 count = 40
@@ -68,6 +69,9 @@ def test_pipeline_runs_every_stage_then_skips_what_is_current(project: tuple[Any
         counts["rejected"],
     )
     assert first.released > 0 and first.annotated > 0
+    # The generator was conditioned on the [annotate] term list.
+    gen = json.loads((ws.generator_dir / "manifest.json").read_text())["data"]["entity_terms"]
+    assert gen["sources"][0]["path"].endswith("terms.tsv") and gen["notes_naming_terms"] > 0
     assert first.package is not None and (first.package / "model.onnx").exists()
     assert first.report is not None and first.report.suffix == ".html" and first.report.exists()
     # One rule for the whole workspace: nothing in it is readable by group or others.
