@@ -744,7 +744,8 @@ DEMO_CONFIG = """# The pipeline `appliance demo` ran; rerun with:
 export = "export/notes.csv"
 
 [generator]
-recipe = "demo"
+recipe = "{recipe}"
+max_steps = {generator_steps}
 entity_terms = {entity_terms}          # prompts name terms of terms.tsv, walking through all of them
 
 [generate]
@@ -788,6 +789,8 @@ def demo(
     lexicon_share: float = 0.6,
     entity_terms: bool = True,
     mention_copies: int = AUTO_MENTION_COPIES,
+    recipe: str = "demo",
+    generator_steps: int = 0,
     echo: Callable[[str], None] | None = None,
 ) -> DemoResult:
     """Demo data → the whole pipeline (demo recipe, lexicon annotator) → infer on a fresh export.
@@ -795,6 +798,7 @@ def demo(
     The lexicon covers a seeded ``lexicon_share`` of the demo vocabulary's
     concepts (:func:`appliance.demo.vocabulary.write_term_list`); the fresh
     notes are scored twice, by the model and by that lexicon alone.
+    ``recipe`` and ``generator_steps`` (0: the recipe's) size the generator.
     """
     say = echo or (lambda _: None)
     started = time.monotonic()
@@ -818,6 +822,8 @@ def demo(
             share=lexicon_share,
             entity_terms=str(entity_terms).lower(),
             mention_copies=mention_copies,
+            recipe=recipe,
+            generator_steps=generator_steps,
         )
     )
     result = run(ws, load_config(config_path), echo=say)

@@ -148,3 +148,35 @@ def test_cli_missing_export_and_config(workspace: Any, tmp_path: Path) -> None:
         [*base, "--config", str(tmp_path / "no.toml")], capture_output=True, text=True
     )
     assert proc.returncode != 0 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_scores_the_term_list_and_the_model_on_the_same_fresh_notes(tmp_path: Path) -> None:
+    """`appliance demo` end to end, with a tiny generator: what it prints and what it leaves."""
+    from appliance.pipeline import demo
+
+    result = demo(
+        tmp_path / "d", notes=150, synthetic=60, fresh=20, recipe="demo", generator_steps=200
+    )
+    assert result.terms is not None and result.terms.is_file()
+    kept = result.term_counts
+    assert all(0 < c["kept"] < c["concepts"] for c in kept.values())  # a partial term list
+    assert {s.name: s.status for s in result.pipeline.stages} == dict.fromkeys(
+        ("ingest", "generator", "generate", "screen", "annotate", "ner", "export"), "ran"
+    )
+    ws = json.loads((result.workspace / "models" / "generator" / "manifest.json").read_text())
+    assert ws["data"]["entity_terms"]["sources"][0]["path"].endswith("terms.tsv")
+    ner = json.loads(
+        (result.workspace / "models" / "ner" / "default" / "manifest.json").read_text()
+    )
+    assert ner["settings"]["mention_copies"] == 1
+    assert ner["data"]["source"]["mention_replacement"]["terms"] == (
+        "the lexicon of the training annotations"
+    )
+    comparison = result.f1["comparison"]
+    assert {"model", "lexicon", "union"} <= set(comparison)
+    lexicon_alone = result.lexicon_f1["seqeval"]["micro"]["f1"]
+    # The same term list scored two ways gives the same figure: directly and inside the package.
+    assert comparison["lexicon"]["seqeval"]["micro"]["f1"] == pytest.approx(lexicon_alone, abs=1e-3)
+    assert 0 < lexicon_alone < 1  # the fresh notes mention concepts the list lacks
+    assert len(result.predictions.read_text().splitlines()) == 20
