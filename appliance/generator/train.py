@@ -76,6 +76,8 @@ class TrainResult:
     canaries: int
     manifest_path: Path
     history: list[dict[str, float]] = field(default_factory=list)
+    # Entity conditioning: training notes whose prefix named terms (None: not conditioned).
+    entity_notes: int | None = None
 
     def summary(self) -> str:
         ppl = f"{self.holdout_perplexity:.1f}" if self.holdout_perplexity is not None else "n/a"
@@ -84,8 +86,20 @@ class TrainResult:
         return (
             f"trained generator: {self.steps} steps{resumed} on {self.train_records} records "
             f"({self.train_tokens} tokens), held-out perplexity {ppl} on {self.holdout_records} records, "
-            f"{self.tokens_per_second:.0f} tokens/s, {replaced} identifier spans pseudonymized; "
-            f"saved encrypted to {self.manifest_path.parent}"
+            f"{self.tokens_per_second:.0f} tokens/s, {replaced} identifier spans pseudonymized"
+            f"{self._entities()}; saved encrypted to {self.manifest_path.parent}"
+        )
+
+    def _entities(self) -> str:
+        if self.entity_notes is None:
+            return ""
+        if self.entity_notes == 0:
+            return (
+                "; entity terms: no training record mentions a term of the lists, so "
+                "generation will name terms the model never learned to write (check the lists)"
+            )
+        return (
+            f"; entity terms named in {self.entity_notes} of {self.train_records} training records"
         )
 
 
@@ -404,4 +418,7 @@ def _train(
         canaries=len(data.canaries),
         manifest_path=folder / "manifest.json",
         history=history,
+        entity_notes=(
+            sum(1 for c in data.corpus.entity_counts if c) if data.entities is not None else None
+        ),
     )

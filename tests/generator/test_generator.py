@@ -338,6 +338,7 @@ def test_entity_terms_condition_training_and_cover_the_list_in_generation(tmp_pa
     base = ["generator", "train", "-w", str(ws.root), "--recipe", "tiny", "--max-steps", "4"]
     result = runner.invoke(cli, [*base, "--entity-terms", "demo"])
     assert result.exit_code == 0, result.output
+    assert re.search(r"entity terms named in \d+ of \d+ training records", result.output)
     manifest = json.loads((ws.generator_dir / "manifest.json").read_text())
     named = manifest["data"]["entity_terms"]
     assert named["notes_naming_terms"] > 0 and named["terms_named"] >= named["notes_naming_terms"]
@@ -380,6 +381,11 @@ def test_entity_terms_condition_training_and_cover_the_list_in_generation(tmp_pa
     assert gen.entities is not None and gen.entities.vocabulary == {
         "DRUG": ["lisinopril", "metformin", "warfarin", "zzquinol"]
     }
+    # A list no record mentions is said, not silently trained on.
+    unseen = tmp_path / "unseen.tsv"
+    unseen.write_text("term\tlabel\nzzquinol\tDRUG\n")
+    result = runner.invoke(cli, [*base, "--entity-terms", str(unseen)])
+    assert result.exit_code == 0 and "no training record mentions a term" in result.output
     bad = runner.invoke(cli, [*base, "--entity-terms", str(tmp_path / "missing.tsv")])
     assert bad.exit_code != 0 and bad.output.startswith("error: ")
     assert len(bad.output.strip().splitlines()) == 1
