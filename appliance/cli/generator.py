@@ -114,15 +114,23 @@ def _entity_terms(ws: Any, values: tuple[str, ...]) -> Any:
     """``--entity-terms`` as the generator takes them (``demo``: the built-in vocabularies)."""
     from appliance.annotate.annotators import AnnotatorOptions
     from appliance.annotate.annotators.lexicon import term_finder
-    from appliance.errors import UsageError
+    from appliance.errors import ApplianceError, UsageError
     from appliance.generator.prefixes import EntityTerms
 
     files = tuple(Path(v) for v in values if v != "demo")
     if files and len(files) != len(values):
         raise UsageError("--entity-terms: give either `demo` or term files, not both")
-    find, vocabulary, sources = term_finder(
-        AnnotatorOptions(lexicons=files), ws.policy.entity_schema(), ws.config.workspace.language
-    )
+    try:
+        find, vocabulary, sources = term_finder(
+            AnnotatorOptions(lexicons=files),
+            ws.policy.entity_schema(),
+            ws.config.workspace.language,
+        )
+    except ApplianceError as exc:  # the lexicon reader's words name annotate's --label
+        message = str(exc).replace(
+            " and no --label; pass --label TYPE for this file", "; give it as TYPE=FILE"
+        )
+        raise type(exc)(f"--entity-terms {message}") from None
     return EntityTerms(find, vocabulary, sources)
 
 

@@ -202,7 +202,8 @@ class EntityTerms:
 
 
 def entity_line(terms: Sequence[str]) -> str:
-    return ENTITY_LINE + "; ".join(terms) if terms else ""
+    """``entities: a; b`` (whitespace inside a term collapsed, so the line stays one line)."""
+    return ENTITY_LINE + "; ".join(" ".join(t.split()) for t in terms) if terms else ""
 
 
 def join_prefix(meta: str, entities: str) -> str:

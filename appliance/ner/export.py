@@ -63,6 +63,7 @@ from appliance.ner.lexicon import (
 from appliance.ner.model import NER_META, TOKENIZER_FILE, NerModel, load_model, read_tokenizer_json
 from appliance.ner.package import MODEL_FILE, sign_package
 from appliance.ner.runtime import Tagger, TorchBackend, tagger_from
+from appliance.ner.settings import entity_types
 from appliance.security.audit import utc_now
 from appliance.security.crypto import atomic_write, read_encrypted, write_encrypted
 from appliance.security.keys import DataKey, load_signing_key
@@ -569,6 +570,18 @@ def _combine_defaults(
             "default": DEFAULT_COMBINE,
             "min_confidence": DEFAULT_MIN_CONFIDENCE,
             "chosen": "default",
+        }
+    gold_types = {s.label for d in gold for s in d.spans}
+    types = set(lexicon.lexicon.labels) | set(entity_types(tagger.labels))
+    if not gold_types & types:  # e.g. "Disease" against DIAGNOSIS: every threshold would score 0
+        return {
+            "default": DEFAULT_COMBINE,
+            "min_confidence": DEFAULT_MIN_CONFIDENCE,
+            "chosen": "default",
+            "calibration_skipped": (
+                f"the development gold labels ({', '.join(sorted(gold_types)) or 'none'}) "
+                f"share no type with the package ({', '.join(sorted(types))})"
+            ),
         }
     texts = [d.text for d in gold]
     annotator = lexicon.annotator()

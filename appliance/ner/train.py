@@ -702,7 +702,7 @@ def _mention_terms(
         manifest = read_manifest(ws.annotation_dir(str(source.get("name", "default"))))
         try:
             packed, reason = training_lexicon(source, manifest, ws.root, ws.policy.entity_schema())
-        except WorkspaceError as exc:
+        except (WorkspaceError, InputError) as exc:  # gone, changed, or unreadable now
             packed, reason = None, str(exc)
         if packed is not None:
             terms: dict[str, list[str]] = {}

@@ -389,5 +389,9 @@ def test_entity_terms_condition_training_and_cover_the_list_in_generation(tmp_pa
     bad = runner.invoke(cli, [*base, "--entity-terms", str(tmp_path / "missing.tsv")])
     assert bad.exit_code != 0 and bad.output.startswith("error: ")
     assert len(bad.output.strip().splitlines()) == 1
+    unlabelled = tmp_path / "unlabelled.tsv"
+    unlabelled.write_text("term\nmetformin\n")
+    bad = runner.invoke(cli, [*base, "--entity-terms", str(unlabelled)])
+    assert bad.exit_code != 0 and "give it as TYPE=FILE" in bad.output
     mixed = runner.invoke(cli, [*base, "--entity-terms", "demo", "--entity-terms", str(terms)])
     assert mixed.exit_code != 0 and "either `demo` or term files" in mixed.output

@@ -89,6 +89,8 @@ def test_training_entity_line_names_distinct_terms_in_text_order():
     line, per_type = many.line("x")
     assert line.count(";") == MAX_TERMS - 1 and per_type["DRUG"] == MAX_TERMS
     assert EntityTerms(lambda text: [], {}).line("x") == ("", {})
+    split = EntityTerms(lambda text: [("DRUG", "insulin\n  glargine")], {})
+    assert split.line("x")[0] == "entities: insulin glargine"  # the line stays one line
 
 
 def test_generation_entity_lines_walk_the_whole_term_list():

@@ -407,6 +407,19 @@ def test_export_chooses_the_union_threshold_on_development_gold_notes(trained, t
     _invoke("export", "-w", ws.root, "--out", fixed, "--dev", gold, "--min-confidence", "0.7")
     given = json.loads((fixed / "ner.json").read_text())["lexicon"]["combine"]
     assert given == {"default": "union", "min_confidence": 0.7, "chosen": "given"}
+    # Gold labels the package does not know (NCBI's "Disease" against DIAGNOSIS): no choice made.
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text(
+        gold.read_text()
+        .replace('"DIAGNOSIS"', '"Disease"')
+        .replace('"DRUG"', '"Chemical"')
+        .replace('"PROCEDURE"', '"Method"')
+    )
+    other = tmp_path / "other"
+    _invoke("export", "-w", ws.root, "--out", other, "--dev", foreign)
+    skipped = json.loads((other / "ner.json").read_text())["lexicon"]["combine"]
+    assert (skipped["chosen"], skipped["min_confidence"]) == ("default", 0.9)
+    assert "share no type with the package" in skipped["calibration_skipped"]
     bad = CliRunner().invoke(cli, ["export", "-w", str(ws.root), "--min-confidence", "2"])
     assert bad.exit_code != 0 and "--min-confidence 2" in bad.output
 
