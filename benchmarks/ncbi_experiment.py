@@ -34,6 +34,7 @@ another gold set with ``appliance ner evaluate --gold FILE --model PACKAGE``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -172,6 +173,18 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--base", type=Path, default=None, help="encoder folder (default: MiniLM)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--entity-terms",
+        choices=("on", "off"),
+        default="on",
+        help="condition the generator on the lexicon's terms (the pipeline's entity_terms)",
+    )
+    ap.add_argument(
+        "--ablation",
+        default="plain,no-mentions,self-training",
+        help="extra models on every released note, each with one technique changed",
+    )
+    ap.add_argument("--eval-every", type=int, default=100, help="steps between dev evaluations")
     ap.add_argument("--only", default="", help="comma-separated model names to (re)run")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="write the learning curve as SVG")
@@ -179,12 +192,14 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from appliance.annotate.annotators import AnnotatorOptions
+    from appliance.annotate.annotators.lexicon import term_finder
     from appliance.annotate.lexicon import LexiconAnnotator, load_lexicon
     from appliance.annotate.stage import run as annotate
     from appliance.corpus import RELEASE_FILE, load_release, read_annotations
     from appliance.documents import Document, Span, write_jsonl
     from appliance.generator import sample
     from appliance.generator import train as gen_train
+    from appliance.generator.prefixes import EntityTerms
     from appliance.metrics import score
     from appliance.ner import export as ner_export
     from appliance.ner import train as ner_train
@@ -223,7 +238,11 @@ def main() -> None:
     def lexicon_spans(text: str) -> list[Span]:
         return [s for s in lexicon.annotate_text(text) if s.label == LABEL]
 
-    lex_real = [Document(d.id, d.text, lexicon_spans(d.text)) for d in train_docs]
+    def lexicon_doc(d: Any) -> Any:  # the annotator's spans of LABEL and its undecided ranges
+        r = lexicon.annotate(d.text)
+        return Document(d.id, d.text, [s for s in r.spans if s.label == LABEL], {}, r.uncertain)
+
+    lex_real = [lexicon_doc(d) for d in train_docs]
     write_jsonl(lex_real, data / "train-lexicon.jsonl")
     lex_devel = [Document(d.id, d.text, lexicon_spans(d.text)) for d in devel_docs]
     s = score(devel_docs, lex_devel)
@@ -256,11 +275,17 @@ def main() -> None:
         (ws.store_manifest).exists(),
         lambda: ingest.run(ws, export, fmt="jsonl").summary(),
     )
+    options = AnnotatorOptions(lexicons=(doid,), label=LABEL)
+    entities = None
+    if args.entity_terms == "on":
+        entities = EntityTerms(
+            *term_finder(options, ws.policy.entity_schema(), ws.config.workspace.language)
+        )
     stage(
         "generator",
         (ws.generator_dir / "manifest.json").exists(),
         lambda: gen_train.run(
-            ws, recipe=args.recipe, max_steps=args.generator_steps or None
+            ws, recipe=args.recipe, max_steps=args.generator_steps or None, entities=entities
         ).summary(),
     )
     corpus_manifest = ws.corpus_dir("default") / "manifest.json"
@@ -282,7 +307,6 @@ def main() -> None:
     release = load_release(ws, "default")
     state["released"] = int(release["counts"]["released"])
     state["quarantined"] = int(release["counts"]["quarantined"])
-    options = AnnotatorOptions(lexicons=(doid,), label=LABEL)
     ann_manifest = ws.root / "annotations" / "doid" / "manifest.json"
     stage(
         "annotate",
@@ -299,33 +323,60 @@ def main() -> None:
 
     # -- models
     base = args.base or minilm_dir()
+    # The product's defaults on annotations (partial labels, O sampling, mention
+    # replacement); a gold file trains with every O token and no copies.
     settings = NerSettings(
         epochs=args.epochs,
         max_steps=args.max_steps,
         batch_size=args.batch_size,
         lr=args.lr,
-        patience=2,
+        eval_every=args.eval_every,
+        patience=3,
         device=args.device,
         seed=0,
     )
+    annotator_defaults = settings.resolved(gold=False)
+    variants = {
+        "default": annotator_defaults,
+        "plain": dataclasses.replace(
+            annotator_defaults, partial_labels=False, o_keep=1.0, mention_copies=0
+        ),
+        "no-mentions": dataclasses.replace(annotator_defaults, mention_copies=0),
+        "self-training": dataclasses.replace(annotator_defaults, self_training_rounds=1),
+    }
     sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip()})
-    runs: list[
-        tuple[str, str, Path | None, int]
-    ] = []  # name, kind, train file (None: workspace annotations), notes
+    # name, kind, train file (None: workspace annotations), notes, settings
+    runs: list[tuple[str, str, Path | None, int, Any]] = []
     for n in sizes:
         if n >= len(order):
-            runs.append((f"synthetic-{len(order)}", "synthetic", None, len(order)))
+            runs.append(
+                (f"synthetic-{len(order)}", "synthetic", None, len(order), variants["default"])
+            )
             break
         path = data / f"synthetic-{n}.jsonl"
         write_jsonl([by_id[i] for i in order[:n]], path)
-        runs.append((f"synthetic-{n}", "synthetic", path, n))
+        runs.append((f"synthetic-{n}", "synthetic", path, n, variants["default"]))
+    for variant in (v for v in args.ablation.split(",") if v):
+        if variant not in variants:
+            sys.exit(f"--ablation: {variant}? (one of {', '.join(variants)})")
+        runs.append(
+            (f"synthetic-{variant}", f"synthetic, {variant}", None, len(order), variants[variant])
+        )
     runs.append(
-        ("lexicon-real", "lexicon on real train", data / "train-lexicon.jsonl", len(lex_real))
+        (
+            "lexicon-real",
+            "lexicon on real train",
+            data / "train-lexicon.jsonl",
+            len(lex_real),
+            variants["default"],
+        )
     )
-    runs.append(("gold-train", "gold train labels", data / "train-gold.jsonl", len(train_docs)))
+    runs.append(
+        ("gold-train", "gold train labels", data / "train-gold.jsonl", len(train_docs), settings)
+    )
     only = {x for x in args.only.split(",") if x}
     models: dict[str, Any] = state.setdefault("models", {})
-    for name, kind, path, notes in runs:
+    for name, kind, path, notes, run_settings in runs:
         package = ws.ner_model_dir(name) / "package"
         if name in models and (package / "manifest.json").exists() and name not in only:
             log(f"{name}: done earlier, F1 {models[name]['f1']:.3f}")
@@ -340,13 +391,19 @@ def main() -> None:
             annotations="doid",
             train_gold=path,
             name=name,
-            settings=settings,
+            settings=run_settings,
         )
         train_s = time.perf_counter() - t0
-        exp = ner_export.run(ws, name=name)
+        # A model trained on a file carries the same lexicon the annotations were made with.
+        exp = ner_export.run(
+            ws, name=name, **({"lexicons": (doid,), "label": LABEL} if path is not None else {})
+        )
         report = ner_evaluate(ws, gold=devel_gold, model=package)
         micro = report["seqeval"]["micro"]
+        union = (report.get("comparison") or {}).get("union")
         models[name] = {
+            "union": union["seqeval"]["micro"] if union else None,
+            "settings": run_settings.as_dict(),
             "kind": kind,
             "notes": notes,
             "steps": res.steps,
@@ -374,25 +431,32 @@ def main() -> None:
         f"generator recipe {args.recipe}; {state['released']} of "
         f"{state['released'] + state['quarantined']} synthetic notes released\n"
     )
-    print("| training data | notes | human labels | steps | P | R | F1 | package |")
-    print("|---|---:|---|---:|---:|---:|---:|---|")
+    print(
+        "| training data | notes | human labels | steps | P | R | F1 | F1 with the package's "
+        "lexicon (union at 0.9) | package |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---|")
     print(
         f"| lexicon applied directly to devel (no model) | – | none | – | {lex['precision']:.3f} | "
-        f"{lex['recall']:.3f} | {lex['f1']:.3f} | – |"
+        f"{lex['recall']:.3f} | {lex['f1']:.3f} | – | – |"
     )
-    for name, _, _, _ in runs:
+
+    def union_f1(m: dict[str, Any]) -> str:
+        return f"{m['union']['f1']:.3f}" if m.get("union") else "–"
+
+    for name, *_ in runs:
         if name not in models:
             continue
         m = models[name]
         human = "yes (gold train)" if name == "gold-train" else "none"
         print(
             f"| {name} ({m['kind']}) | {m['notes']} | {human} | {m['steps']} | {m['precision']:.3f} | "
-            f"{m['recall']:.3f} | **{m['f1']:.3f}** | `{m['package']}` |"
+            f"{m['recall']:.3f} | **{m['f1']:.3f}** | {union_f1(m)} | `{m['package']}` |"
         )
     print(f"\nstage seconds: {json.dumps(timings)}")
     curve = [
         (models[n]["notes"], models[n]["f1"])
-        for n, k, _, _ in runs
+        for n, k, *_ in runs
         if k == "synthetic" and n in models
     ]
     if args.plot and curve:
