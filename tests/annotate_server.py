@@ -14,6 +14,13 @@ type once). Fault knobs make it behave like real servers do:
     timeout     answers only after ``timeout_delay`` seconds
     slow        answers after ``slow_delay`` seconds (within the client's timeout)
     drop        closes the connection without answering
+    cut         the answer cut off between two entities (``finish_reason: length``)
+    cut_string  the answer cut off inside an entity's text (``finish_reason: length``)
+    too_many    more entities than the request's ``maxItems``
+
+Every answer reports ``usage.completion_tokens`` (about 4 characters a token),
+and a request without ``response_format`` (the client's speed probe) gets a
+short plain answer.
 
 ``fault(text, "500", "500")`` applies the listed faults to the first requests
 for that note, one per request, then answers normally; ``fault_all`` applies
@@ -34,7 +41,10 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from appliance.annotate.client import PROBE_PROMPT
+
 INVENTED = "unobtainium toxicity"
+PROBE = PROBE_PROMPT  # the client's speed probe
 
 
 def ideal_answer(entities: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
@@ -155,6 +165,11 @@ class AnnotateServer:
             self._total += 1
             n = self._total
             fault = self.faults[text].pop(0) if self.faults.get(text) else self.fault_every
+        if not rf and body.get("model") == self.model and text == PROBE:
+            if self.latency:
+                time.sleep(self.latency)
+            self._reply(h, n, "ready", "stop")
+            return
         if rf.get("type") != "json_schema" or body.get("model") != self.model:
             h._send(400, {"error": "expected response_format json_schema and the served model"})
             return
@@ -186,6 +201,19 @@ class AnnotateServer:
             content = json.dumps(
                 {"entities": [{"text": e["text"]} for e in entities] or [{"text": "x"}]}
             )
+        elif fault == "too_many":
+            limit = rf["json_schema"]["schema"]["properties"]["entities"].get("maxItems", 100)
+            content = json.dumps(
+                {"entities": (entities or [{"text": "x", "label": "DRUG"}]) * (limit + 1)}
+            )
+        elif fault in ("cut", "cut_string"):
+            full = json.dumps({"entities": entities})
+            if fault == "cut":  # after the first entity's closing brace
+                content = full[: full.index("}") + 1] + ", "
+            else:  # inside the first entity's text
+                content = full[: full.index('"text": "') + len('"text": "') + 2]
+            self._reply(h, n, content, "length")
+            return
         else:
             if fault == "case":
                 entities = [
@@ -200,6 +228,10 @@ class AnnotateServer:
             content = json.dumps({"entities": entities})
             with self.lock:
                 self.answered[text] += 1
+        self._reply(h, n, content, "stop")
+
+    def _reply(self, h: Any, n: int, content: str, finish: str) -> None:
+        tokens = max(1, len(content) // 4)
         reply = {
             "id": f"chatcmpl-{n}",
             "object": "chat.completion",
@@ -209,10 +241,10 @@ class AnnotateServer:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
+                    "finish_reason": finish,
                 }
             ],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
         }
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             h._send(200, reply)

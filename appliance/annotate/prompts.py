@@ -39,6 +39,8 @@ __all__ = [
     "STRATEGIES",
     "Bm25",
     "PromptBuilder",
+    "answer_budget",
+    "max_entities",
     "response_schema",
 ]
 
@@ -46,25 +48,60 @@ PROMPT_VERSION = "1"
 STRATEGIES = ("zero-shot", "few-shot", "retrieval")
 
 
-def response_schema(labels: Sequence[str]) -> dict[str, Any]:
-    """The JSON schema of an answer: ``{"entities": [{"text", "label", "context"?}]}``."""
+# Bounds that make every answer end. A small model that repeats itself or never
+# closes a string runs into them: the server's structured-output grammar stops
+# the list at ``maxItems`` and each string at ``maxLength``, so the longest
+# answer a note allows, and with it the request's ``max_tokens``, follows from
+# the note (:func:`answer_budget`).
+MAX_TEXT_CHARS = 160  # an entity as written in the note
+MAX_CONTEXT_CHARS = 80  # the few words around it, when it is ambiguous
+MIN_ITEMS, MAX_ITEMS = 8, 200
+CHARS_PER_ITEM = 20  # the densest notes (medication lists) name about one entity per 20 characters
+CHARS_PER_TOKEN = 3.0  # JSON with note words, on a pessimistic tokenizer
+ITEM_OVERHEAD = 24  # {"text": "", "label": ""}, in characters
+
+
+def max_entities(text: str) -> int:
+    """The most entities an answer about ``text`` may list (``maxItems``)."""
+    return max(MIN_ITEMS, min(MAX_ITEMS, len(text) // CHARS_PER_ITEM + 1))
+
+
+def answer_budget(text: str, labels: Sequence[str]) -> int:
+    """Tokens a complete answer about ``text`` needs at most, in practice.
+
+    Every entity's own words come from the note, so their total is about the
+    note's length (counted twice: an ambiguous entity repeats its context);
+    on top, each of :func:`max_entities` items costs its JSON and its label.
+    """
+    label = max((len(x) for x in labels), default=10)
+    chars = 2 * len(text) + max_entities(text) * (ITEM_OVERHEAD + label) + 32
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+def response_schema(labels: Sequence[str], max_items: int | None = None) -> dict[str, Any]:
+    """The JSON schema of an answer: ``{"entities": [{"text", "label", "context"?}]}``.
+
+    ``max_items`` bounds the list (:func:`max_entities` of the note); strings
+    are bounded always.
+    """
+    entities: dict[str, Any] = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS},
+                "label": {"type": "string", "enum": list(labels)},
+                "context": {"type": "string", "maxLength": MAX_CONTEXT_CHARS},
+            },
+            "required": ["text", "label"],
+            "additionalProperties": False,
+        },
+    }
+    if max_items is not None:
+        entities["maxItems"] = max_items
     return {
         "type": "object",
-        "properties": {
-            "entities": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "text": {"type": "string", "minLength": 1},
-                        "label": {"type": "string", "enum": list(labels)},
-                        "context": {"type": "string"},
-                    },
-                    "required": ["text", "label"],
-                    "additionalProperties": False,
-                },
-            }
-        },
+        "properties": {"entities": entities},
         "required": ["entities"],
         "additionalProperties": False,
     }

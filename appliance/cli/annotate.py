@@ -125,10 +125,9 @@ def _annotator_options(f: F) -> F:
         ),
         click.option(
             "--timeout",
-            default=120.0,
-            show_default=True,
+            default=None,
             type=float,
-            help="Seconds per LLM request.",
+            help="Seconds per LLM request (default: derived from the endpoint's measured speed).",
         ),
         click.option(
             "--retries",
@@ -147,10 +146,10 @@ def _annotator_options(f: F) -> F:
         click.option("--temperature", default=0.0, show_default=True, type=float),
         click.option(
             "--max-tokens",
-            default=1024,
+            default=2048,
             show_default=True,
             type=int,
-            help="Token limit of an answer.",
+            help="Ceiling on an answer's tokens (each note asks for a budget sized to its length).",
         ),
         click.option(
             "--api-key-env",

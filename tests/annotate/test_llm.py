@@ -16,8 +16,24 @@ from click.testing import CliRunner
 
 from appliance.annotate.annotators import AnnotatorOptions, LLMMember, build_members
 from appliance.annotate.cache import AnswerCache
-from appliance.annotate.client import LLMClient, LLMSettings, LLMUnavailable
-from appliance.annotate.prompts import PromptBuilder, response_schema
+from appliance.annotate.client import (
+    PROBE_TOKENS,
+    TIMEOUT_FLOOR,
+    TIMEOUT_MARGIN,
+    LLMClient,
+    LLMSettings,
+    LLMUnavailable,
+    Speed,
+    close_truncated,
+)
+from appliance.annotate.prompts import (
+    MAX_CONTEXT_CHARS,
+    MAX_TEXT_CHARS,
+    PromptBuilder,
+    answer_budget,
+    max_entities,
+    response_schema,
+)
 from appliance.cli import cli
 from appliance.config import EgressPolicy, load_policy
 from appliance.errors import EgressDenied
@@ -83,9 +99,117 @@ def test_faults_are_survived_and_counted(gold):
         ) == _spans(d["entities"]), d["id"]
     # The request asks for JSON-schema output with the schema's types
     assert body["response_format"]["type"] == "json_schema"
-    assert body["response_format"]["json_schema"]["schema"] == response_schema(SCHEMA.labels)
+    # with the note's own bounds: the list (maxItems) and the answer's tokens
+    first = docs[0]["text"]
+    assert body["response_format"]["json_schema"]["schema"] == response_schema(
+        SCHEMA.labels, max_entities(first)
+    )
+    assert body["max_tokens"] == min(2048, answer_budget(first, SCHEMA.labels)) < 2048
     assert body["model"] == "test-model" and body["temperature"] == 0.0
     assert result.record["model"] == "test-model" and result.record["prompt_version"]
+
+
+def test_every_answer_is_bounded_by_the_schema_and_the_note():
+    schema = response_schema(["DRUG", "DIAGNOSIS"], max_entities("x" * 400))
+    entities = schema["properties"]["entities"]
+    assert entities["maxItems"] == 400 // 20 + 1
+    assert entities["items"]["properties"]["text"]["maxLength"] == MAX_TEXT_CHARS
+    assert entities["items"]["properties"]["context"]["maxLength"] == MAX_CONTEXT_CHARS
+    # short notes still allow a handful of entities; huge ones are capped
+    assert max_entities("") == 8 and max_entities("x" * 10**6) == 200
+    # the budget grows with the note and covers an answer naming every word of it
+    short, long = "Aspirin for headache.", "Aspirin for headache. " * 40
+    assert answer_budget(short, ["DRUG"]) < answer_budget(long, ["DRUG"])
+    words = long.split()[:200]
+    answer = json.dumps(
+        {"entities": [{"text": w, "label": "DRUG"} for w in words[: max_entities(long)]]}
+    )
+    assert len(answer) / 3 <= answer_budget(long, ["DRUG"])
+
+
+@pytest.mark.parametrize(
+    ("content", "closed"),
+    [
+        (
+            '{"entities": [{"text": "a", "label": "DRUG"}, ',
+            '{"entities": [{"text": "a", "label": "DRUG"}]}',
+        ),
+        (
+            '{"entities": [{"text": "a", "label": "DRUG"}',
+            '{"entities": [{"text": "a", "label": "DRUG"}]}',
+        ),
+        ('{"entities": [', '{"entities": []}'),
+        (
+            '{"entities": [{"text": "a \\" b", "label": "DRUG"}',
+            '{"entities": [{"text": "a \\" b", "label": "DRUG"}]}',
+        ),
+        ('{"entities": [{"text": "asth', None),  # inside a string: closing would cut a value
+        ('{"entities": [{"text": "a", "label": ', None),  # after a key
+        ('{"entities": [{"text": "a", "label"', None),
+        ('{"entities": []}', None),  # nothing open: not truncated
+        ('{"entities": [}', None),
+    ],
+)
+def test_a_cut_off_answer_is_closed_only_where_closing_is_all_it_lacks(content, closed):
+    assert close_truncated(content) == closed
+
+
+def test_cut_off_and_oversized_answers(gold):
+    _, docs = gold
+    with AnnotateServer(docs) as server:
+        server.fault(docs[0]["text"], "cut")
+        server.fault(docs[1]["text"], "cut_string")
+        server.fault(docs[2]["text"], "too_many")
+        member = LLMMember(_client(server))
+        result = member.run([(d["id"], d["text"]) for d in docs[:4]], None)
+    # cut between entities: closed, the first entity kept, counted
+    assert [s.text for s in result.spans[docs[0]["id"]]] == [
+        docs[0]["text"][s.start : s.end] for s in result.spans[docs[0]["id"]]
+    ]
+    assert len({s.text.lower() for s in result.spans[docs[0]["id"]]}) == 1
+    assert result.qa["repaired_truncated"] == 1
+    assert result.failures[docs[1]["id"]][0] == "truncated"
+    assert "max_tokens" in result.failures[docs[1]["id"]][1]
+    assert result.failures[docs[2]["id"]][0] == "schema_violation"
+    assert docs[3]["id"] in result.spans
+
+
+def test_timeouts_follow_the_measured_speed(gold):
+    speed = Speed()
+    assert speed.per_request() is None
+    speed.probe, speed.concurrency = 40.0, 4  # 40 tokens/s alone, four requests at once
+    assert speed.per_request() == 10.0
+    assert speed.timeout(200) == pytest.approx(TIMEOUT_FLOOR + TIMEOUT_MARGIN * 200 / 10.0)
+    assert speed.timeout(200, attempt=2) == pytest.approx(2 * speed.timeout(200))
+    for tokens_per_s in (20.0, 25.0, 30.0):  # measured under load: the median wins
+        speed.add(int(tokens_per_s * 2), 2.0)
+    assert speed.per_request() == 25.0
+
+    _, docs = gold
+    with AnnotateServer(docs, latency=0.05) as server:
+        client = _client(server, timeout=None)
+        answers = asyncio.run(client.annotate([(d["id"], d["text"]) for d in docs[:6]]))
+        probe = server.bodies[0]
+    assert all(a.mentions is not None for a in answers)
+    # one probe before the first note, then the notes' answers measured
+    assert "response_format" not in probe and probe["max_tokens"] == PROBE_TOKENS
+    assert sum(1 for b in server.bodies if "response_format" not in b) == 1
+    assert len(client.speed.samples) == 6 and client.speed.per_request() > 0
+    assert client.stats["completion_tokens"] > 0
+
+
+def test_auto_timeout_reports_an_unreachable_endpoint_in_one_line():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    client = LLMClient(
+        f"http://127.0.0.1:{port}/v1",
+        POLICY.egress,
+        LLMSettings(model="m"),
+        PromptBuilder(SCHEMA, "zero-shot"),
+    )
+    with pytest.raises(LLMUnavailable, match="cannot reach"):
+        asyncio.run(client.annotate([("n1", "Aspirin for headache.")]))
 
 
 def test_cache_and_resume_after_a_crash_ask_nothing_twice(gold, tmp_path):
@@ -258,10 +382,10 @@ def test_killed_run_resumes_without_asking_again(gold, tmp_path):
             "2",
             "--json",
         ]
-        server.hold_after(7)
+        server.hold_after(8)  # the speed probe, then seven notes answered
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         deadline = time.monotonic() + 60
-        while sum(server.requests.values()) < 9 and time.monotonic() < deadline:
+        while sum(server.requests.values()) < 10 and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)

@@ -35,11 +35,11 @@ class AnnotatorOptions:
     head_nouns: bool = True
     unknown_words: bool = False
     max_in_flight: int = 8
-    timeout: float = 120.0
+    timeout: float | None = None  # None: derived from the endpoint's measured speed
     retries: int = 4
     max_failures: int = 10
     temperature: float = 0.0
-    max_tokens: int = 1024
+    max_tokens: int = 2048  # ceiling; each note's own budget follows from its length
     api_key: str | None = field(default=None, repr=False)
 
 

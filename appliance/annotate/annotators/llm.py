@@ -72,8 +72,13 @@ class LLMMember:
             "invented_examples": invented_examples,
             "overruled_occurrences": overruled,
             "pinned_by_context": pinned,
+            "repaired_truncated": stats["repaired"],
             "requests": stats["requests"],
             "retries": stats["retries"],
+            "completion_tokens": stats["completion_tokens"],
+            "tokens_per_second_per_request": (
+                round(speed, 2) if (speed := self.client.speed.per_request()) else None
+            ),
             "cache_hits": stats["cache_hits"],
             "seconds": round(elapsed, 3),
             "notes_per_second": round(len(answers) / elapsed, 2) if elapsed > 0 else None,
@@ -106,8 +111,15 @@ def build(
         max_consecutive_failures=options.max_failures,
         api_key=options.api_key,
     )
-    if options.max_in_flight < 1 or options.timeout <= 0 or options.retries < 0:
-        raise UsageError("--max-in-flight must be ≥ 1, --timeout > 0 and --retries ≥ 0")
+    if (
+        options.max_in_flight < 1
+        or (options.timeout is not None and options.timeout <= 0)
+        or options.retries < 0
+        or options.max_tokens < 16
+    ):
+        raise UsageError(
+            "--max-in-flight must be ≥ 1, --timeout > 0, --retries ≥ 0 and --max-tokens ≥ 16"
+        )
     for strategy in dict.fromkeys(options.prompts):
         prompts = PromptBuilder(
             schema,
