@@ -42,6 +42,24 @@ def llm() -> None:
     "--max-model-len", default=None, type=int, help="Context length (default: the model's)."
 )
 @click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="auto: cuda when nvidia-smi lists a GPU, else cpu.",
+)
+@click.option(
+    "--kv-cache-gib",
+    default=None,
+    type=float,
+    help="CPU: GiB for vLLM's KV cache (default: a quarter of the available memory, 1 to 8).",
+)
+@click.option(
+    "--eager/--compile",
+    default=None,
+    help="Skip graph compilation (default: eager on CPU, compiled on GPU).",
+)
+@click.option(
     "--ready-timeout",
     default=900.0,
     show_default=True,
@@ -55,17 +73,23 @@ def llm_serve(
     gpu_memory_utilization: float,
     tensor_parallel_size: int,
     max_model_len: int | None,
+    device: str,
+    kv_cache_gib: float | None,
+    eager: bool | None,
     ready_timeout: float,
 ) -> None:
-    """Start `vllm serve` on a local model folder, bound to 127.0.0.1, offline; Ctrl-C stops it.
+    """Serve a local model folder with vLLM, bound to 127.0.0.1, offline; Ctrl-C stops it.
 
     Waits until the server is healthy and lists the model, then prints the
-    endpoint and model name to pass to `appliance annotate`. Needs the gpu
-    extra (vllm).
+    endpoint and model name to pass to `appliance annotate`. Needs vLLM
+    (bash install.sh --vllm: the CUDA build on a GPU server, the CPU build
+    elsewhere). A GGUF file or packaged model becomes a folder with
+    `appliance llm prepare`.
 
     \b
-    Example:
+    Examples:
       appliance llm serve /models/Llama-3.1-8B-Instruct --served-model-name local-llm --max-model-len 8192
+      appliance llm serve ./models/smollm2 --device cpu --max-model-len 4096
     """
     from appliance.annotate.serve import ServeOptions, VLLMServer
 
@@ -76,6 +100,9 @@ def llm_serve(
         gpu_memory_utilization=gpu_memory_utilization,
         tensor_parallel_size=tensor_parallel_size,
         max_model_len=max_model_len,
+        device=device,
+        kv_cache_gib=kv_cache_gib,
+        eager=eager,
     )
     server = VLLMServer(opts)
     stopping: list[int] = []
@@ -91,7 +118,8 @@ def llm_serve(
     try:
         server.wait_ready(timeout=ready_timeout)
         click.echo(
-            f"serving {opts.name} at {server.endpoint} (vllm pid {server.proc.pid if server.proc else '?'}); Ctrl-C stops it"
+            f"serving {opts.name} at {server.endpoint} on {server.device} "
+            f"(vllm pid {server.proc.pid if server.proc else '?'}); Ctrl-C stops it"
         )
         click.echo(
             f"  appliance annotate --annotator llm --endpoint {server.endpoint} --model {opts.name}"

@@ -1,4 +1,4 @@
-"""`appliance llm serve` with a fake `vllm` executable that really serves on loopback."""
+"""`appliance llm serve` with a stand-in for vLLM's Python (``APPLIANCE_VLLM_PYTHON``) that really serves on loopback."""
 
 from __future__ import annotations
 
@@ -13,18 +13,25 @@ from pathlib import Path
 
 import pytest
 
-from appliance.annotate.serve import ServeOptions, build_command
+from appliance.annotate.serve import (
+    ENTRYPOINT,
+    ServeOptions,
+    build_command,
+    cpu_kv_cache_gib,
+    server_env,
+)
 
 FAKE_VLLM = """#!{python}
 import json, os, signal, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-args = sys.argv[1:]
+args = sys.argv[1:]  # -m vllm.entrypoints.openai.api_server --model ...
 log = os.environ["FAKE_VLLM_LOG"]
 opt = lambda name: args[args.index(name) + 1]
 with open(log, "w") as fh:
     json.dump({{"argv": args, "env": {{k: os.environ.get(k) for k in
-        ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK")}}}}, fh)
+        ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK",
+         "VLLM_CPU_KVCACHE_SPACE")}}}}, fh)
 name = opt("--served-model-name")
 
 class H(BaseHTTPRequestHandler):
@@ -58,7 +65,7 @@ def _free_port() -> int:
 def fake_vllm(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    exe = bindir / "vllm"
+    exe = bindir / "python-with-vllm"
     exe.write_text(FAKE_VLLM.format(python=sys.executable))
     exe.chmod(0o755)
     model = tmp_path / "tiny-llm"
@@ -70,7 +77,7 @@ def fake_vllm(tmp_path):
 def _env(bindir: Path, log: Path) -> dict[str, str]:
     env = {
         **os.environ,
-        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "APPLIANCE_VLLM_PYTHON": str(bindir / "python-with-vllm"),
         "FAKE_VLLM_LOG": str(log),
     }
     env.pop("HF_HUB_OFFLINE", None)
@@ -78,10 +85,11 @@ def _env(bindir: Path, log: Path) -> dict[str, str]:
 
 
 def test_command_line():
-    cmd = build_command(
-        ServeOptions(Path("/models/m"), port=8011, max_model_len=4096, gpu_memory_utilization=0.5)
+    opts = ServeOptions(
+        Path("/models/m"), port=8011, max_model_len=4096, gpu_memory_utilization=0.5
     )
-    assert cmd[:3] == ["vllm", "serve", "/models/m"]
+    cmd = build_command(opts, "/opt/vllm/bin/python", "cuda")
+    assert cmd[:5] == ["/opt/vllm/bin/python", "-m", ENTRYPOINT, "--model", "/models/m"]
     joined = " ".join(cmd)
     for part in (
         "--host 127.0.0.1",
@@ -92,6 +100,24 @@ def test_command_line():
         "--max-model-len 4096",
     ):
         assert part in joined
+    assert "--enforce-eager" not in cmd
+    # On a CPU: no GPU flags, eager (compilation costs minutes and does not pay)
+    cpu = build_command(opts, "python", "cpu")
+    assert "--enforce-eager" in cpu and "--gpu-memory-utilization" not in cpu
+    assert "--enforce-eager" not in build_command(
+        ServeOptions(Path("/models/m"), eager=False), "python", "cpu"
+    )
+
+
+def test_cpu_kv_cache_is_sized_to_the_machine():
+    assert cpu_kv_cache_gib(2.0) == 1  # never below 1 GiB
+    assert cpu_kv_cache_gib(9.2) == 2  # a quarter of what is available
+    assert cpu_kv_cache_gib(500.0) == 8  # never most of a large machine either
+    env = server_env(ServeOptions(Path("/m"), kv_cache_gib=1.5), "cpu")
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "1.5" and env["HF_HUB_OFFLINE"] == "1"
+    # on a GPU the KV cache is vLLM's share of GPU memory; the CPU setting is left alone
+    gpu_env = server_env(ServeOptions(Path("/m")), "cuda")
+    assert gpu_env.get("VLLM_CPU_KVCACHE_SPACE") == os.environ.get("VLLM_CPU_KVCACHE_SPACE")
 
 
 @pytest.mark.parametrize(
@@ -122,6 +148,10 @@ def test_serve_waits_for_health_and_stops_cleanly(fake_vllm, sig, inherited):
             "0.6",
             "--max-model-len",
             "2048",
+            "--device",
+            "cpu",
+            "--kv-cache-gib",
+            "2",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -131,16 +161,22 @@ def test_serve_waits_for_health_and_stops_cleanly(fake_vllm, sig, inherited):
     )
     try:
         line = proc.stdout.readline()
-        assert f"serving tiny at http://127.0.0.1:{port}/v1" in line, line or proc.stderr.read()
+        assert f"serving tiny at http://127.0.0.1:{port}/v1 on cpu" in line, (
+            line or proc.stderr.read()
+        )
         started = json.loads(log.read_text())
         argv = " ".join(started["argv"])
-        assert argv.startswith(f"serve {model.resolve()} --host 127.0.0.1 --port {port}")
-        assert "--max-model-len 2048" in argv and "--gpu-memory-utilization 0.6" in argv
+        assert argv.startswith(
+            f"-m {ENTRYPOINT} --model {model.resolve()} --host 127.0.0.1 --port {port}"
+        )
+        assert "--max-model-len 2048" in argv and "--enforce-eager" in argv
+        assert "--gpu-memory-utilization" not in argv  # a CPU server
         assert started["env"] == {
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
+            "VLLM_CPU_KVCACHE_SPACE": "2",
         }
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
@@ -161,11 +197,15 @@ def test_serve_waits_for_health_and_stops_cleanly(fake_vllm, sig, inherited):
         pytest.fail("the fake vllm still listens")
 
 
-def test_missing_vllm_names_the_extra(tmp_path):
+@pytest.mark.skipif(
+    (Path(sys.prefix).parent / ".venv-vllm").exists(), reason="install.sh --vllm ran here"
+)
+def test_missing_vllm_names_the_install_step(tmp_path):
     model = tmp_path / "m"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent.parent / "nonexistent")}
+    env = {**os.environ}
+    env.pop("APPLIANCE_VLLM_PYTHON", None)
     done = subprocess.run(
         [sys.executable, "-m", "appliance", "llm", "serve", str(model)],
         capture_output=True,
@@ -174,7 +214,23 @@ def test_missing_vllm_names_the_extra(tmp_path):
         timeout=60,
     )
     assert done.returncode == 7 and "Traceback" not in done.stderr
-    assert "appliance[gpu]" in done.stderr and "vllm" in done.stderr
+    assert "install.sh --vllm" in done.stderr and "APPLIANCE_VLLM_PYTHON" in done.stderr
+
+
+def test_a_named_vllm_python_that_is_not_there(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    env = {**os.environ, "APPLIANCE_VLLM_PYTHON": str(tmp_path / "nope" / "python")}
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "llm", "serve", str(model)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 7 and "Traceback" not in done.stderr
+    assert "APPLIANCE_VLLM_PYTHON" in done.stderr and "no such file" in done.stderr
 
 
 def test_not_a_model_folder(tmp_path, fake_vllm):
