@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -140,19 +141,66 @@ def load_generator(ws: Workspace, device: str = "cpu") -> Generator:
     )
 
 
+PLAIN_PREFIX = "appliance-generator-"
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive, and not ours to judge
+    return True
+
+
+def remove_stale_plain_folders(base: Path) -> list[Path]:
+    """Remove plaintext model folders left by a process that was killed (kill -9, power loss).
+
+    Each folder names its owner's pid in ``owner.pid``; a folder of this user
+    whose owner is gone, or that never named one within a minute, is removed.
+    """
+    removed: list[Path] = []
+    uid = os.getuid()
+    for folder in base.glob(PLAIN_PREFIX + "*"):
+        try:
+            info = folder.lstat()
+        except OSError:
+            continue  # removed meanwhile
+        if not folder.is_dir() or folder.is_symlink() or info.st_uid != uid:
+            continue
+        try:
+            pid = int((folder / OWNER_FILE).read_text().strip() or "0")
+        except (OSError, ValueError):
+            pid = 0
+            if time.time() - info.st_mtime < 60:
+                continue  # just made by a run that is about to name itself
+        if pid and _alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
 @contextmanager
 def plain_model_folder(gen: Generator) -> Iterator[Path]:
     """A temporary plaintext model folder (for vLLM), private and removed on exit.
 
     Written under /dev/shm when it exists so the weights stay in memory-backed
-    storage rather than on disk.
+    storage rather than on disk. Folders that a killed run left behind are
+    removed first (:func:`remove_stale_plain_folders`), so plaintext weights
+    outlive a ``kill -9`` only until the next start (or the next reboot, which
+    empties /dev/shm).
     """
     from appliance.generator.tokenizer import to_transformers
 
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    folder = Path(tempfile.mkdtemp(prefix="appliance-generator-", dir=base))
+    remove_stale_plain_folders(Path(base or tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix=PLAIN_PREFIX, dir=base))
     os.chmod(folder, 0o700)
     try:
+        (folder / OWNER_FILE).write_text(str(os.getpid()))
         gen.model.save_pretrained(folder, safe_serialization=True)
         to_transformers(gen.tokenizer).save_pretrained(folder)
         yield folder

@@ -228,6 +228,35 @@ def test_plain_model_folder_is_private_and_removed(trained):
     assert not folder.exists()
 
 
+def test_plain_folders_a_killed_run_left_are_removed_at_the_next_start(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # A run killed with SIGKILL: its folder names a pid that no longer exists.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f"{artifact.PLAIN_PREFIX}stale"
+    stale.mkdir()
+    (stale / artifact.OWNER_FILE).write_text(dead.stdout.strip())
+    (stale / "model.safetensors").write_bytes(b"weights")
+    unnamed = tmp_path / f"{artifact.PLAIN_PREFIX}unnamed"  # killed before it named its owner
+    unnamed.mkdir()
+    os.utime(unnamed, (1, 1))
+    starting = tmp_path / f"{artifact.PLAIN_PREFIX}starting"  # just made; naming its owner next
+    starting.mkdir()
+    live = tmp_path / f"{artifact.PLAIN_PREFIX}live"  # another run, still sampling
+    live.mkdir()
+    (live / artifact.OWNER_FILE).write_text(str(os.getpid()))
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+    removed = artifact.remove_stale_plain_folders(tmp_path)
+    assert sorted(removed) == sorted([stale, unnamed])
+    assert not stale.exists() and not unnamed.exists()
+    assert live.exists() and starting.exists() and other.exists()
+
+
 def test_training_stream_holds_no_real_identifier(trained):
     ws, export, _ = trained
     corpus, _ = prepare(ws, _recipe())
