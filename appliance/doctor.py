@@ -151,9 +151,9 @@ _VLLM_PROBE = (
 
 
 def _check_vllm(gpus: list[tuple[str, str]]) -> Check:
-    """Which vLLM ``appliance llm serve`` would run (see annotate/serve.py), with version and device."""
-    from appliance.annotate.serve import VLLM_PYTHON_ENV, find_vllm_python
+    """Which vLLM ``appliance llm serve`` would run (see llmserver.py), with version and device."""
     from appliance.errors import DependencyError
+    from appliance.llmserver import VLLM_PYTHON_ENV, find_vllm_python
 
     try:
         python = find_vllm_python()

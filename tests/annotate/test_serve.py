@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.annotate.serve import (
+from appliance.llmserver import (
     ENTRYPOINT,
     ServeOptions,
     build_command,
@@ -115,6 +115,11 @@ def test_cpu_kv_cache_is_sized_to_the_machine():
     assert cpu_kv_cache_gib(500.0) == 8  # never most of a large machine either
     env = server_env(ServeOptions(Path("/m"), kv_cache_gib=1.5), "cpu")
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1.5" and env["HF_HUB_OFFLINE"] == "1"
+    # a key goes into the environment, never the command line (ps shows that to every user)
+    keyed = ServeOptions(Path("/m"), api_key="s3cret")
+    assert server_env(keyed, "cpu")["VLLM_API_KEY"] == "s3cret"
+    assert "s3cret" not in " ".join(build_command(keyed, "python", "cpu"))
+    assert "VLLM_API_KEY" not in server_env(ServeOptions(Path("/m")), "cpu")
     # on a GPU the KV cache is vLLM's share of GPU memory; the CPU setting is left alone
     gpu_env = server_env(ServeOptions(Path("/m")), "cuda")
     assert gpu_env.get("VLLM_CPU_KVCACHE_SPACE") == os.environ.get("VLLM_CPU_KVCACHE_SPACE")

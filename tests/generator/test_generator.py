@@ -156,7 +156,7 @@ def test_fixed_prefix(trained):
     }
 
 
-def test_vllm_backend_says_which_extra_to_install(trained):
+def test_vllm_backend_says_how_to_install_vllm(trained, monkeypatch):
     pytest.importorskip("torch")
     try:
         import vllm  # noqa: F401
@@ -164,9 +164,37 @@ def test_vllm_backend_says_which_extra_to_install(trained):
         pass
     else:
         pytest.skip("vllm is installed here")
+    monkeypatch.setattr(sample, "find_vllm_python", lambda: None)  # nor in .venv-vllm
     ws, _, _ = trained
-    with pytest.raises(DependencyError, match=r"appliance\[gpu\]"):
+    with pytest.raises(DependencyError, match=r"install.sh --vllm"):
         sample.run(ws, count=1, backend="vllm", corpus="v")
+
+
+@pytest.mark.vllm
+def test_vllm_backend_with_a_real_vllm_server_in_its_own_environment(trained):
+    """vLLM's CPU build in .venv-vllm (or APPLIANCE_VLLM_PYTHON) samples the generator."""
+    import glob
+
+    from appliance.llmserver import find_vllm_python
+
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vllm is importable here: the offline engine is used instead")
+    if find_vllm_python() is None:
+        pytest.skip("no vLLM: bash install.sh --vllm, or set APPLIANCE_VLLM_PYTHON")
+    ws, _, _ = trained
+    before = set(glob.glob("/dev/shm/appliance-generator-*"))
+    settings = sample.SamplingSettings(batch_size=4, seed=4, max_new_tokens=24)
+    result = sample.run(ws, count=6, backend="vllm", corpus="real-vllm", settings=settings)
+    assert result.written == 6 and result.backend == "vllm" and result.tokens > 0
+    notes = list(corpus.read_corpus(ws, "real-vllm"))
+    assert [n.id for n in notes] == [f"S{i:06d}" for i in range(1, 7)]
+    assert all(n.text for n in notes)
+    # the decrypted generator is gone with the server
+    assert set(glob.glob("/dev/shm/appliance-generator-*")) <= before
 
 
 def test_interrupted_training_resumes_from_checkpoint(tmp_path):

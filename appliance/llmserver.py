@@ -33,9 +33,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -79,6 +81,9 @@ class ServeOptions:
     kv_cache_gib: float | None = None  # CPU only; None: sized to the machine
     eager: bool | None = None  # None: eager on CPU, compiled graphs on GPU
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    # Clients must send it (vLLM's VLLM_API_KEY: never on the command line, which
+    # other local users can read); /health stays open.
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -166,6 +171,9 @@ def build_command(opts: ServeOptions, python: str = "python", device: str = "cud
 def server_env(opts: ServeOptions, device: str) -> dict[str, str]:
     """The environment vLLM runs with: offline, and on a CPU a KV cache sized to the machine."""
     env = {**os.environ, **OFFLINE_ENV}
+    env.pop("VLLM_API_KEY", None)
+    if opts.api_key:
+        env["VLLM_API_KEY"] = opts.api_key
     if device == "cpu":
         gib = opts.kv_cache_gib if opts.kv_cache_gib is not None else cpu_kv_cache_gib()
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{gib:g}"
@@ -212,23 +220,39 @@ class VLLMServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.opts.port}/v1"
 
-    def start(self) -> None:
+    def start(self, quiet: bool = False) -> None:
+        """Start vLLM; ``quiet`` keeps its output out of the terminal (the tail goes into errors)."""
         env = server_env(self.opts, self.device)
+        out: Any = None
+        if quiet:
+            self._log = tempfile.TemporaryFile()  # noqa: SIM115 (open while vLLM runs)
+            out = self._log
         # Its own process group: a Ctrl-C in the terminal reaches the launcher,
         # which forwards it once, rather than vLLM's workers all at once.
-        self.proc = subprocess.Popen(self.command, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command, env=env, start_new_session=True, stdout=out, stderr=out
+        )
+
+    def _tail(self) -> str:
+        log = getattr(self, "_log", None)
+        if log is None:
+            return "see its output above"
+        log.seek(0)
+        lines = log.read().decode("utf-8", "replace").strip().splitlines()
+        return "its last output: " + (lines[-1][:300] if lines else "(none)")
 
     def wait_ready(self, timeout: float = 900.0, poll: float = 0.5) -> None:
         """Return when ``/health`` is up and ``/v1/models`` lists the model; raise if vLLM exits."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         base = f"http://127.0.0.1:{self.opts.port}"
-        with httpx.Client(timeout=5.0, trust_env=False) as client:
+        headers = {"Authorization": f"Bearer {self.opts.api_key}"} if self.opts.api_key else {}
+        with httpx.Client(timeout=5.0, trust_env=False, headers=headers) as client:
             while True:
                 code = self.proc.poll()
                 if code is not None:
                     raise ApplianceError(
-                        f"vllm exited with code {code} before it was ready; see its output above"
+                        f"vllm exited with code {code} before it was ready; {self._tail()}"
                     )
                 try:
                     if client.get(base + "/health").status_code == 200:
@@ -253,6 +277,14 @@ class VLLMServer:
         """Forward ``sig`` to vLLM and wait; SIGKILL after ``grace`` seconds. Returns its exit code."""
         if self.proc is None:
             return 0
+        try:
+            return self._stop(grace, sig)
+        finally:
+            if getattr(self, "_log", None) is not None:
+                self._log.close()
+
+    def _stop(self, grace: float, sig: int) -> int:
+        assert self.proc is not None
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, sig)
