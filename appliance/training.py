@@ -37,10 +37,11 @@ def resolve_device(requested: str) -> str:
 
 
 def quiet_transformers() -> None:
-    """Silence transformers' advisory warnings (padding, generation defaults) in CLI output."""
+    """Silence transformers' advisory warnings and its own progress bars in CLI output."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Writing model shards" would garble the CLI's own progress
 
 
 def training_state(
