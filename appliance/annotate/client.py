@@ -438,6 +438,7 @@ class LLMClient:
     ) -> list[NoteAnswer]:
         """Answers for ``(id, text)`` notes, in their order; stops with ``LLMUnavailable``."""
         s = self.settings
+        self._probing = asyncio.Lock()  # bound to this call's event loop
         results: list[NoteAnswer | None] = [None] * len(notes)
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(len(notes)):
