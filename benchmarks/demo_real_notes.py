@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--demo", type=Path, required=True, help="a finished `appliance demo` folder")
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--runs", default=",".join(RUNS))
+    ap.add_argument("--epochs", type=int, default=12, help="the demo's NER budget (12)")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -119,7 +120,7 @@ def main() -> None:
                     ]
                 docs.append(Document(d.id, d.text, r.spans, {}, unsure))
         settings = NerSettings(
-            epochs=12,
+            epochs=args.epochs,
             batch_size=16,
             seed=0,
             device="cpu",
