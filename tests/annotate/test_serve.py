@@ -202,24 +202,35 @@ def test_serve_waits_for_health_and_stops_cleanly(fake_vllm, sig, inherited):
         pytest.fail("the fake vllm still listens")
 
 
-@pytest.mark.skipif(
-    (Path(sys.prefix).parent / ".venv-vllm").exists(), reason="install.sh --vllm ran here"
-)
-def test_missing_vllm_names_the_install_step(tmp_path):
+def test_missing_vllm_names_the_install_step(tmp_path, monkeypatch):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from appliance import llmserver
+    from appliance.cli import cli
+
+    # No vLLM anywhere: not named, not importable here, no .venv-vllm beside this environment.
+    monkeypatch.delenv("APPLIANCE_VLLM_PYTHON", raising=False)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "vllm" else real_find_spec(name, *a),
+    )
+    monkeypatch.setattr(llmserver.sys, "prefix", str(tmp_path / "venv"))
+    assert llmserver.find_vllm_python() is None
+    (tmp_path / ".venv-vllm" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv-vllm" / "bin" / "python").write_text("")
+    assert llmserver.find_vllm_python() == str(tmp_path / ".venv-vllm" / "bin" / "python")
+    (tmp_path / ".venv-vllm" / "bin" / "python").unlink()
+
     model = tmp_path / "m"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    env = {**os.environ}
-    env.pop("APPLIANCE_VLLM_PYTHON", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance", "llm", "serve", str(model)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert done.returncode == 7 and "Traceback" not in done.stderr
-    assert "install.sh --vllm" in done.stderr and "APPLIANCE_VLLM_PYTHON" in done.stderr
+    done = CliRunner().invoke(cli, ["llm", "serve", str(model)])
+    assert done.exit_code == 7, done.output
+    assert "install.sh --vllm" in done.output and "APPLIANCE_VLLM_PYTHON" in done.output
 
 
 def test_a_named_vllm_python_that_is_not_there(tmp_path):
