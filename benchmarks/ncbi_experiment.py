@@ -376,9 +376,30 @@ def main() -> None:
     )
     only = {x for x in args.only.split(",") if x}
     models: dict[str, Any] = state.setdefault("models", {})
+
+    def scores(report: dict[str, Any]) -> dict[str, Any]:
+        """The model alone (f1, precision, recall) and the package's union, from one report.
+
+        A package that carries a lexicon reports its default output (the
+        union) at the top and each source under ``comparison``.
+        """
+        comparison = report.get("comparison") or {}
+        alone = (comparison.get("model") or report)["seqeval"]["micro"]
+        union = comparison.get("union")
+        return {
+            "model_alone": True,
+            "f1": alone["f1"],
+            "precision": alone["precision"],
+            "recall": alone["recall"],
+            "union": union["seqeval"]["micro"] if union else None,
+        }
+
     for name, kind, path, notes, run_settings in runs:
         package = ws.ner_model_dir(name) / "package"
         if name in models and (package / "manifest.json").exists() and name not in only:
+            if "model_alone" not in models[name]:  # scored before the model/union split: rescore
+                models[name].update(scores(ner_evaluate(ws, gold=devel_gold, model=package)))
+                save()
             log(f"{name}: done earlier, F1 {models[name]['f1']:.3f}")
             continue
         if only and name not in only:
@@ -399,18 +420,14 @@ def main() -> None:
             ws, name=name, **({"lexicons": (doid,), "label": LABEL} if path is not None else {})
         )
         report = ner_evaluate(ws, gold=devel_gold, model=package)
-        micro = report["seqeval"]["micro"]
-        union = (report.get("comparison") or {}).get("union")
+        micro = scores(report)
         models[name] = {
-            "union": union["seqeval"]["micro"] if union else None,
+            **micro,
             "settings": run_settings.as_dict(),
             "kind": kind,
             "notes": notes,
             "steps": res.steps,
             "train_seconds": round(train_s, 1),
-            "f1": micro["f1"],
-            "precision": micro["precision"],
-            "recall": micro["recall"],
             "exact": report["spans"]["exact"]["micro"],
             "partial": report["spans"]["partial"]["micro"],
             "package": str(package),
