@@ -114,6 +114,9 @@ VLLM_VENV="$(dirname "$VENV")/.venv-vllm"
 # otherwise pip resolves a bare "torch" to the multi-GB CUDA build.
 if [[ "$VARIANT" == cpu ]]; then FIRST=("$TORCH_CPU"); else FIRST=(); fi
 
+TORCH_ARGS=()
+[[ -n "$TORCH_INDEX" ]] && TORCH_ARGS=(--extra-index-url "$TORCH_INDEX")
+
 if [[ -n "$BUILD_WHEELHOUSE" ]]; then
   mkdir -p "$BUILD_WHEELHOUSE"
   # `pip wheel` rather than `pip download`: packages published only as
@@ -132,9 +135,6 @@ if [[ -n "$BUILD_WHEELHOUSE" ]]; then
   say "wheelhouse ready: copy $BUILD_WHEELHOUSE and this folder to the server, then run: bash install.sh --wheelhouse DIR --$VARIANT$VLLM_FLAG"
   exit 0
 fi
-
-TORCH_ARGS=()
-[[ -n "$TORCH_INDEX" ]] && TORCH_ARGS=(--extra-index-url "$TORCH_INDEX")
 
 PIP_ARGS=(--disable-pip-version-check)
 if [[ -n "$WHEELHOUSE" ]]; then

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from appliance.corpus import STATUS_UNSCREENED, UNSCREENED_ZONE, SyntheticNote, write_part
 from appliance.errors import (
+    ApplianceError,
     DependencyError,
     UsageError,
     missing_dependency,
@@ -194,8 +195,25 @@ class VllmServerBackend:
         )
 
     def _one(self, prompt: list[int], seed: int, max_tokens: int) -> list[int]:
+        import httpx
+
+        try:
+            resp = self._post(prompt, seed, max_tokens)
+        except httpx.HTTPError as exc:  # the server died or hung: one line, not a traceback
+            raise ApplianceError(
+                f"vllm server at {self.server.endpoint} stopped answering: "
+                f"{type(exc).__name__}: {exc}"[:300]
+            ) from None
+        if resp.status_code != 200:
+            raise UsageError(f"vllm answered HTTP {resp.status_code}: {resp.text[:200].strip()}")
+        ids = resp.json()["choices"][0].get("token_ids")
+        if ids is None:
+            raise UsageError("this vllm does not return token ids (return_token_ids); upgrade it")
+        return [int(t) for t in ids]
+
+    def _post(self, prompt: list[int], seed: int, max_tokens: int) -> Any:
         s = self.settings
-        resp = self.client.post(
+        return self.client.post(
             "/completions",
             json={
                 "model": "generator",
@@ -209,12 +227,6 @@ class VllmServerBackend:
                 "return_token_ids": True,
             },
         )
-        if resp.status_code != 200:
-            raise UsageError(f"vllm answered HTTP {resp.status_code}: {resp.text[:200].strip()}")
-        ids = resp.json()["choices"][0].get("token_ids")
-        if ids is None:
-            raise UsageError("this vllm does not return token ids (return_token_ids); upgrade it")
-        return [int(t) for t in ids]
 
     def complete(
         self, prompts: list[list[int]], seed: int, max_new_tokens: list[int]

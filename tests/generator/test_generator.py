@@ -452,3 +452,24 @@ def test_entity_terms_condition_training_and_cover_the_list_in_generation(tmp_pa
     assert bad.exit_code != 0 and "give it as TYPE=FILE" in bad.output
     mixed = runner.invoke(cli, [*base, "--entity-terms", "demo", "--entity-terms", str(terms)])
     assert mixed.exit_code != 0 and "either `demo` or term files" in mixed.output
+
+
+def test_vllm_server_that_stops_answering_is_a_one_line_error():
+    import socket
+    from types import SimpleNamespace
+
+    import httpx
+
+    from appliance.errors import ApplianceError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there once closed
+    backend = object.__new__(sample.VllmServerBackend)
+    backend.settings = sample.SamplingSettings()
+    backend.eos = 0
+    backend.server = SimpleNamespace(endpoint=f"http://127.0.0.1:{port}/v1")
+    backend.client = httpx.Client(base_url=backend.server.endpoint, trust_env=False)
+    with pytest.raises(ApplianceError, match="stopped answering: ConnectError"):
+        backend.complete([[1, 2, 3]], seed=1, max_new_tokens=[4])
+    backend.client.close()
