@@ -36,6 +36,7 @@ word-level BIO tags NER training and seqeval scoring use.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -144,6 +145,7 @@ class Span:
     label: str
     text: str
     confidence: float = field(default=1.0, compare=False)
+    code: str = field(default="", compare=False)  # a concept code, where the source names one
 
 
 @dataclass(frozen=True)
@@ -430,7 +432,8 @@ def _read_pubtator(path: Path) -> list[Document]:
                     f"{path} line {lineno}: mention {cols[3]!r} does not match the text at "
                     f"{start}-{end} ({text[start:end]!r})"
                 )
-            spans.append(Span(start, end, cols[4], text[start:end]))
+            code = cols[5].strip() if len(cols) > 5 else ""
+            spans.append(Span(start, end, cols[4], text[start:end], code=code))
         if doc_id in seen:
             # The NCBI-disease training file lists one abstract twice; keep the first.
             parts, mentions = {}, []
@@ -463,6 +466,9 @@ def _read_pubtator(path: Path) -> list[Document]:
     return docs
 
 
+# A normalization line: "N1<TAB>Reference T1 DOID:9352<TAB>type 2 diabetes mellitus"; the
+# reference is kept whole as the span's code.
+_ANN_N = re.compile(r"N\S*\tReference (?P<target>T\S+) (?P<code>\S+)(\t.*)?")
 _ANN_T = re.compile(r"(?P<id>T\S*)\t(?P<label>\S+) (?P<offsets>[0-9 ;]+)(\t(?P<text>.*))?")
 
 
@@ -484,7 +490,18 @@ def _read_brat_pair(ann: Path, base: Path) -> Document:
         raise InputError(f"{ann}: no text file {txt.name} beside it")
     text = _read_text(txt)
     spans: list[Span] = []
+    ids: list[str] = []
+    codes: dict[str, str] = {}  # T id -> the first concept code its N (normalization) line names
     for lineno, line in enumerate(_read_text(ann).splitlines(), 1):
+        if line.startswith("N"):
+            n = _ANN_N.fullmatch(line.rstrip("\r"))
+            if n is None:
+                raise InputError(
+                    f"{ann} line {lineno}: expected 'N<n><TAB>Reference T<n> DB:ID<TAB>name', "
+                    f"got {line[:60]!r}"
+                )
+            codes.setdefault(n["target"], n["code"])
+            continue
         if not line.startswith("T"):
             continue  # relations, events, attributes, notes, comments
         m = _ANN_T.fullmatch(line.rstrip("\r"))
@@ -518,6 +535,10 @@ def _read_brat_pair(ann: Path, base: Path) -> Document:
                 f"{start}-{end} ({text[start:end]!r})"
             )
         spans.append(Span(start, end, m["label"], text[start:end]))
+        ids.append(m["id"])
+    spans = [
+        dataclasses.replace(s, code=codes[i]) if i in codes else s for s, i in zip(spans, ids)
+    ]
     doc_id = str(ann.relative_to(base).with_suffix(""))
     return Document(doc_id, text, _ordered(spans), {"source": str(ann)})
 
@@ -583,7 +604,10 @@ def document_from_json(obj: Any, where: str, default_id: str | None = None) -> D
             or not 0 <= confidence <= 1
         ):
             raise InputError(f"{ctx}: 'confidence' must be a number from 0 to 1")
-        spans.append(Span(start, end, label, text[start:end], float(confidence)))
+        code = ent.get("code", "")
+        if not isinstance(code, str):
+            raise InputError(f"{ctx}: 'code' must be a string")
+        spans.append(Span(start, end, label, text[start:end], float(confidence), code))
     uncertain = _uncertain_from_json(obj.get("uncertain", []), text, where)
     meta = {k: v for k, v in obj.items() if k not in ("id", "text", "entities", "uncertain")}
     return Document(str(doc_id), text, _ordered(spans), meta, uncertain)
@@ -626,6 +650,8 @@ def _span_json(s: Span) -> dict[str, Any]:
     out: dict[str, Any] = {"start": s.start, "end": s.end, "label": s.label, "text": s.text}
     if s.confidence != 1.0:
         out["confidence"] = round(s.confidence, 4)
+    if s.code:
+        out["code"] = s.code
     return out
 
 
@@ -664,6 +690,8 @@ def write_brat(docs: Iterable[Document], folder: Path) -> int:
             # BRAT keeps one line per annotation: a span's own newlines become spaces.
             shown = s.text.replace("\r", " ").replace("\n", " ")
             lines.append(f"T{i}\t{s.label} {s.start} {s.end}\t{shown}\n")
+            if s.code:
+                lines.append(f"N{i}\tReference T{i} {s.code}\t{shown}\n")
         with open(folder / f"{name}.ann", "w", encoding="utf-8", newline="") as fh:
             fh.write("".join(lines))
         n += 1

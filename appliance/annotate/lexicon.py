@@ -76,7 +76,7 @@ from appliance.config import (
     default_policy_path,
     load_policy,
 )
-from appliance.demo.vocabulary import load_vocabulary, vocabulary_folder
+from appliance.demo.vocabulary import DEMO_SYSTEMS, load_vocabulary, vocabulary_folder
 from appliance.documents import Span, Uncertain, word_tokens
 from appliance.errors import InputError, UsageError
 
@@ -99,14 +99,27 @@ _TERM_COLUMNS = ("term", "name", "common name", "preferred term", "preferred nam
 _LABEL_COLUMNS = ("label", "type", "category", "entity")
 _CODE_COLUMNS = ("code", "id", "drugbank id", "concept", "cui")
 _SYNONYM_COLUMNS = ("synonyms", "synonym", "aliases", "alias")
+_XREF_COLUMNS = ("xrefs", "xref", "cross-references", "mappings")
+_SYSTEM_COLUMNS = ("system", "code system", "terminology")
 _DASHES = str.maketrans({c: "-" for c in "‐‑‒–—―−"} | {c: "'" for c in "’‘`´"})
 
 
 @dataclass(frozen=True)
 class LexiconEntry:
+    """One surface string of a concept.
+
+    ``preferred`` marks the concept's own name (a table's term column, an
+    OBO ``name:``), the rest being synonyms; ``xrefs`` are the concept's codes
+    in other terminologies (``MESH:D003924``); ``system`` is the code
+    system's URI where the file names it.
+    """
+
     surface: str
     label: str
     code: str = ""
+    preferred: bool = False
+    xrefs: tuple[str, ...] = ()
+    system: str = ""
 
 
 @dataclass
@@ -129,12 +142,14 @@ class Lexicon:
 # Loading
 
 
+
 def demo_lexicon() -> Lexicon:
     """The appliance's demo vocabularies (appliance/demo/data/vocab): DRUG, PROCEDURE, DIAGNOSIS."""
     lex = Lexicon()
     for entry in load_vocabulary().values():
-        for surface in entry.surfaces:
-            lex.entries.append(LexiconEntry(surface, entry.label, entry.code))
+        system = DEMO_SYSTEMS.get(entry.label, "")
+        for i, surface in enumerate(entry.surfaces):
+            lex.entries.append(LexiconEntry(surface, entry.label, entry.code, i == 0, (), system))
     folder = vocabulary_folder()
     digest = hashlib.sha256()
     for name in sorted(p.name for p in folder.iterdir() if p.name.endswith(".tsv")):
@@ -200,11 +215,18 @@ def _read_obo(text: str, label: str) -> list[LexiconEntry]:
         if any(line.strip() == "is_obsolete: true" for line in lines):
             continue
         code = next((line[3:].strip() for line in lines if line.startswith("id:")), "")
+        xrefs = tuple(
+            line[5:].split()[0]
+            for line in lines
+            if line.startswith("xref:") and len(line.split()) > 1
+        )
         for line in lines:
             m = _OBO_NAME.match(line) or _OBO_SYNONYM.match(line)
             # Names, and EXACT or RELATED synonyms (NARROW/BROAD name other concepts).
             if m is not None and (m.re is _OBO_NAME or m[2] in ("EXACT", "RELATED")):
-                entries.append(LexiconEntry(_unescape_obo(m[1]), label, code))
+                entries.append(
+                    LexiconEntry(_unescape_obo(m[1]), label, code, m.re is _OBO_NAME, xrefs)
+                )
     return entries
 
 
@@ -221,12 +243,14 @@ def _read_table(text: str, path: Path, label: str | None) -> list[LexiconEntry]:
         return next((header.index(n) for n in names if n in header), None)
 
     term_col = col(_TERM_COLUMNS)
+    xref_col = system_col = None
     if term_col is not None:
         label_col, code_col, syn_col = (
             col(_LABEL_COLUMNS),
             col(_CODE_COLUMNS),
             col(_SYNONYM_COLUMNS),
         )
+        xref_col, system_col = col(_XREF_COLUMNS), col(_SYSTEM_COLUMNS)
         body, first_line = rows[1:], 2
     else:
         term_col, label_col, code_col, syn_col = 0, 1, 2, 3
@@ -244,10 +268,12 @@ def _read_table(text: str, path: Path, label: str | None) -> list[LexiconEntry]:
                 f"{path} line {lineno}: no label column and no --label; pass --label TYPE for this file"
             )
         code = cell(code_col)
+        xrefs = tuple(x.strip() for x in cell(xref_col).split("|") if x.strip())
+        system = cell(system_col)
         surfaces = [term, *(s.strip() for s in cell(syn_col).split("|"))]
-        for surface in surfaces:
+        for i, surface in enumerate(surfaces):
             if surface:
-                entries.append(LexiconEntry(surface, row_label, code))
+                entries.append(LexiconEntry(surface, row_label, code, i == 0, xrefs, system))
     return entries
 
 

@@ -24,12 +24,13 @@ def to_tsv(lexicon: Lexicon) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
     writer.writerow(HEADER)
-    seen: set[LexiconEntry] = set()
+    seen: set[tuple[str, str, str]] = set()
     for entry in lexicon.entries:
-        if entry in seen:
+        row = (entry.surface, entry.label, entry.code)
+        if row in seen:
             continue
-        seen.add(entry)
-        writer.writerow([entry.surface, entry.label, entry.code])
+        seen.add(row)
+        writer.writerow(row)
     return buf.getvalue().encode("utf-8")
 
 

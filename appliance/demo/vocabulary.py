@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "VOCAB_FILES",
+    "DEMO_SYSTEMS",
     "VOCAB_HEADER",
     "VocabEntry",
     "load_vocabulary",
@@ -31,6 +32,12 @@ __all__ = [
 
 VOCAB_FILES = ("drugs.tsv", "procedures.tsv", "diagnoses.tsv")
 VOCAB_HEADER = ("term", "label", "code", "synonyms")
+# The demo vocabularies' code systems: ICD-10 diagnoses, ATC drugs, made-up procedure codes.
+DEMO_SYSTEMS = {
+    "DIAGNOSIS": "http://hl7.org/fhir/sid/icd-10",
+    "DRUG": "http://www.whocc.no/atc",
+    "PROCEDURE": "urn:appliance:demo:procedure",
+}
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,10 @@ def write_term_list(path: Path, share: float = 0.6, seed: int = 1) -> dict[str, 
         chosen = rng.sample(entries, n)
         kept.extend(sorted(chosen, key=lambda e: e.term))
         counts[label] = {"concepts": len(entries), "kept": n}
-    lines = ["\t".join(VOCAB_HEADER)]
-    lines += [f"{e.term}\t{e.label}\t{e.code}\t{'|'.join(e.synonyms)}" for e in kept]
+    lines = ["\t".join((*VOCAB_HEADER, "system"))]
+    lines += [
+        f"{e.term}\t{e.label}\t{e.code}\t{'|'.join(e.synonyms)}\t{DEMO_SYSTEMS.get(e.label, '')}"
+        for e in kept
+    ]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return counts

@@ -1,0 +1,140 @@
+"""Concept-code accuracy on gold spans that carry codes (PubTator, JSONL ``code``, BRAT N lines).
+
+A gold code may list alternatives (``D001|D002``) or a composite mention's
+parts (``D001+D002``); a prediction is right when it is any concept one of
+them resolves to: the code itself when the terminology has it, else every
+concept listing it as a cross-reference (NCBI-disease's MeSH and OMIM ids
+reach Disease Ontology concepts through DOID's xrefs). Gold spans whose
+codes resolve to nothing are *unmappable* and counted apart.
+
+Reported beside the normalizer in the same table: the exact-match baseline
+(the mention's text, case and spacing aside, equal to a concept's name or
+synonym; the first such concept).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.documents import Document
+from appliance.normalize.linker import Normalizer
+
+_SPLIT = re.compile(r"[|+,;]")
+
+
+@dataclass
+class Row:
+    n: int = 0
+    at1: int = 0
+    at5: int = 0
+    nil: int = 0
+
+    def add(self, at1: bool, at5: bool, nil: bool) -> None:
+        self.n += 1
+        self.at1 += at1
+        self.at5 += at5
+        self.nil += nil
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mentions": self.n,
+            "accuracy_at_1": round(self.at1 / self.n, 4) if self.n else None,
+            "accuracy_at_5": round(self.at5 / self.n, 4) if self.n else None,
+            "nil": self.nil,
+        }
+
+
+@dataclass
+class NormalizeReport:
+    gold_mentions: int = 0
+    with_code: int = 0
+    mappable: int = 0
+    model: dict[str, Row] = field(
+        default_factory=lambda: {"all": Row(), "seen": Row(), "unseen": Row()}
+    )
+    exact: dict[str, Row] = field(
+        default_factory=lambda: {"all": Row(), "seen": Row(), "unseen": Row()}
+    )
+    via: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    describe: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gold_mentions": self.gold_mentions,
+            "with_code": self.with_code,
+            "mappable": self.mappable,
+            "normalizer": {k: r.as_dict() for k, r in self.model.items()},
+            "exact_match_baseline": {k: r.as_dict() for k, r in self.exact.items()},
+            "via": dict(sorted(self.via.items())),
+            "seconds": round(self.seconds, 2),
+            "normalizer_description": self.describe,
+        }
+
+    def table(self) -> str:
+        lines = [
+            f"{'':24} {'mentions':>8} {'acc@1':>7} {'acc@5':>7} {'NIL':>6}",
+        ]
+        for name, rows in (("exact-match baseline", self.exact), ("normalizer", self.model)):
+            for part in ("all", "seen", "unseen"):
+                r = rows[part]
+                if not r.n and part != "all":
+                    continue
+                a1 = f"{r.at1 / r.n:.3f}" if r.n else "-"
+                a5 = f"{r.at5 / r.n:.3f}" if r.n else "-"
+                lines.append(f"{name + ' ' + part:24} {r.n:>8} {a1:>7} {a5:>7} {r.nil:>6}")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        m, e = self.model["all"], self.exact["all"]
+        acc = lambda r: f"{r.at1 / r.n:.3f}" if r.n else "-"  # noqa: E731
+        return (
+            f"normalized {self.mappable} mappable gold mentions ({self.with_code} with a code, "
+            f"{self.gold_mentions} in all): accuracy@1 {acc(m)}, @5 "
+            f"{(m.at5 / m.n if m.n else 0):.3f}; exact-match baseline @1 {acc(e)}"
+        )
+
+
+def gold_concepts(normalizer: Normalizer, code: str) -> set[str]:
+    out: set[str] = set()
+    for part in _SPLIT.split(code):
+        if part.strip():
+            out.update(normalizer.terminology.resolve(part.strip()))
+    return out
+
+
+def evaluate(normalizer: Normalizer, docs: Sequence[Document]) -> NormalizeReport:
+    started = time.monotonic()
+    report = NormalizeReport(describe=normalizer.describe())
+    first_concept: dict[str, str] = {}
+    for c in normalizer.terminology.concepts:
+        for name in c.names:
+            first_concept.setdefault(" ".join(name.split()).casefold(), c.code)
+    seen = {c for c, n in normalizer.mentions.items() if n > 0}
+    for doc in docs:
+        report.gold_mentions += len(doc.spans)
+        spans = [s for s in doc.spans if s.code]
+        report.with_code += len(spans)
+        targets = [gold_concepts(normalizer, s.code) for s in spans]
+        mappable = [(s, t) for s, t in zip(spans, targets, strict=True) if t]
+        if not mappable:
+            continue
+        links = normalizer.link_note(doc.text, [(s.start, s.end, s.label) for s, _ in mappable])
+        for (span, target), link in zip(mappable, links, strict=True):
+            report.mappable += 1
+            part = "seen" if target & seen else "unseen"
+            codes = [c.code for c in link.candidates]
+            at1 = bool(codes) and codes[0] in target
+            at5 = any(c in target for c in codes[:5])
+            report.via[link.via] = report.via.get(link.via, 0) + 1
+            for key in ("all", part):
+                report.model[key].add(at1, at5, link.code is None)
+            guess = first_concept.get(" ".join(span.text.split()).casefold())
+            for key in ("all", part):
+                report.exact[key].add(guess in target, guess in target, guess is None)
+    report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,411 @@
+"""The normalizer: an entity mention in, the best concept with a score, top-k alternatives or NIL out.
+
+Three steps, cheapest first:
+
+1. **exact**: the mention equals a concept's name or synonym (case, spacing
+   and dash forms aside): score 1.0.
+2. **variant**: the same words after the entity schema's language rules
+   (inflections, spelling variants), in any order and without stop words
+   ("deficiency of factor VIII" = "factor VIII deficiency"): score 0.98.
+3. **similarity** for the rest: the cosine of character n-gram TF-IDF
+   vectors (always) and, when the normalizer has an encoder, of its
+   embeddings, mixed ``dense_weight`` : ``1 - dense_weight``; a concept's
+   score is its best name's.
+
+In a note, a mention that is an abbreviation the note defines ("Duchenne
+muscular dystrophy (DMD)") is normalized as its long form. Candidates are
+restricted to the mention's entity type where the terminology has that
+type. Below ``nil_threshold`` the mention is NIL (no code); its candidates
+are still reported.
+
+A normalizer is a set of flat files (``normalizer*``), in its own folder or
+inside a model package, which signs them with the model:
+``normalizer.json`` (settings, the terminology's hash, the language rules),
+``normalizer-concepts.jsonl``, ``normalizer-sparse.json`` and, with an
+encoder, ``normalizer-encoder.onnx``, ``normalizer-tokenizer.json``,
+``normalizer-embeddings.npy``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.annotate.abbreviations import find_abbreviations
+from appliance.annotate.lexicon import Lexicon, LexiconAnnotator, LexiconRules
+from appliance.documents import word_tokens
+from appliance.errors import InputError
+from appliance.normalize.terminology import Terminology
+
+FORMAT = "appliance-normalizer/1"
+META = "normalizer.json"
+CONCEPTS = "normalizer-concepts.jsonl"
+SPARSE = "normalizer-sparse.json"
+ENCODER = "normalizer-encoder.onnx"
+TOKENIZER = "normalizer-tokenizer.json"
+EMBEDDINGS = "normalizer-embeddings.npy"
+FILES = (META, CONCEPTS, SPARSE, ENCODER, TOKENIZER, EMBEDDINGS)
+
+EXACT = 1.0
+VARIANT = 0.98
+NGRAMS = (2, 4)
+
+
+@dataclass(frozen=True)
+class NormalizerSettings:
+    top_k: int = 5
+    nil_threshold: float = 0.45
+    dense_weight: float = 1.0  # with an encoder: its share of the score (the rest: n-grams)
+    abbreviations: bool = True  # expand abbreviations the note defines
+
+
+@dataclass(frozen=True)
+class Candidate:
+    code: str
+    name: str
+    system: str
+    score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "name": self.name,
+            "system": self.system,
+            "score": round(self.score, 4),
+        }
+
+
+@dataclass
+class Link:
+    """The normalizer's answer for one mention: ``code`` None is NIL."""
+
+    candidates: list[Candidate]
+    via: str  # exact, variant, abbreviation+exact, similarity...
+    nil_threshold: float
+    best: Candidate | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        top = self.candidates[0] if self.candidates else None
+        self.best = top if top is not None and top.score >= self.nil_threshold else None
+
+    @property
+    def code(self) -> str | None:
+        return self.best.code if self.best is not None else None
+
+    @property
+    def score(self) -> float:
+        return self.candidates[0].score if self.candidates else 0.0
+
+
+class SurfaceKeys:
+    """Exact and variant keys of a surface string, under one language's rules."""
+
+    def __init__(self, rules: LexiconRules) -> None:
+        self.rules = rules
+        self._norm = LexiconAnnotator(Lexicon(), language_rules=rules)
+        self._stop = rules.stop_words
+
+    def exact(self, surface: str) -> str:
+        return " ".join(self._norm._fold(t) for t in _words(surface))
+
+    def variant(self, surface: str) -> str:
+        words = [self._norm.normalize(t) for t in _words(surface)]
+        kept = sorted(w for w in words if w not in self._stop)
+        return " ".join(kept or words)
+
+
+def _words(surface: str) -> list[str]:
+    return [surface[a:b] for a, b in word_tokens(surface) if surface[a:b].isalnum()]
+
+
+class Normalizer:
+    def __init__(
+        self,
+        terminology: Terminology,
+        rules: LexiconRules,
+        settings: NormalizerSettings,
+        sparse: dict[str, Any],
+        encoder: Any = None,
+        embeddings: np.ndarray | None = None,
+        mentions: dict[str, int] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.terminology = terminology
+        self.rules = rules
+        self.settings = settings
+        self.keys = SurfaceKeys(rules)
+        self.encoder = encoder
+        self.mentions = dict(mentions or {})  # concept code -> training mentions from notes
+        self.info = dict(info or {})
+        concepts = terminology.concepts
+        self.surfaces: list[str] = []
+        starts: list[int] = []
+        self._exact: dict[str, list[int]] = {}
+        self._variant: dict[str, list[int]] = {}
+        for i, c in enumerate(concepts):
+            starts.append(len(self.surfaces))
+            for name in c.names:
+                self.surfaces.append(name)
+                for table, key in (
+                    (self._exact, self.keys.exact(name)),
+                    (self._variant, self.keys.variant(name)),
+                ):
+                    hits = table.setdefault(key, [])
+                    if i not in hits:
+                        hits.append(i)
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.labels = np.asarray([c.label for c in concepts])
+        self.sparse_state = sparse
+        self.vectorizer = TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=tuple(sparse["ngram_range"]),
+            lowercase=True,
+            sublinear_tf=True,
+            vocabulary=sparse["vocabulary"],
+            dtype=np.float32,
+        )
+        self.vectorizer.idf_ = np.asarray(sparse["idf"], dtype=np.float64)
+        self.matrix = self.vectorizer.transform(self.surfaces).T.tocsr()  # (V, S)
+        if encoder is not None and (embeddings is None or len(embeddings) != len(self.surfaces)):
+            raise InputError("normalizer: the embeddings do not match the concepts' names")
+        self.embeddings = embeddings
+
+    # -- building ------------------------------------------------------------
+
+    @staticmethod
+    def fit_sparse(terminology: Terminology) -> dict[str, Any]:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        vec = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=NGRAMS, lowercase=True, sublinear_tf=True
+        )
+        vec.fit([n for c in terminology.concepts for n in c.names])
+        vocab = {str(k): int(v) for k, v in vec.vocabulary_.items()}
+        return {
+            "ngram_range": list(NGRAMS),
+            "vocabulary": vocab,
+            "idf": [round(float(x), 6) for x in vec.idf_],
+        }
+
+    # -- linking -------------------------------------------------------------
+
+    def link(self, mentions: Sequence[tuple[str, str]]) -> list[Link]:
+        """One :class:`Link` per ``(text, label)`` mention, in order.
+
+        An exact or variant match answers without the similarity step (its
+        candidates are the concepts that name matches); only the rest are
+        scored, in one batch.
+        """
+        out: list[Link | None] = [None] * len(mentions)
+        rest: list[int] = []
+        concepts = self.terminology.concepts
+        for i, (text, label) in enumerate(mentions):
+            hit = self._keyed(text, label)
+            if hit is None:
+                rest.append(i)
+                continue
+            found, score, via = hit
+            cands = [
+                Candidate(concepts[j].code, concepts[j].name, concepts[j].system, score)
+                for j in found[: self.settings.top_k]
+            ]
+            out[i] = Link(cands, via, self.settings.nil_threshold)
+        for lo in range(0, len(rest), 256):
+            part = rest[lo : lo + 256]
+            scores = self._similarity([mentions[i] for i in part])
+            for row, i in enumerate(part):
+                out[i] = self._top(scores[row], "similarity")
+        return [x for x in out if x is not None]
+
+    def link_note(self, text: str, spans: Sequence[tuple[int, int, str]]) -> list[Link]:
+        """Links for ``(start, end, label)`` mentions of one note, expanding the note's abbreviations."""
+        longs: dict[str, str] = {}
+        if self.settings.abbreviations and spans:
+            for a in find_abbreviations(text):
+                longs.setdefault(a.short, a.long)
+        queries = []
+        expanded = []
+        for start, end, label in spans:
+            mention = text[start:end]
+            long = longs.get(mention.strip())
+            expanded.append(long is not None)
+            queries.append((long if long is not None else mention, label))
+        links = self.link(queries)
+        for link, was in zip(links, expanded, strict=True):
+            if was:
+                link.via = "abbreviation+" + link.via
+        return links
+
+    def _keyed(self, text: str, label: str) -> tuple[list[int], float, str] | None:
+        for table, key, score, via in (
+            (self._exact, self.keys.exact(text), EXACT, "exact"),
+            (self._variant, self.keys.variant(text), VARIANT, "variant"),
+        ):
+            hits = table.get(key)
+            if hits:
+                typed = [i for i in hits if self.labels[i] == label] or (
+                    hits if label not in self.labels else []
+                )
+                if typed:
+                    return typed, score, via
+        return None
+
+    def _similarity(self, mentions: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Concept scores (mentions, concepts): each concept's best name, other types at -1."""
+        texts = [t for t, _ in mentions]
+        sims = np.asarray((self.vectorizer.transform(texts) @ self.matrix).todense(), np.float32)
+        if self.encoder is not None and self.embeddings is not None:
+            w = self.settings.dense_weight
+            dense = self.encoder(texts) @ self.embeddings.T
+            sims = (1 - w) * sims + w * dense
+        by_concept = np.maximum.reduceat(sims, self.starts, axis=1)
+        present = set(self.labels.tolist())
+        for row, (_, label) in enumerate(mentions):
+            if label in present:
+                by_concept[row, self.labels != label] = -1.0
+        return by_concept
+
+    def _top(self, scores: np.ndarray, via: str) -> Link:
+        k = min(self.settings.top_k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        concepts = self.terminology.concepts
+        cands = [
+            Candidate(concepts[i].code, concepts[i].name, concepts[i].system, float(scores[i]))
+            for i in top
+            if scores[i] > -1.0
+        ]
+        return Link(cands, via, self.settings.nil_threshold)
+
+    # -- files ---------------------------------------------------------------
+
+    def files(self, encoder_bytes: bytes | None, tokenizer_json: str | None) -> dict[str, bytes]:
+        """Every file of this normalizer, by name (what :func:`load` reads back)."""
+        concepts = self.terminology.to_jsonl()
+        out = {CONCEPTS: concepts, SPARSE: json.dumps(self.sparse_state).encode("utf-8")}
+        if encoder_bytes is not None and self.embeddings is not None and tokenizer_json:
+            buf = io.BytesIO()
+            np.save(buf, self.embeddings.astype(np.float32), allow_pickle=False)
+            out[ENCODER] = encoder_bytes
+            out[TOKENIZER] = tokenizer_json.encode("utf-8")
+            out[EMBEDDINGS] = buf.getvalue()
+        meta = {
+            "format": FORMAT,
+            "terminology_sha256": hashlib.sha256(concepts).hexdigest(),
+            "concepts": len(self.terminology.concepts),
+            "names": len(self.surfaces),
+            "labels": self.terminology.labels,
+            "sources": self.terminology.sources,
+            "settings": self.settings.__dict__,
+            "rules": self.rules.to_json(),
+            "encoder": ENCODER in out,
+            "mentions": self.mentions,
+            "files": {
+                name: hashlib.sha256(data).hexdigest()
+                for name, data in out.items()
+                if name != CONCEPTS
+            },
+            **self.info,
+        }
+        out[META] = (json.dumps(meta, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+        return out
+
+    def save(self, folder: Path, encoder_bytes: bytes | None, tokenizer_json: str | None) -> None:
+        from appliance.security.crypto import atomic_write
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            (folder / name).unlink(missing_ok=True)
+        for name, data in self.files(encoder_bytes, tokenizer_json).items():
+            atomic_write(folder / name, data, 0o644)
+
+    def describe(self) -> str:
+        how = "exact, variant, character n-grams"
+        if self.encoder is not None:
+            how += f" and an encoder ({self.info.get('base', 'local')})"
+        return f"{self.terminology.describe()}; {how}"
+
+
+def has_normalizer(folder: Path) -> bool:
+    return (folder / META).is_file()
+
+
+def load(folder: Path, device: str = "cpu", settings: NormalizerSettings | None = None) -> Normalizer:
+    """The normalizer whose files are in ``folder`` (its own folder or a model package).
+
+    Refused with a one-line error when a file is missing or when the concepts
+    file's hash is not the one the normalizer was built on.
+    """
+    where = f"{folder}/{META}"
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{folder}: no normalizer here ({META} is missing)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: not valid JSON ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{where}: not a normalizer of format {FORMAT}")
+
+    def read(name: str) -> bytes:
+        try:
+            return (folder / name).read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{folder}: normalizer file {name} is missing") from None
+
+    concepts = read(CONCEPTS)
+    digest = hashlib.sha256(concepts).hexdigest()
+    if digest != meta.get("terminology_sha256"):
+        raise InputError(
+            f"{folder}/{CONCEPTS}: the terminology's hash {digest[:12]} is not the one the "
+            f"normalizer was built on ({str(meta.get('terminology_sha256'))[:12]}); rebuild it"
+        )
+    for name, want in (meta.get("files") or {}).items():
+        if hashlib.sha256(read(name)).hexdigest() != want:
+            raise InputError(f"{folder}/{name}: changed since the normalizer was built")
+    terminology = Terminology.from_jsonl(concepts, f"{folder}/{CONCEPTS}")
+    terminology.sources = list(meta.get("sources") or [])
+    try:
+        rules = LexiconRules.from_json(meta["rules"])
+        saved = NormalizerSettings(**meta["settings"])
+        sparse = json.loads(read(SPARSE))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{where}: unreadable settings ({exc})") from None
+    encoder = embeddings = None
+    if meta.get("encoder"):
+        from tokenizers import Tokenizer
+
+        from appliance.normalize.encoder import MAX_TOKENS, OnnxEncoder
+
+        tok = Tokenizer.from_str(read(TOKENIZER).decode("utf-8"))
+        tok.no_padding()
+        tok.enable_truncation(MAX_TOKENS)
+        encoder = OnnxEncoder(read(ENCODER), tok, device)
+        embeddings = np.load(io.BytesIO(read(EMBEDDINGS)), allow_pickle=False)
+    info = {
+        k: meta[k]
+        for k in ("base", "training", "created", "parity", "mention_sources")
+        if k in meta
+    }
+    return Normalizer(
+        terminology,
+        rules,
+        settings or saved,
+        sparse,
+        encoder,
+        embeddings,
+        {str(k): int(v) for k, v in (meta.get("mentions") or {}).items()},
+        info,
+    )
+
+
+def file_names(folder: Path) -> Iterable[str]:
+    return [n for n in FILES if (folder / n).is_file()]
