@@ -78,7 +78,7 @@ from appliance.config import (
 )
 from appliance.demo.vocabulary import DEMO_SYSTEMS, load_vocabulary, vocabulary_folder
 from appliance.documents import Span, Uncertain, word_tokens
-from appliance.errors import InputError, UsageError
+from appliance.errors import InputError, UsageError, WorkspaceError
 
 __all__ = [
     "ABBREVIATION",
@@ -142,7 +142,6 @@ class Lexicon:
 # Loading
 
 
-
 def demo_lexicon() -> Lexicon:
     """The appliance's demo vocabularies (appliance/demo/data/vocab): DRUG, PROCEDURE, DIAGNOSIS."""
     lex = Lexicon()
@@ -196,6 +195,33 @@ def load_lexicon(path: Path, label: str | None = None) -> Lexicon:
     if label:
         source["label"] = label
     return Lexicon(entries, [source])
+
+
+def reload_source(source: dict[str, Any], ws_root: Path, hint: str) -> Lexicon:
+    """One lexicon source an annotation set recorded, read again and checked against its hash.
+
+    ``hint`` ends the error message when the file is gone or changed.
+    """
+    path = str(source.get("path", ""))
+    demo = demo_lexicon()
+    if path == demo.sources[0]["path"]:
+        lex = demo
+    else:
+        candidates = [Path(path)]
+        if not Path(path).is_absolute():
+            candidates.append(ws_root / path)
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise WorkspaceError(
+                f"{path}: the lexicon file the annotations were made with is gone; {hint}"
+            )
+        lex = load_lexicon(found, source.get("label"))
+    if lex.sources[0].get("sha256") != source.get("sha256"):
+        raise WorkspaceError(
+            f"{path}: the lexicon changed since the annotations were made with it "
+            f"(sha256 {str(source.get('sha256'))[:16]}, now {lex.sources[0].get('sha256', '')[:16]}); {hint}"
+        )
+    return lex
 
 
 _OBO_NAME = re.compile(r"name:\s*(.+?)\s*$")

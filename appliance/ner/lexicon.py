@@ -39,8 +39,7 @@ from appliance.annotate.lexicon import (
     Lexicon,
     LexiconAnnotator,
     LexiconRules,
-    demo_lexicon,
-    load_lexicon,
+    reload_source,
 )
 from appliance.annotate.lexicon_tsv import from_tsv, to_tsv
 from appliance.config import EntitySchema
@@ -136,27 +135,7 @@ def with_language_rules(options: dict[str, Any], rules: LexiconRules) -> dict[st
 
 def _rebuild_source(source: dict[str, Any], ws_root: Path) -> Lexicon:
     """One lexicon source of the training annotator, read again and checked against its hash."""
-    path = str(source.get("path", ""))
-    hint = "pass --lexicon FILE to pack another, or --no-lexicon"
-    demo = demo_lexicon()
-    if path == demo.sources[0]["path"]:
-        lex = demo
-    else:
-        candidates = [Path(path)]
-        if not Path(path).is_absolute():
-            candidates.append(ws_root / path)
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise WorkspaceError(
-                f"{path}: the lexicon file the model's training annotations were made with is gone; {hint}"
-            )
-        lex = load_lexicon(found, source.get("label"))
-    if lex.sources[0].get("sha256") != source.get("sha256"):
-        raise WorkspaceError(
-            f"{path}: the lexicon changed since the model's training annotations were made with it "
-            f"(sha256 {str(source.get('sha256'))[:16]}, now {lex.sources[0].get('sha256', '')[:16]}); {hint}"
-        )
-    return lex
+    return reload_source(source, ws_root, "pass --lexicon FILE to pack another, or --no-lexicon")
 
 
 def training_lexicon(

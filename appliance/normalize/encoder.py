@@ -60,7 +60,9 @@ def load_tokenizer(base: Path) -> Any:
         try:
             hf = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise InputError(f"--base {base}: no loadable tokenizer: {str(exc).splitlines()[0]}")
+            raise InputError(
+                f"--base {base}: no loadable tokenizer: {str(exc).splitlines()[0]}"
+            ) from None
         if not getattr(hf, "is_fast", False):
             raise InputError(f"--base {base}: a fast tokenizer (tokenizer.json) is required")
         tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
@@ -98,7 +100,9 @@ def load_base(base: Path) -> Any:
         with _quiet():
             return AutoModel.from_pretrained(str(base), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"--base {base}: not a loadable encoder: {str(exc).splitlines()[0]}")
+        raise InputError(
+            f"--base {base}: not a loadable encoder: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 class _Pooled:

@@ -339,7 +339,9 @@ def has_normalizer(folder: Path) -> bool:
     return (folder / META).is_file()
 
 
-def load(folder: Path, device: str = "cpu", settings: NormalizerSettings | None = None) -> Normalizer:
+def load(
+    folder: Path, device: str = "cpu", settings: NormalizerSettings | None = None
+) -> Normalizer:
     """The normalizer whose files are in ``folder`` (its own folder or a model package).
 
     Refused with a one-line error when a file is missing or when the concepts

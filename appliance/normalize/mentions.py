@@ -45,18 +45,18 @@ def rule_variants(name: str, rng: random.Random, stop_words: frozenset[str]) -> 
     for sw in stop_words:
         if sw in lowered[1:-1]:
             i = lowered.index(sw)
-            out.append(" ".join(words[i + 1 :] + words[:i]))
+            out.append(" ".join([*words[i + 1 :], *words[:i]]))
             break
     if 2 <= len(words) <= 4:
         i = rng.randrange(len(words) - 1)
-        swapped = words[:i] + [words[i + 1], words[i]] + words[i + 2 :]
+        swapped = [*words[:i], words[i + 1], words[i], *words[i + 2 :]]
         out.append(" ".join(swapped))
     long_words = [i for i, w in enumerate(words) if len(w) >= 7 and w.isalpha()]
     if long_words:
         i = rng.choice(long_words)
         w = words[i]
         j = rng.randrange(1, len(w) - 1)
-        out.append(" ".join(words[:i] + [w[:j] + w[j + 1 :]] + words[i + 1 :]))
+        out.append(" ".join([*words[:i], w[:j] + w[j + 1 :], *words[i + 1 :]]))
     out.append(name.upper() if name.islower() and len(name) <= 12 else name.casefold())
     return [v for v in dict.fromkeys(x.strip() for x in out) if v and v != name]
 
@@ -109,7 +109,9 @@ def training_pairs(
     """``(a, b, concept index)``: two forms of one concept, from names, variants and mentions."""
     rng = random.Random(seed)
     index = {c.code: i for i, c in enumerate(terminology.concepts)}
-    by_concept: dict[int, list[str]] = {i: list(c.names) for i, c in enumerate(terminology.concepts)}
+    by_concept: dict[int, list[str]] = {
+        i: list(c.names) for i, c in enumerate(terminology.concepts)
+    }
     for text, code in dict.fromkeys(mentions):
         forms = by_concept[index[code]]
         if text not in forms:

@@ -127,8 +127,10 @@ class Terminology:
     @classmethod
     def from_jsonl(cls, data: bytes, where: str) -> Terminology:
         concepts = []
+        lineno = 0
         try:
-            for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            for line in data.decode("utf-8").splitlines():
+                lineno += 1
                 if not line.strip():
                     continue
                 obj = json.loads(line)
