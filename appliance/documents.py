@@ -536,7 +536,10 @@ def _read_brat_pair(ann: Path, base: Path) -> Document:
             )
         spans.append(Span(start, end, m["label"], text[start:end]))
         ids.append(m["id"])
-    spans = [dataclasses.replace(s, code=codes[i]) if i in codes else s for s, i in zip(spans, ids)]
+    spans = [
+        dataclasses.replace(s, code=codes[i]) if i in codes else s
+        for s, i in zip(spans, ids, strict=True)
+    ]
     doc_id = str(ann.relative_to(base).with_suffix(""))
     return Document(doc_id, text, _ordered(spans), {"source": str(ann)})
 

@@ -99,11 +99,17 @@ from appliance.ner.settings import (
     DEV_SIGNALS,
     NerSettings,
 )
+from appliance.normalize.encoder import EncoderSettings
+from appliance.normalize.linker import has_normalizer
+from appliance.normalize.stage import FOLDER as NORMALIZER_FOLDER
+from appliance.normalize.stage import run as normalize_train
+from appliance.normalize.stage import run_evaluate as normalize_evaluate
+from appliance.normalize.terminology import NoConceptCodes
 from appliance.privacy import screen
 from appliance.records import ingest
 from appliance.records.ingest import open_store
 from appliance.security.crypto import atomic_write
-from appliance.workspace import Workspace, hashed, init
+from appliance.workspace import Workspace, hashed, init, write_manifest
 
 STATE_FILE = "pipeline-state.json"
 
@@ -198,6 +204,15 @@ class NerSection:
 
 
 @dataclass(frozen=True)
+class NormalizeSection:
+    enabled: bool = _spec(True, *_BOOL)
+    # Terminologies with codes (empty: the [annotate] section's lexicons).
+    lexicons: list[str] = _spec([], *_STRINGS)
+    base: str = _spec("", "a local encoder folder (empty: n-gram matching only)", _str())
+    steps: int = _spec(300, "an integer ≥ 0", _int(0))
+
+
+@dataclass(frozen=True)
 class ExportSection:
     int8: bool = _spec(False, *_BOOL)
 
@@ -208,6 +223,7 @@ _SECTIONS: dict[str, type] = {
     "generator": GeneratorSection,
     "generate": GenerateSection,
     "annotate": AnnotateSection,
+    "normalize": NormalizeSection,
     "ner": NerSection,
     "export": ExportSection,
 }
@@ -243,6 +259,7 @@ class PipelineConfig:
     generator: GeneratorSection
     generate: GenerateSection
     annotate: AnnotateSection
+    normalize: NormalizeSection
     ner: NerSection
     export: ExportSection
     base_dir: Path
@@ -398,6 +415,7 @@ STAGE_COMMANDS = {
     "generate": "generate",
     "screen": "screen",
     "annotate": "annotate",
+    "normalize": "normalize train",
     "ner": "ner train",
     "export": "export",
 }
@@ -603,6 +621,37 @@ def _collect_annotate(r: _Run) -> None:
     r.result.entities = int(ann.get("counts", {}).get("entities", 0))
 
 
+def _normalize_output(r: _Run) -> Path:
+    # Switched off, the stage has nothing of its own: it is current with the annotations.
+    if not r.c.normalize.enabled:
+        return r.ann_manifest
+    return r.ws.models_dir / NORMALIZER_FOLDER / "manifest.json"
+
+
+def _normalize(r: _Run, fingerprint: str) -> str:
+    n = r.c.normalize
+    folder = r.ws.models_dir / NORMALIZER_FOLDER
+    if not n.enabled:
+        shutil.rmtree(folder, ignore_errors=True)  # never packed with a model it was not made for
+        return "off ([normalize] enabled = false)"
+    lexicons = [(p, None) for p in (r.c.path(x) for x in n.lexicons) if p is not None]
+    try:
+        return normalize_train(
+            r.ws,
+            lexicons=lexicons,
+            annotations=r.ann_name,
+            base=r.c.path(n.base) if n.base else None,
+            encoder_settings=EncoderSettings(steps=n.steps),
+        ).summary()
+    except NoConceptCodes:
+        # A manifest without normalizer files: the stage is done, and export packs nothing.
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        why = "the lexicon has no concept codes (give [normalize] lexicons with codes)"
+        write_manifest(folder, {"stage": "normalize train", "skipped": why})
+        return f"skipped: {why}"
+
+
 def _train_ner(r: _Run, fingerprint: str) -> str:
     n = r.c.ner
     settings = NerSettings(
@@ -636,7 +685,13 @@ def _collect_ner(r: _Run) -> None:
 
 
 def _export(r: _Run, fingerprint: str) -> str:
-    return ner_export.run(r.ws, name=r.ner_name, int8=r.c.export.int8, dev_gold=r.dev).summary()
+    return ner_export.run(
+        r.ws,
+        name=r.ner_name,
+        int8=r.c.export.int8,
+        dev_gold=r.dev,
+        no_normalizer=not r.c.normalize.enabled,
+    ).summary()
 
 
 def _collect_export(r: _Run) -> None:
@@ -682,6 +737,16 @@ _STAGES: tuple[_Stage, ...] = (
         _collect_annotate,
     ),
     _Stage(
+        "normalize",
+        lambda r: {
+            "annotations": _file_hash(r.ann_manifest),
+            "terms": r.c.annotate.lexicons,
+            **section_dict(r.c.normalize),
+        },
+        _normalize_output,
+        _normalize,
+    ),
+    _Stage(
         "ner",
         # The section's own "dev" (the path as written) overrides the hash: kept
         # so, because it is what existing pipeline states were fingerprinted with.
@@ -700,6 +765,7 @@ _STAGES: tuple[_Stage, ...] = (
             "model": _file_hash(r.model_manifest),
             **section_dict(r.c.export),
             "dev": _file_hash(r.dev) if r.dev else None,
+            "normalizer": _file_hash(_normalize_output(r)),
         },
         lambda r: r.package / "manifest.json",
         _export,
@@ -778,6 +844,8 @@ class DemoResult:
     lexicon_f1: dict[str, Any] = field(default_factory=dict)
     terms: Path | None = None
     term_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Concept codes on the fresh notes' gold mentions, when the package normalizes.
+    codes: dict[str, Any] | None = None
 
 
 def demo(
@@ -843,6 +911,9 @@ def demo(
         schema=ws.policy.entity_schema(),
         language=ws.config.workspace.language,
     )
+    codes = None
+    if has_normalizer(result.package):
+        codes = normalize_evaluate(fresh_dir / "gold.jsonl", normalizer=result.package).as_dict()
     return DemoResult(
         folder=folder,
         workspace=ws_dir,
@@ -854,4 +925,5 @@ def demo(
         lexicon_f1=teacher,
         terms=terms,
         term_counts=term_counts,
+        codes=codes,
     )

@@ -47,7 +47,9 @@ def project(tmp_path: Path) -> tuple[Any, Path]:
     (tmp_path / "pipeline.toml").write_text(CONFIG.format(ner_steps=30))
     # A 40-step generator writes barely a word of the demo vocabularies, so the
     # lexicon names what it does write often (this test is about the stages, not quality).
-    (tmp_path / "terms.tsv").write_text("term\tlabel\nmg\tDRUG\nwith\tDIAGNOSIS\nand\tDIAGNOSIS\n")
+    (tmp_path / "terms.tsv").write_text(
+        "term\tlabel\tcode\nmg\tDRUG\tRX1\nwith\tDIAGNOSIS\tDX1\nand\tDIAGNOSIS\tDX2\n"
+    )
     return init(tmp_path / "ws"), tmp_path
 
 
@@ -73,6 +75,8 @@ def test_pipeline_runs_every_stage_then_skips_what_is_current(project: tuple[Any
     gen = json.loads((ws.generator_dir / "manifest.json").read_text())["data"]["entity_terms"]
     assert gen["sources"][0]["path"].endswith("terms.tsv") and gen["notes_naming_terms"] > 0
     assert first.package is not None and (first.package / "model.onnx").exists()
+    # The term list's codes gave a normalizer, packed with the model.
+    assert (first.package / "normalizer-concepts.jsonl").exists()
     assert first.report is not None and first.report.suffix == ".html" and first.report.exists()
     # One rule for the whole workspace: nothing in it is readable by group or others.
     shared = [
@@ -97,6 +101,7 @@ def test_pipeline_runs_every_stage_then_skips_what_is_current(project: tuple[Any
         "generate": "skipped",
         "screen": "skipped",
         "annotate": "skipped",
+        "normalize": "skipped",
         "ner": "ran",
         "export": "ran",
     }

@@ -439,6 +439,12 @@ def ner_evaluate(
             )
     micro = rows.get("micro", {})
     how = "" if report.get("combine", "model") == "model" else f" + lexicon ({report['combine']})"
+    if "codes" in report:
+        c = report["codes"]
+        click.echo(
+            f"span + concept code (end to end, {c['gold']} gold spans with a known code): "
+            f"P {c['precision']:.3f} R {c['recall']:.3f} F1 {c['f1']:.3f}"
+        )
     click.echo(
         f"evaluated {report['model'].get('backend')} model{how} on {report['documents']} documents: "
         f"micro P {micro.get('precision', 0):.3f} R {micro.get('recall', 0):.3f} F1 {micro.get('f1', 0):.3f} (seqeval strict)"
@@ -497,6 +503,15 @@ def _workspace_or_none(workspace: Path | None, can_do_without: bool) -> Any:
 @click.option(
     "--no-lexicon", is_flag=True, help="Pack no lexicon: inference gives the model alone."
 )
+@click.option(
+    "--normalizer",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Pack this normalizer folder (default: the workspace's models/normalizer, when built).",
+)
+@click.option(
+    "--no-normalizer", is_flag=True, help="Pack no normalizer: inference gives no concept codes."
+)
 def export_cmd(
     workspace: Path | None,
     name: str,
@@ -508,8 +523,10 @@ def export_cmd(
     label: str | None,
     no_lexicon: bool,
     min_confidence: float | None,
+    normalizer: Path | None,
+    no_normalizer: bool,
 ) -> None:
-    """Write a signed ONNX package: model, tokenizer, labels, lexicon, model card, manifest, signature.
+    """Write a signed ONNX package: model, tokenizer, labels, lexicon, normalizer, card, manifest, signature.
 
     Fails unless ONNX and PyTorch agree on sample notes (logits within
     tolerance, identical labels). With --int8, keeps the quantized model only
@@ -517,7 +534,9 @@ def export_cmd(
     The package carries the lexicon the model's training annotations were
     made with (or --lexicon files, or none with --no-lexicon), which infer
     and ner evaluate combine with the model; with a development gold file,
-    the union's minimum confidence is the one with the best F1 on it.
+    the union's minimum confidence is the one with the best F1 on it. It
+    carries the workspace's normalizer (`appliance normalize train`), so
+    infer gives every entity a concept code.
 
     \b
     Example:
@@ -539,6 +558,8 @@ def export_cmd(
         label=label,
         no_lexicon=no_lexicon,
         min_confidence=min_confidence,
+        normalizer=normalizer,
+        no_normalizer=no_normalizer,
     )
     click.echo(result.summary())
 
@@ -597,6 +618,12 @@ def export_cmd(
     default=None,
     help=_DATA_KEY_HELP + " With --encrypt outside a workspace, it also encrypts the output.",
 )
+@click.option(
+    "--normalize/--no-normalize",
+    default=True,
+    show_default=True,
+    help="Give every entity a concept code when the package carries a normalizer.",
+)
 @_combine_options
 def infer_cmd(
     export: Path,
@@ -616,6 +643,7 @@ def infer_cmd(
     encrypt: bool,
     public_key: Path | None,
     data_key: Path | None,
+    normalize: bool,
     combine_mode: str | None,
     min_confidence: float | None,
 ) -> None:
@@ -624,7 +652,9 @@ def infer_cmd(
     Refuses a tampered or unsigned package. A real-zone package (encrypted)
     runs only with its workspace's data key: -w WORKSPACE or --data-key FILE. Writes per note its entities with
     character offsets, type, text and confidence (and, when the package's
-    lexicon is combined, its source: model, lexicon or both); an interrupted run resumes
+    lexicon is combined, its source: model, lexicon or both; when it carries a
+    normalizer, the concept code, system, name, score and top-k candidates);
+    an interrupted run resumes
     with no note written twice or missed; rejected rows are listed with their
     reasons beside the output.
 
@@ -668,6 +698,7 @@ def infer_cmd(
                 progress=advance,
                 combine=combine_mode,
                 min_confidence=min_confidence,
+                normalize=normalize,
             )
         else:
             result = infer_mod.run_ws(
@@ -688,5 +719,6 @@ def infer_cmd(
                 progress=advance,
                 combine=combine_mode,
                 min_confidence=min_confidence,
+                normalize=normalize,
             )
     click.echo(result.summary())

@@ -105,6 +105,15 @@ def demo(folder: Path, notes: int, synthetic: int, lexicon_share: float) -> None
             f"model + its packaged lexicon (union, as the predictions) on {n} fresh notes: "
             f"{_f1_line(comparison['union'])}"
         )
+    if result.codes is not None:
+        c = result.codes
+        acc = c["normalizer"]["all"]["accuracy_at_1"]
+        base = c["exact_match_baseline"]["all"]["accuracy_at_1"]
+        click.echo(
+            f"concept codes on {c['mappable']} fresh gold mentions of concepts in the term list: "
+            f"accuracy@1 {acc or 0:.3f} (exact match {base or 0:.3f}); {c['unmappable']} mentions "
+            f"of concepts outside it, {c['unmappable_left_nil']} of them left without a code"
+        )
     click.echo(f"predictions:    {result.predictions}")
     click.echo(f"workspace:      {result.workspace}")
     click.echo(f"demo finished in {result.seconds / 60:.1f} min")

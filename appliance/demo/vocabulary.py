@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 __all__ = [
-    "VOCAB_FILES",
     "DEMO_SYSTEMS",
+    "VOCAB_FILES",
     "VOCAB_HEADER",
     "VocabEntry",
     "load_vocabulary",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -157,6 +157,9 @@ class Entity:
 
     ``source`` is set only where a package's lexicon was combined with the
     model (:mod:`appliance.ner.lexicon`): ``model``, ``lexicon`` or ``both``.
+    ``concept`` only where the package normalizes (:mod:`appliance.normalize`):
+    ``code`` (None when NIL), ``system``, ``name``, ``score``, ``via`` and
+    ``candidates`` (the top-k, each with code, name, system and score).
     """
 
     start: int
@@ -165,6 +168,7 @@ class Entity:
     text: str
     confidence: float
     source: str | None = None
+    concept: dict[str, Any] | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -176,6 +180,8 @@ class Entity:
         }
         if self.source is not None:
             out["source"] = self.source
+        if self.concept is not None:
+            out.update(self.concept)
         return out
 
     def span(self) -> Span:

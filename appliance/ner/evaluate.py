@@ -34,6 +34,9 @@ from appliance.ner.lexicon import (
 from appliance.ner.model import is_model_folder
 from appliance.ner.package import is_package, verify_package
 from appliance.ner.runtime import Tagger, onnx_tagger, torch_tagger
+from appliance.normalize.evaluate import span_code_scores
+from appliance.normalize.linker import Normalizer, has_normalizer
+from appliance.normalize.linker import load as load_normalizer
 from appliance.security.keys import DataKey, load_data_key, load_public_key
 from appliance.workspace import hashed
 
@@ -83,6 +86,7 @@ def evaluate(
     combine_mode: str | None = None,
     min_confidence: float | None = None,
     lexicon: PackageLexicon | None = None,
+    normalizer: Normalizer | None = None,
 ) -> dict[str, Any]:
     """Predict every gold document and score: ``{"model", "documents", "seqeval", "spans", ...}``.
 
@@ -90,6 +94,8 @@ def evaluate(
     tagger) adds ``comparison``: the scores of ``model``, ``lexicon`` and
     ``union`` on the same documents; ``seqeval`` and ``spans`` are those of
     ``combine_mode`` (default: ``union`` with a lexicon, else ``model``).
+    A package's normalizer (or ``normalizer``) adds ``codes``: end-to-end
+    span + code scores of those entities, when the gold spans carry codes.
     """
 
     if not gold_docs:
@@ -107,6 +113,8 @@ def evaluate(
             )
         if lexicon is None and tagger.info.get("backend") == "onnx":
             lexicon = load_package_lexicon(Path(model_or_tagger), key)
+        if normalizer is None and has_normalizer(Path(model_or_tagger)):
+            normalizer = load_normalizer(Path(model_or_tagger))
     mode, default_min = choose_combine(combine_mode, lexicon.info if lexicon else None, where)
     threshold = default_min if min_confidence is None else min_confidence
     texts = [d.text for d in gold_docs]
@@ -121,22 +129,32 @@ def evaluate(
         "types_not_in_model": sorted(set(gold_types) - set(model_types)),
         "combine": mode,
     }
+    coded = normalizer is not None and any(s.code for d in gold_docs for s in d.spans)
+
+    def codes(predictions: Sequence[Sequence[Entity]]) -> dict[str, Any]:
+        assert normalizer is not None
+        spans = [[(e.start, e.end, e.label) for e in p] for p in predictions]
+        return {"codes": span_code_scores(normalizer, gold_docs, spans)}
+
     if lexicon is None:
-        return {**report, **_scores(gold_docs, model_predictions)}
+        return {
+            **report,
+            **_scores(gold_docs, model_predictions),
+            **(codes(model_predictions) if coded else {}),
+        }
     matches = lexicon.match(texts)
-    comparison = {
-        m: _scores(
-            gold_docs,
-            [combine(p, s, m, threshold) for p, s in zip(model_predictions, matches, strict=True)],
-        )
+    combined = {
+        m: [combine(p, s, m, threshold) for p, s in zip(model_predictions, matches, strict=True)]
         for m in COMBINE
     }
+    comparison = {m: _scores(gold_docs, combined[m]) for m in COMBINE}
     info = lexicon.info
     return {
         **report,
         "min_confidence": threshold,
         "lexicon": {k: info.get(k) for k in ("entries", "terms", "labels", "origin")},
         **comparison[mode],
+        **(codes(combined[mode]) if coded else {}),
         "comparison": comparison,
     }
 

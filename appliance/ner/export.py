@@ -83,6 +83,7 @@ class ExportResult:
     lexicon: dict[str, Any] | None = None  # ner.json's lexicon entry
     lexicon_from: str = ""  # where the packed lexicon came from
     no_lexicon: str = ""  # why the package carries none
+    normalizer: dict[str, Any] | None = None  # ner.json's normalizer entry
 
     def summary(self) -> str:
         size = sum(self.files.values()) / 2**20
@@ -119,6 +120,8 @@ class ExportResult:
             text += ")"
         else:
             text += f"; no lexicon ({self.no_lexicon or 'none given'})"
+        if self.normalizer is not None:
+            text += f"; normalizer: {self.normalizer['describe']}"
         return text
 
 
@@ -403,6 +406,7 @@ def export_package(
     lexicon: PackedLexicon | None = None,
     min_confidence: float | None = None,
     calibrate_on: Sequence[Document] | None = None,
+    normalizer: Path | None = None,
 ) -> ExportResult:
     """Export ``model_dir`` to a signed package in ``out_dir`` (replaced only when all checks pass).
 
@@ -412,6 +416,9 @@ def export_package(
     confidence ``min_confidence``; when that is None and ``calibrate_on``
     holds real annotated notes, the one with the best union F1 on them
     (:func:`~appliance.ner.lexicon.calibrate`); else the built-in default.
+    ``normalizer``: a normalizer folder whose files the package carries
+    (checked by loading it first; plaintext in either zone, as it holds
+    only terminology and synthetic material).
     """
     dev_docs = list(dev_docs or [])
     if int8 and not dev_docs:
@@ -497,6 +504,10 @@ def export_package(
             runtime_meta["lexicon"] = lexicon_entry
             if key is not None:
                 runtime_meta["encrypted"]["files"] += lexicon_entry["files"]
+        normalizer_entry = None
+        if normalizer is not None:
+            normalizer_entry = _pack_normalizer(normalizer, tmp)
+            runtime_meta["normalizer"] = normalizer_entry
         (tmp / NER_META).write_text(
             json.dumps({**runtime_meta, "precision": precision}, indent=2) + "\n", encoding="utf-8"
         )
@@ -527,6 +538,7 @@ def export_package(
                 "training_data": meta.get("data"),
                 "metrics": meta.get("metrics"),
                 "lexicon": lexicon_entry,
+                "normalizer": normalizer_entry,
                 **(details or {}),
             },
         )
@@ -552,7 +564,27 @@ def export_package(
         zone,
         lexicon_entry,
         lexicon.describe() if lexicon is not None else "",
+        normalizer=normalizer_entry,
     )
+
+
+def _pack_normalizer(folder: Path, into: Path) -> dict[str, Any]:
+    """Copy a normalizer's files into a package being built; what the package records of it."""
+    from appliance.normalize.linker import file_names, load
+
+    linker = load(folder)  # refuses a broken or altered normalizer before it is signed
+    names = file_names(folder)
+    for name in names:
+        shutil.copyfile(folder / name, into / name)
+        os.chmod(into / name, 0o600)
+    return {
+        "files": names,
+        "terminology_sha256": linker.terminology.sha256(),
+        "concepts": len(linker.terminology.concepts),
+        "labels": linker.terminology.labels,
+        "encoder": linker.encoder is not None,
+        "describe": linker.describe(),
+    }
 
 
 def _combine_defaults(
@@ -643,6 +675,8 @@ def run(
     label: str | None = None,
     no_lexicon: bool = False,
     min_confidence: float | None = None,
+    normalizer: Path | None = None,
+    no_normalizer: bool = False,
 ) -> ExportResult:
     """Export ``models/ner/<name>/model`` to ``models/ner/<name>/package`` (or ``out``), signed.
 
@@ -651,7 +685,11 @@ def run(
     column), or none with ``no_lexicon``. The union's minimum confidence is
     ``min_confidence``, else the best on a development gold file (``dev_gold``,
     or the one the model was trained with ``--dev``), else the default.
+    The package carries ``normalizer`` (a folder), else the workspace's
+    (``appliance normalize train``) when there is one, unless ``no_normalizer``.
     """
+    if normalizer is not None and no_normalizer:
+        raise UsageError("--normalizer and --no-normalizer exclude each other")
     if min_confidence is not None:
         check_min_confidence(min_confidence)
 
@@ -670,6 +708,8 @@ def run(
         "lexicons": [str(p) for p in lexicons],
         "no_lexicon": no_lexicon,
         "min_confidence": min_confidence,
+        "normalizer": str(normalizer) if normalizer else None,
+        "no_normalizer": no_normalizer,
     }
     with ws.stage("export", args) as stage:
         if not (model_dir / NER_META).is_file():
@@ -691,6 +731,12 @@ def run(
                 {"path": str(s.get("path")), "sha256": s.get("sha256")}
                 for s in packed.lexicon.sources
             ]
+        if normalizer is None and not no_normalizer:
+            from appliance.normalize.stage import workspace_normalizer
+
+            normalizer = workspace_normalizer(ws)
+        if normalizer is not None:
+            stage.inputs.append(hashed(normalizer, ws.root))
         started = utc_now()
         result = export_package(
             model_dir,
@@ -704,6 +750,7 @@ def run(
             lexicon=packed,
             min_confidence=min_confidence,
             calibrate_on=dev_docs if _dev_is_gold(trained, dev_gold) else None,
+            normalizer=normalizer,
         )
         result.no_lexicon = why
         (root / "export").mkdir(exist_ok=True)
@@ -720,6 +767,7 @@ def run(
                 "parity": result.parity,
                 "int8": result.int8,
                 "lexicon": result.lexicon,
+                "normalizer": result.normalizer,
             },
         )
         stage.outputs = [hashed(package, ws.root)]

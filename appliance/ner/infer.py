@@ -39,6 +39,7 @@ offset, so frames cannot be reordered or moved), BRAT files one by one;
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -68,6 +69,8 @@ from appliance.ner.lexicon import (
 )
 from appliance.ner.package import verify_package
 from appliance.ner.runtime import onnx_tagger
+from appliance.normalize.linker import Normalizer, has_normalizer
+from appliance.normalize.linker import load as load_normalizer
 from appliance.records.readers import ReaderOptions, read_export
 from appliance.security.crypto import (
     NONCE_BYTES,
@@ -82,7 +85,8 @@ from appliance.workspace import hashed
 
 OUTPUT_FORMATS = ("jsonl", "csv", "brat", "fhir")
 CSV_HEADER = ["note_id", "start", "end", "label", "text", "confidence"]
-SOURCE_COLUMN = "source"  # the CSV's last column when a lexicon is combined
+SOURCE_COLUMN = "source"  # a CSV column when a lexicon is combined
+CODE_COLUMNS = ["code", "code_system", "code_name", "code_score"]  # when the package normalizes
 STREAM_MAGIC = b"APLINF01"
 PURPOSE_INFER_IDS = "appliance/v1/ner-infer/journal-ids"
 MENTION_URL = "urn:appliance:fhir:StructureDefinition/nlp-mention"
@@ -106,6 +110,8 @@ class InferResult:
     combine: str = "model"
     min_confidence: float | None = None
     by_source: Counter[str] = field(default_factory=Counter)
+    normalized: bool = False
+    coded: int = 0  # entities given a concept code (the rest NIL)
 
     @property
     def notes_per_second(self) -> float:
@@ -126,6 +132,8 @@ class InferResult:
             if self.combine == "union":
                 how += f" (min confidence {self.min_confidence})"
             how += f": {sources}"
+        if self.normalized:
+            how += f"; {self.coded} of {self.entities} entities given a concept code"
         return (
             f"inferred {self.notes} notes{resumed}, {self.rejected} rejected{rej}; "
             f"{self.entities} entities ({types}){how}; {self.notes_per_second:.1f} notes/s; "
@@ -148,6 +156,8 @@ class InferResult:
             "combine": self.combine,
             "min_confidence": self.min_confidence,
             "entities_by_source": dict(self.by_source),
+            "normalized": self.normalized,
+            "coded": self.coded,
         }
 
 
@@ -155,17 +165,34 @@ class InferResult:
 # Per-note output
 
 
+def with_concepts(normalizer: Normalizer, text: str, entities: Sequence[Entity]) -> list[Entity]:
+    """``entities`` with their concept (code or NIL, candidates) from ``normalizer``."""
+    links = normalizer.link_note(text, [(e.start, e.end, e.label) for e in entities])
+    return [
+        dataclasses.replace(e, concept=link.fields())
+        for e, link in zip(entities, links, strict=True)
+    ]
+
+
 def jsonl_line(record: Record, entities: Sequence[Entity]) -> str:
     obj = {"id": record.id, "chars": len(record.text), "entities": [e.as_dict() for e in entities]}
     return json.dumps(obj, ensure_ascii=False) + "\n"
 
 
-def csv_rows(record: Record, entities: Sequence[Entity], with_source: bool = False) -> str:
+def csv_rows(
+    record: Record, entities: Sequence[Entity], with_source: bool = False, with_codes: bool = False
+) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     for e in entities:
         row: list[Any] = [record.id, e.start, e.end, e.label, e.text, f"{e.confidence:.4f}"]
-        writer.writerow([*row, e.source or ""] if with_source else row)
+        if with_source:
+            row.append(e.source or "")
+        if with_codes:
+            c = e.concept or {}
+            row += [c.get("code") or "", c.get("code_system") or "", c.get("code_name") or ""]
+            row.append(f"{c['code_score']:.4f}" if c.get("code_score") is not None else "")
+        writer.writerow(row)
     return buf.getvalue()
 
 
@@ -212,9 +239,22 @@ def fhir_bundle(record: Record, entities: Sequence[Entity], model: str = "") -> 
                 {"url": "confidence", "valueDecimal": round(e.confidence, 4)},
                 *([{"url": "model", "valueString": model}] if model else []),
                 *([{"url": "source", "valueCode": e.source}] if e.source else []),
+                *(
+                    [{"url": "codeScore", "valueDecimal": e.concept["code_score"]}]
+                    if e.concept is not None
+                    else []
+                ),
             ],
         }
-        concept = {"text": e.text}
+        concept: dict[str, Any] = {"text": e.text}
+        if e.concept is not None and e.concept.get("code"):
+            concept["coding"] = [
+                {
+                    "system": e.concept["code_system"],
+                    "code": e.concept["code"],
+                    "display": e.concept["code_name"],
+                }
+            ]
         base: dict[str, Any] = {"meta": {"tag": [tag]}, "extension": [mention], "subject": subject}
         if e.label == "DIAGNOSIS":
             resource = {
@@ -247,7 +287,11 @@ def fhir_bundle(record: Record, entities: Sequence[Entity], model: str = "") -> 
                 **base,
                 "status": "preliminary",
                 "code": {"text": e.label},
-                "valueString": e.text,
+                **(
+                    {"valueCodeableConcept": concept}
+                    if "coding" in concept
+                    else {"valueString": e.text}
+                ),
                 "derivedFrom": [_note_reference(record.id)],
             }
         # Deterministic ids: a resumed or repeated run posts the same resources.
@@ -326,11 +370,21 @@ class _StreamWriter:
     """jsonl / csv / fhir: one file, appended note by note, optionally as encrypted frames."""
 
     def __init__(
-        self, out: Path, fmt: str, key: DataKey | None, model: str, with_source: bool = False
+        self,
+        out: Path,
+        fmt: str,
+        key: DataKey | None,
+        model: str,
+        with_source: bool = False,
+        with_codes: bool = False,
     ) -> None:
         self.out, self.fmt, self.key, self.model = out, fmt, key, model
-        self.with_source = with_source
-        header = [*CSV_HEADER, SOURCE_COLUMN] if with_source else CSV_HEADER
+        self.with_source, self.with_codes = with_source, with_codes
+        header = [
+            *CSV_HEADER,
+            *([SOURCE_COLUMN] if with_source else []),
+            *(CODE_COLUMNS if with_codes else []),
+        ]
         journal_path = out.with_name(out.name + ".progress")
         if out.exists() and not journal_path.exists():
             raise UsageError(
@@ -366,7 +420,7 @@ class _StreamWriter:
         if self.fmt == "jsonl":
             text = jsonl_line(record, entities)
         elif self.fmt == "csv":
-            text = csv_rows(record, entities, self.with_source)
+            text = csv_rows(record, entities, self.with_source, self.with_codes)
         else:
             text = json.dumps(fhir_bundle(record, entities, self.model), ensure_ascii=False) + "\n"
         if text:
@@ -419,6 +473,10 @@ class _BratWriter:
         for i, e in enumerate(entities, 1):
             shown = e.text.replace("\r", " ").replace("\n", " ")
             lines.append(f"T{i}\t{e.label} {e.start} {e.end}\t{shown}\n")
+            if e.concept is not None and e.concept.get("code"):
+                lines.append(
+                    f"N{i}\tReference T{i} {e.concept['code']}\t{e.concept['code_name']}\n"
+                )
         self._put(self.out / f"{name}.ann", "".join(lines).encode("utf-8"))
         self.journal.commit(record.id, 0)
 
@@ -481,6 +539,7 @@ def run(
     stop_after: int | None = None,
     combine: str | None = None,
     min_confidence: float | None = None,
+    normalize: bool = True,
 ) -> InferResult:
     """Verify ``package`` with ``trusted_public_key``, then tag every note of the export into ``out``.
 
@@ -488,7 +547,8 @@ def run(
     after that many notes (as an interruption would). ``combine``: ``model``,
     ``lexicon`` or ``union`` (default: ``union`` for a package that carries a
     lexicon, else ``model``); ``min_confidence``: the union rule's threshold
-    (default: the package's, 0.5).
+    (default: the package's, 0.5). ``normalize``: give every entity a
+    concept code when the package carries a normalizer.
     """
 
     if fmt not in OUTPUT_FORMATS:
@@ -505,12 +565,22 @@ def run(
     if mode != "model":
         lexicon = load_package_lexicon(package, package_key)
     tagger = onnx_tagger(package, device=device, threads=threads, key=package_key)
+    normalizer = None
+    if normalize and has_normalizer(package):
+        normalizer = load_normalizer(package, device=device)
     model_tag = f"appliance-ner {manifest.get('precision', '')} {hashlib.sha256(json.dumps(manifest['files'], sort_keys=True).encode()).hexdigest()[:16]}"
     items = read_export(export_path, reader_format, options or ReaderOptions())
     writer: _StreamWriter | _BratWriter = (
         _BratWriter(out, encrypt_key)
         if fmt == "brat"
-        else _StreamWriter(out, fmt, encrypt_key, model_tag, with_source=mode != "model")
+        else _StreamWriter(
+            out,
+            fmt,
+            encrypt_key,
+            model_tag,
+            with_source=mode != "model",
+            with_codes=normalizer is not None,
+        )
     )
     result = InferResult(
         out=out,
@@ -519,6 +589,7 @@ def run(
         providers=list(tagger.info.get("providers", [])),
         combine=mode,
         min_confidence=threshold if mode == "union" else None,
+        normalized=normalizer is not None,
     )
     rejects_path = out.with_name(out.name + ".rejects.jsonl")
     rejects_tmp = rejects_path.with_name(rejects_path.name + ".tmp")
@@ -529,12 +600,17 @@ def run(
         if not chunk:
             return
         found = predict(tagger, lexicon, [r.text for r in chunk], mode, threshold, batch_size)
+        if normalizer is not None:
+            found = [
+                with_concepts(normalizer, r.text, f) for r, f in zip(chunk, found, strict=True)
+            ]
         for record, entities in zip(chunk, found, strict=True):
             writer.write(record, entities)
             result.notes += 1
             result.entities += len(entities)
             result.by_type.update(e.label for e in entities)
             result.by_source.update(e.source for e in entities if e.source)
+            result.coded += sum(1 for e in entities if e.concept and e.concept["code"])
         result.seconds = time.monotonic() - started
         if progress is not None:
             progress(result.notes + result.resumed, result.notes_per_second)

@@ -53,6 +53,7 @@ class NormalizeReport:
     gold_mentions: int = 0
     with_code: int = 0
     mappable: int = 0
+    unmappable_nil: int = 0  # coded gold mentions outside the terminology the normalizer left NIL
     model: dict[str, Row] = field(
         default_factory=lambda: {"all": Row(), "seen": Row(), "unseen": Row()}
     )
@@ -68,6 +69,8 @@ class NormalizeReport:
             "gold_mentions": self.gold_mentions,
             "with_code": self.with_code,
             "mappable": self.mappable,
+            "unmappable": self.with_code - self.mappable,
+            "unmappable_left_nil": self.unmappable_nil,
             "normalizer": {k: r.as_dict() for k, r in self.model.items()},
             "exact_match_baseline": {k: r.as_dict() for k, r in self.exact.items()},
             "via": dict(sorted(self.via.items())),
@@ -87,7 +90,18 @@ class NormalizeReport:
                 a1 = f"{r.at1 / r.n:.3f}" if r.n else "-"
                 a5 = f"{r.at5 / r.n:.3f}" if r.n else "-"
                 lines.append(f"{name + ' ' + part:24} {r.n:>8} {a1:>7} {a5:>7} {r.nil:>6}")
+        unmappable = self.with_code - self.mappable
+        if unmappable:
+            lines.append(
+                f"{unmappable} gold mentions name concepts outside the terminology; "
+                f"the normalizer left {self.unmappable_nil} of them without a code (NIL)"
+            )
         return "\n".join(lines)
+
+    @property
+    def accuracy(self) -> float | None:
+        r = self.model["all"]
+        return r.at1 / r.n if r.n else None
 
     def summary(self) -> str:
         m, e = self.model["all"], self.exact["all"]
@@ -121,6 +135,10 @@ def evaluate(normalizer: Normalizer, docs: Sequence[Document]) -> NormalizeRepor
         report.with_code += len(spans)
         targets = [gold_concepts(normalizer, s.code) for s in spans]
         mappable = [(s, t) for s, t in zip(spans, targets, strict=True) if t]
+        outside = [s for s, t in zip(spans, targets, strict=True) if not t]
+        if outside:
+            links = normalizer.link_note(doc.text, [(s.start, s.end, s.label) for s in outside])
+            report.unmappable_nil += sum(1 for link in links if link.code is None)
         if not mappable:
             continue
         links = normalizer.link_note(doc.text, [(s.start, s.end, s.label) for s, _ in mappable])
@@ -138,3 +156,43 @@ def evaluate(normalizer: Normalizer, docs: Sequence[Document]) -> NormalizeRepor
                 report.exact[key].add(guess in target, guess in target, guess is None)
     report.seconds = time.monotonic() - started
     return report
+
+
+def span_code_scores(
+    normalizer: Normalizer,
+    docs: Sequence[Document],
+    predictions: Sequence[Sequence[tuple[int, int, str]]],
+) -> dict[str, Any]:
+    """End-to-end span + code precision, recall and F1.
+
+    Gold: spans whose code the terminology resolves. Predicted: entities the
+    normalizer gives a code (NIL ones are not claims). A prediction is right
+    when its offsets and type equal a gold span's and its code is one of the
+    concepts that span's code resolves to.
+    """
+    tp = n_pred = n_gold = 0
+    for doc, spans in zip(docs, predictions, strict=True):
+        gold = {}
+        for s in doc.spans:
+            target = gold_concepts(normalizer, s.code) if s.code else set()
+            if target:
+                gold[(s.start, s.end, s.label)] = target
+        n_gold += len(gold)
+        for (start, end, label), link in zip(
+            spans, normalizer.link_note(doc.text, spans), strict=True
+        ):
+            if link.code is None:
+                continue
+            n_pred += 1
+            tp += link.code in gold.get((start, end, label), ())
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {
+        "precision": round(p, 4),
+        "recall": round(r, 4),
+        "f1": round(f1, 4),
+        "gold": n_gold,
+        "pred": n_pred,
+        "tp": tp,
+    }

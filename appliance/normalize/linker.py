@@ -103,6 +103,18 @@ class Link:
     def score(self) -> float:
         return self.candidates[0].score if self.candidates else 0.0
 
+    def fields(self) -> dict[str, Any]:
+        """The entity fields inference writes: ``code`` (None when NIL) and the rest."""
+        b = self.best
+        return {
+            "code": b.code if b else None,
+            "code_system": b.system if b else None,
+            "code_name": b.name if b else None,
+            "code_score": round(self.score, 4),
+            "code_via": self.via if b else "nil",
+            "code_candidates": [c.as_dict() for c in self.candidates],
+        }
+
 
 class SurfaceKeys:
     """Exact and variant keys of a surface string, under one language's rules."""
@@ -326,7 +338,7 @@ class Normalizer:
         for name in FILES:
             (folder / name).unlink(missing_ok=True)
         for name, data in self.files(encoder_bytes, tokenizer_json).items():
-            atomic_write(folder / name, data, 0o644)
+            atomic_write(folder / name, data, 0o600)
 
     def describe(self) -> str:
         how = "exact, variant, character n-grams"

@@ -43,6 +43,10 @@ _SYSTEMS: tuple[tuple[re.Pattern[str], str], ...] = (
 LOCAL_SYSTEM = "urn:appliance:terminology:"
 
 
+class NoConceptCodes(InputError):
+    """A lexicon none of whose terms has a code: nothing to normalize to."""
+
+
 def guess_system(code: str, label: str) -> str:
     """The code system URI for ``code``: a known code shape, else a local URN per type."""
     for pattern, uri in _SYSTEMS:
@@ -198,7 +202,7 @@ class Terminology:
                 if x not in c.xrefs:
                     c.xrefs.append(x)
         if not concepts:
-            raise InputError(
+            raise NoConceptCodes(
                 f"{where}: no term has a concept code ({skipped} terms); normalization needs a "
                 "code column (TSV/CSV 'code' or 'id', OBO 'id:')"
             )
