@@ -114,7 +114,7 @@ def evaluate(
         if lexicon is None and tagger.info.get("backend") == "onnx":
             lexicon = load_package_lexicon(Path(model_or_tagger), key)
         if normalizer is None and has_normalizer(Path(model_or_tagger)):
-            normalizer = load_normalizer(Path(model_or_tagger))
+            normalizer = load_normalizer(Path(model_or_tagger), key=key)
     mode, default_min = choose_combine(combine_mode, lexicon.info if lexicon else None, where)
     threshold = default_min if min_confidence is None else min_confidence
     texts = [d.text for d in gold_docs]

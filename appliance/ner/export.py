@@ -506,8 +506,10 @@ def export_package(
                 runtime_meta["encrypted"]["files"] += lexicon_entry["files"]
         normalizer_entry = None
         if normalizer is not None:
-            normalizer_entry = _pack_normalizer(normalizer, tmp)
+            normalizer_entry = _pack_normalizer(normalizer, tmp, key)
             runtime_meta["normalizer"] = normalizer_entry
+            if key is not None:
+                runtime_meta["encrypted"]["files"] += normalizer_entry["files"]
         (tmp / NER_META).write_text(
             json.dumps({**runtime_meta, "precision": precision}, indent=2) + "\n", encoding="utf-8"
         )
@@ -568,15 +570,12 @@ def export_package(
     )
 
 
-def _pack_normalizer(folder: Path, into: Path) -> dict[str, Any]:
-    """Copy a normalizer's files into a package being built; what the package records of it."""
-    from appliance.normalize.linker import file_names, load
+def _pack_normalizer(folder: Path, into: Path, key: DataKey | None) -> dict[str, Any]:
+    """Copy a normalizer's files into a package being built (encrypted under ``key`` in the real zone)."""
+    from appliance.normalize.linker import load, read_files, write_files
 
     linker = load(folder)  # refuses a broken or altered normalizer before it is signed
-    names = file_names(folder)
-    for name in names:
-        shutil.copyfile(folder / name, into / name)
-        os.chmod(into / name, 0o600)
+    names = write_files(into, read_files(folder), key)
     return {
         "files": names,
         "terminology_sha256": linker.terminology.sha256(),

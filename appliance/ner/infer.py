@@ -567,7 +567,7 @@ def run(
     tagger = onnx_tagger(package, device=device, threads=threads, key=package_key)
     normalizer = None
     if normalize and has_normalizer(package):
-        normalizer = load_normalizer(package, device=device)
+        normalizer = load_normalizer(package, device=device, key=package_key)
     model_tag = f"appliance-ner {manifest.get('precision', '')} {hashlib.sha256(json.dumps(manifest['files'], sort_keys=True).encode()).hexdigest()[:16]}"
     items = read_export(export_path, reader_format, options or ReaderOptions())
     writer: _StreamWriter | _BratWriter = (

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,10 @@ import numpy as np
 from appliance.annotate.abbreviations import find_abbreviations
 from appliance.annotate.lexicon import Lexicon, LexiconAnnotator, LexiconRules
 from appliance.documents import word_tokens
-from appliance.errors import InputError
+from appliance.errors import InputError, KeyRequired
 from appliance.normalize.terminology import Terminology
+from appliance.security.crypto import atomic_write, read_encrypted, write_encrypted
+from appliance.security.keys import DataKey
 
 FORMAT = "appliance-normalizer/1"
 META = "normalizer.json"
@@ -52,6 +54,8 @@ ENCODER = "normalizer-encoder.onnx"
 TOKENIZER = "normalizer-tokenizer.json"
 EMBEDDINGS = "normalizer-embeddings.npy"
 FILES = (META, CONCEPTS, SPARSE, ENCODER, TOKENIZER, EMBEDDINGS)
+ENC = ".enc"  # in a real-zone package every normalizer file is encrypted under the data key
+LABEL = "normalizer/"  # AEAD label prefix, with the file's role: a file moved elsewhere does not decrypt
 
 EXACT = 1.0
 VARIANT = 0.98
@@ -332,13 +336,10 @@ class Normalizer:
         return out
 
     def save(self, folder: Path, encoder_bytes: bytes | None, tokenizer_json: str | None) -> None:
-        from appliance.security.crypto import atomic_write
-
         folder.mkdir(parents=True, exist_ok=True)
         for name in FILES:
             (folder / name).unlink(missing_ok=True)
-        for name, data in self.files(encoder_bytes, tokenizer_json).items():
-            atomic_write(folder / name, data, 0o600)
+        write_files(folder, self.files(encoder_bytes, tokenizer_json), None)
 
     def describe(self) -> str:
         how = "exact, variant, character n-grams"
@@ -348,32 +349,65 @@ class Normalizer:
 
 
 def has_normalizer(folder: Path) -> bool:
-    return (folder / META).is_file()
+    return (folder / META).is_file() or (folder / (META + ENC)).is_file()
+
+
+def write_files(folder: Path, files: dict[str, bytes], key: DataKey | None) -> list[str]:
+    """Write a normalizer's files into ``folder`` (encrypted under ``key`` when given); their names."""
+    names = []
+    for name, data in files.items():
+        if key is None:
+            atomic_write(folder / name, data, 0o600)
+            names.append(name)
+        else:
+            write_encrypted(folder / (name + ENC), key, data, label=LABEL + name)
+            names.append(name + ENC)
+    return names
+
+
+def read_files(folder: Path) -> dict[str, bytes]:
+    """The plaintext files of a normalizer folder, by name (what :func:`write_files` takes)."""
+    return {n: (folder / n).read_bytes() for n in FILES if (folder / n).is_file()}
 
 
 def load(
-    folder: Path, device: str = "cpu", settings: NormalizerSettings | None = None
+    folder: Path,
+    device: str = "cpu",
+    settings: NormalizerSettings | None = None,
+    key: DataKey | None = None,
 ) -> Normalizer:
     """The normalizer whose files are in ``folder`` (its own folder or a model package).
 
-    Refused with a one-line error when a file is missing or when the concepts
-    file's hash is not the one the normalizer was built on.
+    A real-zone package's normalizer files are encrypted: ``key`` (the
+    workspace data key) decrypts them into memory. Refused with a one-line
+    error when a file is missing, when the key is needed and not given, or
+    when the concepts file's hash is not the one the normalizer was built on.
     """
     where = f"{folder}/{META}"
+    encrypted = not (folder / META).is_file() and (folder / (META + ENC)).is_file()
+    if encrypted and key is None:
+        raise KeyRequired(
+            f"{folder}: the normalizer is encrypted (a real-zone package); it needs the "
+            "workspace's data key (-w WORKSPACE or --data-key FILE)"
+        )
+
+    def read(name: str) -> bytes:
+        path = folder / (name + ENC if encrypted else name)
+        if not path.is_file():
+            raise InputError(f"{folder}: normalizer file {name} is missing")
+        if encrypted:
+            assert key is not None
+            return read_encrypted(path, key, label=LABEL + name)
+        return path.read_bytes()
+
+    if not has_normalizer(folder):
+        raise InputError(f"{folder}: no normalizer here ({META} is missing)")
     try:
-        meta = json.loads((folder / META).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{folder}: no normalizer here ({META} is missing)") from None
+        meta = json.loads(read(META).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{where}: not valid JSON ({exc})") from None
     if meta.get("format") != FORMAT:
         raise InputError(f"{where}: not a normalizer of format {FORMAT}")
-
-    def read(name: str) -> bytes:
-        try:
-            return (folder / name).read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{folder}: normalizer file {name} is missing") from None
 
     concepts = read(CONCEPTS)
     digest = hashlib.sha256(concepts).hexdigest()
@@ -419,7 +453,3 @@ def load(
         {str(k): int(v) for k, v in (meta.get("mentions") or {}).items()},
         info,
     )
-
-
-def file_names(folder: Path) -> Iterable[str]:
-    return [n for n in FILES if (folder / n).is_file()]

@@ -226,3 +226,37 @@ def test_normalize_evaluate_on_the_package(trained):
     assert "normalizer all" in out
     line = next(x for x in out.splitlines() if x.startswith("normalizer all"))
     assert float(line.split()[3]) >= 0.9  # demo mentions are the vocabularies' own forms
+
+
+def test_a_real_zone_package_encrypts_its_normalizer(tmp_path):
+    from appliance.security.crypto import FILE_MAGIC
+    from appliance.workspace import init
+
+    ws = init(tmp_path / "ws")
+    gold = demo_export(tmp_path / "demo", "jsonl", notes=12).parent / "gold.jsonl"
+    train_mod.run(ws, train_gold=gold, name="real", settings=tiny_settings(max_steps=3))
+    secret = "Quistbergh syndrome"
+    terms = tmp_path / "ward-terms.tsv"
+    terms.write_text(f"term\tlabel\tcode\n{secret}\tDIAGNOSIS\tW1\nasthma\tDIAGNOSIS\tW2\n")
+    _invoke("normalize", "train", "-w", ws.root, "--lexicon", terms)
+    _invoke("export", "-w", ws.root, "--name", "real", "--no-lexicon")
+    pkg = ws.models_dir / "ner" / "real" / "package"
+    signed = verify_package(pkg, load_public_key(ws.signing_key_path.with_suffix(".pub")))
+    assert linker.CONCEPTS + linker.ENC in signed["files"]
+    runtime = json.loads((pkg / "ner.json").read_text())
+    assert linker.META + linker.ENC in runtime["encrypted"]["files"]
+    for p in pkg.iterdir():
+        data = p.read_bytes()
+        assert b"Quistbergh" not in data, p
+        if p.name.startswith("normalizer"):
+            assert data.startswith(FILE_MAGIC)
+    with pytest.raises(Exception, match="needs the workspace's data key"):
+        linker.load(pkg)
+    norm = linker.load(pkg, key=ws.data_key)
+    (link,) = norm.link([(secret.lower(), "DIAGNOSIS")])
+    assert link.code == "W1"
+    export = tmp_path / "notes.jsonl"
+    export.write_text(json.dumps({"id": "n1", "text": "History of asthma."}) + "\n")
+    out = tmp_path / "o.jsonl"
+    summary = _invoke("infer", export, "-w", ws.root, "--name", "real", "--out", out)
+    assert "given a concept code" in summary
