@@ -145,6 +145,22 @@ def normalize() -> None:
     show_default=True,
     help="Annotation set whose synthetic notes give mentions (and, without --lexicon, the lexicon).",
 )
+@click.option(
+    "--endpoint",
+    default=None,
+    help="OpenAI-compatible LLM endpoint that writes more mentions per concept (needs --base; the policy's egress guard applies).",
+)
+@click.option("--model", "llm_model", default=None, help="Served model name at --endpoint.")
+@click.option(
+    "--llm-concepts",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Concepts to ask the LLM about (a seeded sample when the terminology has more).",
+)
+@click.option(
+    "--api-key-env", default=None, help="Environment variable holding the endpoint's API key."
+)
 @_apply_common
 @workspace_option
 @json_option
@@ -158,6 +174,10 @@ def normalize_train(
     nil_threshold: float | None,
     dense_weight: float | None,
     device: str,
+    endpoint: str | None,
+    llm_model: str | None,
+    llm_concepts: int,
+    api_key_env: str | None,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
@@ -167,9 +187,25 @@ def normalize_train(
     Example:
       appliance normalize train -w ./ws
       appliance normalize train -w ./ws --lexicon DIAGNOSIS=doid.obo --base ./all-MiniLM-L6-v2
+      appliance normalize train -w ./ws --base ./all-MiniLM-L6-v2 --endpoint http://127.0.0.1:8000/v1 --model local-llm
     """
-    from appliance.normalize.stage import parse_lexicons, run
+    import os
 
+    from appliance.errors import UsageError
+    from appliance.normalize.stage import LLMMentionOptions, parse_lexicons, run
+
+    llm = None
+    if endpoint or llm_model:
+        if not (endpoint and llm_model):
+            raise UsageError("--endpoint and --model go together")
+        if llm_concepts < 1:
+            raise UsageError("--llm-concepts must be at least 1")
+        api_key = None
+        if api_key_env:
+            api_key = os.environ.get(api_key_env)
+            if not api_key:
+                raise UsageError(f"--api-key-env: ${api_key_env} is not set")
+        llm = LLMMentionOptions(endpoint, llm_model, llm_concepts, api_key)
     ws = open_workspace(workspace)
     with _progress() as update:
         result = run(
@@ -180,6 +216,7 @@ def normalize_train(
             overrides=_overrides(top_k, nil_threshold, dense_weight),
             encoder_settings=_encoder_settings(steps, device),  # type: ignore[arg-type]
             progress=update,
+            llm=llm,
         )
     if as_json:
         print_json(
@@ -192,6 +229,7 @@ def normalize_train(
                 "concepts_with_mentions": sum(1 for v in result.normalizer.mentions.values() if v),
                 "encoder": result.normalizer.encoder is not None,
                 "info": result.normalizer.info,
+                "llm_mentions": result.details.get("llm_mentions"),
             }
         )
     else:

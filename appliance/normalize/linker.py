@@ -440,7 +440,7 @@ def load(
         embeddings = np.load(io.BytesIO(read(EMBEDDINGS)), allow_pickle=False)
     info = {
         k: meta[k]
-        for k in ("base", "training", "created", "parity", "mention_sources")
+        for k in ("base", "training", "created", "parity", "mention_sources", "llm_mentions")
         if k in meta
     }
     return Normalizer(

@@ -23,11 +23,20 @@ from appliance.normalize.build import build
 from appliance.normalize.encoder import EncoderSettings
 from appliance.normalize.evaluate import NormalizeReport, evaluate
 from appliance.normalize.linker import Normalizer, NormalizerSettings, has_normalizer, load
+from appliance.normalize.llm_mentions import write_mentions
 from appliance.normalize.terminology import Terminology
 from appliance.security.audit import utc_now
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
 FOLDER = "normalizer"
+
+
+@dataclass(frozen=True)
+class LLMMentionOptions:
+    endpoint: str
+    model: str
+    concepts: int = 1000  # a seeded sample of this many concepts is asked
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -44,8 +53,17 @@ class TrainResult:
         seen = sum(1 for v in n.mentions.values() if v)
         return (
             f"built a normalizer in {self.seconds:.1f}s: {n.describe()}; {seen} concepts with "
-            f"mentions from {self.documents} annotated synthetic notes; lexicon from "
-            f"{self.lexicon_from}; saved to {self.folder}"
+            f"mentions from {self.documents} annotated synthetic notes{self._llm()}; lexicon "
+            f"from {self.lexicon_from}; saved to {self.folder}"
+        )
+
+    def _llm(self) -> str:
+        info = self.details.get("llm_mentions")
+        if not info:
+            return ""
+        failed = sum(info["failures"].values())
+        return f", {info['mentions']} LLM-written mentions of {info['answered']} concepts" + (
+            f" ({failed} requests failed)" if failed else ""
         )
 
 
@@ -97,6 +115,8 @@ def run(
     overrides: dict[str, Any] | None = None,
     encoder_settings: EncoderSettings | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    llm: LLMMentionOptions | None = None,
+    llm_progress: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Build the workspace's normalizer into ``models/normalizer``.
 
@@ -104,12 +124,19 @@ def run(
     set ``annotations`` was made with. Mentions: that set's annotated notes
     (when it exists). ``base``: a local encoder folder to fine-tune; without
     one the normalizer uses exact, variant and character n-gram matching.
+    ``llm``: an endpoint that writes more mentions per concept (they train
+    the encoder, so they need ``base``), through the policy's egress guard.
     """
     args = {
         "lexicons": [str(p) for p, _ in lexicons],
         "annotations": annotations,
         "base": str(base) if base else None,
+        "llm": {"endpoint": llm.endpoint, "model": llm.model, "concepts": llm.concepts}
+        if llm
+        else None,
     }
+    if llm is not None and base is None:
+        raise UsageError("LLM-written mentions train the encoder; give --base ENCODER_DIR too")
     folder = ws.models_dir / FOLDER
     with ws.stage("normalize train", args) as stage:
         has_set = read_manifest(ws.annotation_dir(annotations)) is not None
@@ -127,6 +154,20 @@ def run(
             )
         terminology = Terminology.from_lexicon(lex, origin)
         rules = LexiconRules.from_schema(ws.policy.entity_schema(), language)
+        extra: list[tuple[str, str]] = []
+        llm_info = None
+        if llm is not None:
+            written = write_mentions(
+                terminology.concepts,
+                llm.endpoint,
+                llm.model,
+                ws.policy.egress,
+                limit=llm.concepts,
+                api_key=llm.api_key,
+                progress=llm_progress,
+            )
+            extra, llm_info = written.mentions, written.as_dict()
+            stage.details["llm_mentions"] = llm_info
         built = build(
             terminology,
             rules,
@@ -134,8 +175,11 @@ def run(
             base=base,
             settings=dataclasses.replace(NormalizerSettings(), **(overrides or {})),
             encoder_settings=encoder_settings,
+            extra_mentions=extra,
             progress=progress,
         )
+        if llm_info is not None:
+            built.normalizer.info["llm_mentions"] = llm_info
         if has_set:
             stage.inputs.append(hashed(ws.annotation_dir(annotations), ws.root))
         for source in lex.sources:
@@ -168,7 +212,9 @@ def run(
         stage.details.update(
             {"concepts": len(terminology.concepts), "seconds": round(built.seconds, 1)}
         )
-    return TrainResult(folder, built.normalizer, built.seconds, len(docs), origin)
+    return TrainResult(
+        folder, built.normalizer, built.seconds, len(docs), origin, {"llm_mentions": llm_info}
+    )
 
 
 def workspace_normalizer(ws: Workspace) -> Path | None:

@@ -334,3 +334,84 @@ def test_normalize_train_refuses_a_lexicon_without_codes(workspace, tmp_path):
     assert code != 0 and "no term has a concept code" in out and "Traceback" not in out
     code, out = _cli("normalize", "train", "-w", workspace.root)
     assert code != 0 and "pass --lexicon FILE" in out
+
+
+# ---------------------------------------------------------------------------
+# LLM-written mentions
+
+
+class _MentionServer:
+    """A loopback OpenAI-compatible server that answers each concept's prompt from a table."""
+
+    def __init__(self, answers: dict[str, object]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.answers = answers
+        self.prompts: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                outer.prompts.append(prompt)
+                assert body["response_format"]["json_schema"]["name"] == "mentions"
+                name = prompt.split('"')[1]
+                answer = outer.answers.get(name, {"mentions": []})
+                if answer == 500:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                content = answer if isinstance(answer, str) else json.dumps(answer)
+                data = json.dumps({"choices": [{"message": {"content": content}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_llm_written_mentions_are_parsed_counted_and_guarded(terms):
+    from appliance.config import EgressPolicy
+    from appliance.errors import EgressDenied
+    from appliance.normalize.llm_mentions import LLMMentionsFailed, write_mentions
+
+    term = load_terminology([terms], [None])
+    server = _MentionServer(
+        {
+            "myocardial infarction": {"mentions": ["AMI", "heart attack", "  STEMI  "]},
+            "pneumonia": "not json",
+            "warfarin": 500,
+        }
+    )
+    egress = EgressPolicy()
+    try:
+        result = write_mentions(term.concepts, server.url, "m", egress, retries=0)
+        assert ("AMI", "DX1") in result.mentions and ("STEMI", "DX1") in result.mentions
+        assert ("heart attack", "DX1") not in result.mentions  # already a synonym
+        assert result.asked == 8 and result.answered == 6
+        assert result.failures == {"malformed": 1, "http_500": 1}
+        assert all("clinical note" in p for p in server.prompts)
+        assert any("(also: heart attack; MI)" in p for p in server.prompts)
+        sample = write_mentions(term.concepts, server.url, "m", egress, limit=3, retries=0)
+        assert sample.asked == 3
+        server.answers = {c.name: 500 for c in term.concepts}
+        with pytest.raises(LLMMentionsFailed, match="no concept got an answer"):
+            write_mentions(term.concepts, server.url, "m", egress, retries=0)
+    finally:
+        server.close()
+    with pytest.raises(EgressDenied):
+        write_mentions(term.concepts, "http://10.9.8.7:8000/v1", "m", egress)

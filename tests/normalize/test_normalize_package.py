@@ -260,3 +260,33 @@ def test_a_real_zone_package_encrypts_its_normalizer(tmp_path):
     out = tmp_path / "o.jsonl"
     summary = _invoke("infer", export, "-w", ws.root, "--name", "real", "--out", out)
     assert "given a concept code" in summary
+
+
+def test_normalize_train_with_llm_written_mentions(workspace, tmp_path):
+    from tests.normalize.test_normalize import TERMS, _MentionServer
+
+    terms = tmp_path / "terms.tsv"
+    terms.write_text(TERMS, encoding="utf-8")
+    base = tiny_encoder(tmp_path / "enc", TERMS.split())
+    server = _MentionServer({"pneumonia": {"mentions": ["PNA", "chest infection"]}})
+    try:
+        result = CliRunner().invoke(
+            cli,
+            ["normalize", "train", "-w", str(workspace.root), "--lexicon", str(terms),
+             "--endpoint", server.url, "--model", "m"],
+        )  # fmt: skip
+        assert result.exit_code == 2 and "give --base ENCODER_DIR too" in result.output
+        done = CliRunner().invoke(
+            cli,
+            ["normalize", "train", "-w", str(workspace.root), "--lexicon", str(terms),
+             "--base", str(base), "--steps", "3", "--endpoint", server.url, "--model", "m",
+             "--json"],
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["llm_mentions"]["mentions"] == 2 and report["llm_mentions"]["answered"] == 8
+    norm = linker.load(workspace.models_dir / "normalizer")
+    assert norm.mentions.get("DX4") == 2 and norm.info["llm_mentions"]["mentions"] == 2
+    assert norm.info["mention_sources"]["llm"] == 2
