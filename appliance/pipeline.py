@@ -102,6 +102,7 @@ from appliance.ner.settings import (
 from appliance.normalize.encoder import EncoderSettings
 from appliance.normalize.linker import has_normalizer
 from appliance.normalize.stage import FOLDER as NORMALIZER_FOLDER
+from appliance.normalize.stage import LLMMentionOptions
 from appliance.normalize.stage import run as normalize_train
 from appliance.normalize.stage import run_evaluate as normalize_evaluate
 from appliance.normalize.terminology import NoConceptCodes
@@ -210,6 +211,8 @@ class NormalizeSection:
     lexicons: list[str] = _spec([], *_STRINGS)
     base: str = _spec("", "a local encoder folder (empty: n-gram matching only)", _str())
     steps: int = _spec(300, "an integer ≥ 0", _int(0))
+    # LLM-written mentions from the [annotate] endpoint and model (0: none; needs base).
+    llm_concepts: int = _spec(0, "an integer ≥ 0", _int(0))
 
 
 @dataclass(frozen=True)
@@ -635,6 +638,14 @@ def _normalize(r: _Run, fingerprint: str) -> str:
         shutil.rmtree(folder, ignore_errors=True)  # never packed with a model it was not made for
         return "off ([normalize] enabled = false)"
     lexicons = [(p, None) for p in (r.c.path(x) for x in n.lexicons) if p is not None]
+    llm = None
+    if n.llm_concepts:
+        a = r.c.annotate
+        if not (a.endpoint and a.model):
+            raise ConfigError(
+                f"{r.c.source}: [normalize] llm_concepts needs [annotate] endpoint and model"
+            )
+        llm = LLMMentionOptions(a.endpoint, a.model, n.llm_concepts)
     try:
         return normalize_train(
             r.ws,
@@ -642,6 +653,7 @@ def _normalize(r: _Run, fingerprint: str) -> str:
             annotations=r.ann_name,
             base=r.c.path(n.base) if n.base else None,
             encoder_settings=EncoderSettings(steps=n.steps),
+            llm=llm,
         ).summary()
     except NoConceptCodes:
         # A manifest without normalizer files: the stage is done, and export packs nothing.
