@@ -94,9 +94,9 @@ def note_mentions(
             if code is not None:
                 short_forms.setdefault(a.short, Counter())[code] += 1
     for short, codes in short_forms.items():
-        (code, n), *others = codes.most_common()
+        (only, count), *others = codes.most_common()
         if not others:  # a short form two concepts share is left to each note's own definition
-            out.extend([(short, code)] * n)
+            out.extend([(short, only)] * count)
     return out
 
 

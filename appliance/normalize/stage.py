@@ -69,7 +69,7 @@ class TrainResult:
 
 def parse_lexicons(items: Sequence[str | Path], label: str | None) -> list[tuple[Path, str | None]]:
     """``--lexicon [TYPE=]FILE`` items as (path, type)."""
-    out = []
+    out: list[tuple[Path, str | None]] = []
     for item in items:
         text = str(item)
         head, sep, tail = text.partition("=")

@@ -287,8 +287,11 @@ def test_codes_in_pubtator_jsonl_and_brat(tmp_path):
     (bdoc,) = read_gold(tmp_path / "brat")
     assert bdoc.spans[0].code == "RX2"
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "text": "ab", "entities": [{"start": 0, "end": 1, '
-                   '"label": "X", "code": 5}]}\n', encoding="utf-8")
+    bad.write_text(
+        '{"id": "a", "text": "ab", "entities": [{"start": 0, "end": 1, '
+        '"label": "X", "code": 5}]}\n',
+        encoding="utf-8",
+    )
     with pytest.raises(InputError, match="'code' must be a string"):
         read_gold(bad)
 

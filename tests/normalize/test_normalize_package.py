@@ -204,13 +204,15 @@ def test_infer_writes_codes_in_every_format(trained, tmp_path):
     off = tmp_path / "off.jsonl"
     summary = _invoke("infer", export, "-w", ws.root, "--out", off, "--no-normalize")
     assert "concept code" not in summary
-    assert all("code" not in e for line in off.read_text().splitlines() for e in json.loads(line)["entities"])
+    assert all(
+        "code" not in e
+        for line in off.read_text().splitlines()
+        for e in json.loads(line)["entities"]
+    )
 
 
 def test_ner_evaluate_reports_span_and_code_scores(trained):
-    out = _invoke(
-        "ner", "evaluate", "-w", trained["ws"].root, "--gold", trained["gold"], "--json"
-    )
+    out = _invoke("ner", "evaluate", "-w", trained["ws"].root, "--gold", trained["gold"], "--json")
     report = json.loads(out)
     codes = report["codes"]
     assert codes["gold"] > 0 and 0 <= codes["f1"] <= 1
