@@ -1,4 +1,4 @@
-"""What the two trainers (generator and NER) share: the device, quiet logs, one checkpoint format.
+"""What the trainers (generator, NER, normalizer) share: the device, quiet logs, ONNX export, one checkpoint format.
 
 A checkpoint is one ``torch.save`` dict: the run's fingerprint (a hash of
 its data and settings), the step, model and optimizer state, the model
@@ -14,11 +14,15 @@ without it (the CLI, inference through onnxruntime).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import ConfigError
+from appliance.errors import ApplianceError, ConfigError, missing_dependency
 from appliance.security.crypto import atomic_write, read_encrypted, write_encrypted
 from appliance.security.keys import DataKey
 
@@ -34,6 +38,89 @@ def resolve_device(requested: str) -> str:
             "device 'cuda' requested but torch sees no CUDA GPU; use --device cpu or auto"
         )
     return requested
+
+
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """The exporter reports its progress on stdout/stderr; keep CLI output to one line."""
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnxruntime", "")
+    loggers = [logging.getLogger(n) if n else logging.getLogger() for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def export_encoder_onnx(
+    module: Any, pad_id: int, output: str, max_sequence: int, what: str = "ONNX export"
+) -> bytes:
+    """``module(input_ids, attention_mask) -> output`` as ONNX bytes, batch and sequence dynamic.
+
+    torch's exporter (opset 18, dynamo) traces it on a small padded batch; a
+    failure of the exporter is one :class:`ApplianceError` line naming ``what``.
+    """
+    import torch
+
+    try:
+        import onnxscript  # noqa: F401  - the exporter's dependency; fail with an install hint
+    except ImportError:
+        raise missing_dependency("onnxscript", "cpu", what) from None
+    n = max(8, min(16, max_sequence))
+    ids = torch.full((2, n), pad_id, dtype=torch.long)
+    ids[:, : min(n, 3)] = 1
+    mask = torch.ones((2, n), dtype=torch.long)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    seq = torch.export.Dim("sequence", min=2, max=max(max_sequence, 16))
+    try:
+        with quiet_export():
+            program = torch.onnx.export(
+                module.eval(),
+                (ids, mask),
+                None,
+                input_names=["input_ids", "attention_mask"],
+                output_names=[output],
+                dynamic_shapes={
+                    "input_ids": {0: batch, 1: seq},
+                    "attention_mask": {0: batch, 1: seq},
+                },
+                opset_version=18,
+                dynamo=True,
+                external_data=False,
+            )
+            assert program is not None
+            blob: bytes = program.model_proto.SerializeToString()
+    except Exception as exc:  # the exporter raises many internal error types
+        raise ApplianceError(
+            f"{what} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
+    return blob
+
+
+def load_fast_tokenizer(base: Path) -> Any:
+    """The fast tokenizer of a local Hugging Face folder, as a ``tokenizers.Tokenizer``."""
+    from tokenizers import Tokenizer
+
+    from appliance.errors import InputError
+
+    if (base / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(base / "tokenizer.json"))
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"--base {base}: no loadable tokenizer: {str(exc).splitlines()[0]}"
+        ) from exc
+    if not getattr(hf, "is_fast", False):
+        raise InputError(f"--base {base}: a fast tokenizer (tokenizer.json) is required")
+    return Tokenizer.from_str(hf.backend_tokenizer.to_str())
 
 
 def quiet_transformers() -> None:

@@ -31,6 +31,7 @@ from appliance.ner.encoding import Special, special_tokens
 from appliance.ner.settings import NerSettings
 from appliance.security.crypto import atomic_write, read_encrypted, write_encrypted
 from appliance.security.keys import DataKey
+from appliance.training import load_fast_tokenizer
 
 NER_META = "ner.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -130,20 +131,8 @@ def load_base_tokenizer(base: Path, key: DataKey | None = None) -> Any:
         raise InputError(f"--base {base}: not a folder (give a local encoder folder or 'scratch')")
     if zones.is_encrypted(base):
         tok = Tokenizer.from_str(read_tokenizer_json(base, key))
-    elif (base / TOKENIZER_FILE).is_file():
-        tok = Tokenizer.from_file(str(base / TOKENIZER_FILE))
     else:
-        from transformers import AutoTokenizer
-
-        try:
-            hf = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise InputError(
-                f"--base {base}: no loadable tokenizer: {str(exc).splitlines()[0]}"
-            ) from exc
-        if not getattr(hf, "is_fast", False):
-            raise InputError(f"--base {base}: a fast tokenizer (tokenizer.json) is required")
-        tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+        tok = load_fast_tokenizer(base)
     tok.no_truncation()
     tok.no_padding()
     return tok

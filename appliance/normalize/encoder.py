@@ -17,14 +17,10 @@ onnxruntime, with no PyTorch needed.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import random
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +28,12 @@ from typing import Any
 import numpy as np
 
 from appliance.errors import ApplianceError, InputError, missing_dependency
-from appliance.training import resolve_device
+from appliance.training import (
+    export_encoder_onnx,
+    load_fast_tokenizer,
+    quiet_export,
+    resolve_device,
+)
 
 MAX_TOKENS = 32  # names and mentions are short; longer ones are cut
 PARITY_TOLERANCE = 1e-3
@@ -49,23 +50,8 @@ class EncoderSettings:
 
 
 def load_tokenizer(base: Path) -> Any:
-    """The fast tokenizer of a local encoder folder, as a ``tokenizers.Tokenizer``."""
-    from tokenizers import Tokenizer
-
-    if (base / "tokenizer.json").is_file():
-        tok = Tokenizer.from_file(str(base / "tokenizer.json"))
-    else:
-        from transformers import AutoTokenizer
-
-        try:
-            hf = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise InputError(
-                f"--base {base}: no loadable tokenizer: {str(exc).splitlines()[0]}"
-            ) from None
-        if not getattr(hf, "is_fast", False):
-            raise InputError(f"--base {base}: a fast tokenizer (tokenizer.json) is required")
-        tok = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+    """The fast tokenizer of a local encoder folder, cut at :data:`MAX_TOKENS`, unpadded."""
+    tok = load_fast_tokenizer(base)
     tok.no_padding()
     tok.enable_truncation(MAX_TOKENS)
     return tok
@@ -97,7 +83,7 @@ def load_base(base: Path) -> Any:
     if not base.is_dir():
         raise InputError(f"--base {base}: not a folder (give a local encoder folder)")
     try:
-        with _quiet():
+        with quiet_export():
             return AutoModel.from_pretrained(str(base), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(
@@ -209,63 +195,9 @@ def torch_embed(pooled: Any, tokenizer: Any, texts: Sequence[str], batch: int = 
     return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporter and transformers print warnings and progress a user need not see."""
-    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "onnxscript", "transformers")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(io.StringIO()),
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def export_onnx(pooled: Any, pad: int) -> bytes:
     """The pooled encoder as ONNX bytes: (input_ids, attention_mask) -> name_vector."""
-    import torch
-
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise missing_dependency("onnxscript", "cpu", "ONNX export") from None
-    ids = torch.full((2, 8), pad, dtype=torch.long)
-    ids[:, :3] = 1
-    mask = torch.ones((2, 8), dtype=torch.long)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    seq = torch.export.Dim("sequence", min=2, max=512)
-    try:
-        with _quiet():
-            program = torch.onnx.export(
-                pooled.eval(),
-                (ids, mask),
-                None,
-                input_names=["input_ids", "attention_mask"],
-                output_names=["name_vector"],
-                dynamic_shapes={
-                    "input_ids": {0: batch, 1: seq},
-                    "attention_mask": {0: batch, 1: seq},
-                },
-                opset_version=18,
-                dynamo=True,
-                external_data=False,
-            )
-            assert program is not None
-            blob: bytes = program.model_proto.SerializeToString()
-    except Exception as exc:  # the exporter raises many internal error types
-        raise ApplianceError(
-            f"normalizer encoder ONNX export failed: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:300]}"
-        ) from exc
-    return blob
+    return export_encoder_onnx(pooled, pad, "name_vector", MAX_TOKENS, "normalizer encoder export")
 
 
 class OnnxEncoder:
