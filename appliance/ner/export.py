@@ -277,6 +277,14 @@ This package carries the lexicon {% if lexicon.origin.kind == "training annotati
 No lexicon: inference gives the model's entities alone.
 {%- endif %}
 
+## Normalizer
+
+{% if normalizer -%}
+This package carries a normalizer: {{ normalizer.describe }}. `appliance infer` gives every entity a concept code from it (or none, NIL, below its threshold), with the top candidates; its files ({{ normalizer.files|join(", ") }}) are covered by the signature{% if zone == "real" %} and encrypted under workspace key `{{ key_id }}`{% endif %}. Terminology SHA-256 `{{ normalizer.terminology_sha256[:16] }}`.
+{%- else -%}
+No normalizer: entities carry no concept codes.
+{%- endif %}
+
 ## Intended use
 
 Batch extraction of {{ meta.types|join(", ") }} mentions from clinical notes of the
@@ -293,6 +301,7 @@ def render_card(
     parity: dict[str, Any],
     int8: dict[str, Any] | None,
     lexicon: dict[str, Any] | None = None,
+    normalizer: dict[str, Any] | None = None,
 ) -> str:
     import jinja2
 
@@ -321,6 +330,7 @@ def render_card(
         parity=parity,
         int8=int8,
         lexicon=lexicon,
+        normalizer=normalizer,
         rule=UNION_RULE,
     )
 
@@ -468,6 +478,7 @@ def export_package(
                 parity,
                 int8_info,
                 lexicon_entry,
+                normalizer_entry,
             ),
             encoding="utf-8",
         )

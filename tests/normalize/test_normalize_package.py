@@ -149,6 +149,7 @@ def test_the_package_carries_and_signs_the_normalizer(trained, tmp_path):
     manifest = verify_package(package, pub)
     assert linker.META in manifest["files"] and linker.CONCEPTS in manifest["files"]
     assert manifest["normalizer"]["concepts"] == len(demo_lexicon_codes())
+    assert "This package carries a normalizer" in (package / "MODEL_CARD.md").read_text()
     copy = tmp_path / "pkg"
     shutil.copytree(package, copy)
     path = copy / linker.CONCEPTS
