@@ -107,7 +107,7 @@ _common = [
         "--nil-threshold",
         type=float,
         default=None,
-        help="Below this score a mention gets no code (NIL; default 0.45).",
+        help="Below this score a mention gets no code (NIL; default: calibrated on held-out concepts of the terminology).",
     ),
     click.option(
         "--dense-weight",

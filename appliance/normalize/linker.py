@@ -65,7 +65,7 @@ NGRAMS = (2, 4)
 @dataclass(frozen=True)
 class NormalizerSettings:
     top_k: int = 5
-    nil_threshold: float = 0.45
+    nil_threshold: float = 0.45  # the fallback; a build calibrates it (normalize.build.calibrate_nil)
     dense_weight: float = 1.0  # with an encoder: its share of the score (the rest: n-grams)
     abbreviations: bool = True  # expand abbreviations the note defines
 
@@ -440,7 +440,15 @@ def load(
         embeddings = np.load(io.BytesIO(read(EMBEDDINGS)), allow_pickle=False)
     info = {
         k: meta[k]
-        for k in ("base", "training", "created", "parity", "mention_sources", "llm_mentions")
+        for k in (
+            "base",
+            "training",
+            "created",
+            "parity",
+            "mention_sources",
+            "llm_mentions",
+            "nil_calibration",
+        )
         if k in meta
     }
     return Normalizer(

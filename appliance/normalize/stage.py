@@ -176,6 +176,7 @@ def run(
             settings=dataclasses.replace(NormalizerSettings(), **(overrides or {})),
             encoder_settings=encoder_settings,
             extra_mentions=extra,
+            calibrate="nil_threshold" not in (overrides or {}),
             progress=progress,
         )
         if llm_info is not None:
@@ -256,6 +257,7 @@ def run_evaluate(
             base=base,
             settings=dataclasses.replace(NormalizerSettings(), **(overrides or {})),
             encoder_settings=encoder_settings,
+            calibrate="nil_threshold" not in (overrides or {}),
         )
         linker = built.normalizer
     return evaluate(linker, docs)

@@ -293,3 +293,23 @@ def test_normalize_train_with_llm_written_mentions(workspace, tmp_path):
     norm = linker.load(workspace.models_dir / "normalizer")
     assert norm.mentions.get("DX4") == 2 and norm.info["llm_mentions"]["mentions"] == 2
     assert norm.info["mention_sources"]["llm"] == 2
+
+
+def test_the_nil_threshold_is_calibrated_on_held_out_concepts(demo_terminology):
+    from appliance.normalize.build import calibrate_nil
+
+    built = build(demo_terminology, LexiconRules.builtin("en"))
+    cal = built.normalizer.info["nil_calibration"]
+    assert cal["chosen"] == "held-out concepts of the terminology" and cal["queries"] >= 20
+    assert 0.2 <= built.normalizer.settings.nil_threshold == cal["threshold"] <= 0.95
+    assert cal["right"] > 0.5  # better than always or never answering NIL
+    again, _ = calibrate_nil(built.normalizer)
+    assert again == cal["threshold"]  # seeded: the same sample, the same threshold
+    fixed = build(
+        demo_terminology,
+        LexiconRules.builtin("en"),
+        settings=linker.NormalizerSettings(nil_threshold=0.3),
+        calibrate=False,
+    )
+    assert fixed.normalizer.settings.nil_threshold == 0.3
+    assert "nil_calibration" not in fixed.normalizer.info
