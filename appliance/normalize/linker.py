@@ -65,7 +65,9 @@ NGRAMS = (2, 4)
 @dataclass(frozen=True)
 class NormalizerSettings:
     top_k: int = 5
-    nil_threshold: float = 0.45  # the fallback; a build calibrates it (normalize.build.calibrate_nil)
+    nil_threshold: float = (
+        0.45  # the fallback; a build calibrates it (normalize.build.calibrate_nil)
+    )
     dense_weight: float = 1.0  # with an encoder: its share of the score (the rest: n-grams)
     abbreviations: bool = True  # expand abbreviations the note defines
 
