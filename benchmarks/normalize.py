@@ -19,13 +19,13 @@ the NER model's notes/s on the devel abstracts alone and with each
 normalizer linking its predicted entities, at batch sizes 1 and 32.
 
     .venv/bin/python benchmarks/normalize.py --package /tmp/ncbi2/ws/models/ner/synthetic-500/package \\
+        --data-key /tmp/ncbi2/ws/keys/data.key --workdir /tmp/normbench \\
         --annotations /tmp/ncbi2/ws/annotations/doid/annotations.jsonl --json-out normalize.json
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -68,6 +68,15 @@ def main() -> None:
         "--annotations", type=Path, default=None, help="annotated synthetic notes (JSONL spans)"
     )
     ap.add_argument("--package", type=Path, default=None, help="NER package for the timing rows")
+    ap.add_argument(
+        "--data-key", type=Path, default=None, help="the workspace data key of a real-zone package"
+    )
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the built normalizers here and reuse them on a rerun (timing only)",
+    )
     ap.add_argument("--timing-notes", type=int, default=200)
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
@@ -75,6 +84,7 @@ def main() -> None:
 
     from appliance.annotate.lexicon import LexiconRules
     from appliance.documents import read_gold
+    from appliance.normalize import linker
     from appliance.normalize.build import build
     from appliance.normalize.encoder import EncoderSettings
     from appliance.normalize.evaluate import evaluate
@@ -91,66 +101,78 @@ def main() -> None:
     base = args.base or minilm_dir()
     log(f"{terminology.describe()}; {len(devel)} devel abstracts; {len(docs)} annotated notes")
 
-    variants: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    variants["rules + n-grams"] = build(terminology, rules, docs=docs)
-    log(f"rules + n-grams built in {time.perf_counter() - t0:.1f}s")
-    t0 = time.perf_counter()
-    variants["+ encoder as is"] = build(
-        terminology, rules, docs=docs, base=base, encoder_settings=EncoderSettings(steps=0)
-    )
-    log(f"encoder as is built in {time.perf_counter() - t0:.1f}s")
-
     def progress(step: int, total: int, loss: float) -> None:
         if step % 50 == 0 or step == total:
             log(f"encoder step {step}/{total} loss {loss:.3f}; load {load_avg()}")
 
-    t0 = time.perf_counter()
-    variants[f"+ encoder fine-tuned ({args.steps} steps)"] = build(
-        terminology,
-        rules,
-        docs=docs,
-        base=base,
-        encoder_settings=EncoderSettings(steps=args.steps),
-        progress=progress,
-    )
-    log(f"encoder fine-tuned in {time.perf_counter() - t0:.1f}s")
+    plan = {
+        "rules + n-grams": dict(base=None),
+        "+ encoder as is": dict(base=base, encoder_settings=EncoderSettings(steps=0)),
+        f"+ encoder fine-tuned ({args.steps} steps)": dict(
+            base=base, encoder_settings=EncoderSettings(steps=args.steps), progress=progress
+        ),
+    }
+    variants: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for i, (name, kw) in enumerate(plan.items()):
+        folder = args.workdir / f"normalizer-{i}" if args.workdir else None
+        t0 = time.perf_counter()
+        if folder is not None and linker.has_normalizer(folder):
+            variants[name] = linker.load(folder)
+            seconds[name] = json.loads((folder / "build.json").read_text())["seconds"]
+            log(f"{name}: reused {folder}")
+            continue
+        built = build(terminology, rules, docs=docs, **kw)
+        variants[name], seconds[name] = built.normalizer, built.seconds
+        if folder is not None:
+            built.save(folder)
+            (folder / "build.json").write_text(json.dumps({"seconds": built.seconds}))
+        log(f"{name} built in {time.perf_counter() - t0:.1f}s")
 
     rows: list[dict[str, Any]] = []
     baseline = None
-    for name, built in variants.items():
-        report = evaluate(built.normalizer, devel).as_dict()
+    for name, normalizer in variants.items():
+        report = evaluate(normalizer, devel).as_dict()
         if baseline is None:
             baseline = report
-        rows.append({"normalizer": name, "build_seconds": round(built.seconds, 1), **report})
+        rows.append(
+            {
+                "normalizer": name,
+                "build_seconds": round(seconds[name], 1),
+                "nil_threshold": normalizer.settings.nil_threshold,
+                **report,
+            }
+        )
     assert baseline is not None
     print(
         f"\nNCBI-disease devel: {baseline['gold_mentions']} mentions, {baseline['mappable']} mappable "
         f"to DOID through its MESH/OMIM xrefs; {len(docs)} annotated synthetic notes give "
         f"mentions; load {load_avg()}\n"
     )
-    print("| normalizer | acc@1 | acc@5 | acc@1 seen (n) | acc@1 unseen (n) | NIL |")
+    print("| normalizer | acc@1 | acc@5 | acc@1 seen (n) | acc@1 unseen (n) | NIL (threshold) |")
     print("|---|---:|---:|---:|---:|---:|")
 
     def cell(r: dict[str, Any]) -> str:
         a = r["accuracy_at_1"]
         return f"{a:.3f} ({r['mentions']})" if a is not None else f"- ({r['mentions']})"
 
-    table = [("exact-match baseline", baseline["exact_match_baseline"])] + [
-        (r["normalizer"], r["normalizer"]) for r in rows
+    table = [("exact-match baseline", baseline["exact_match_baseline"], "")] + [
+        (r["normalizer"], r["normalizer"], f" ({r['nil_threshold']:.2f})") for r in rows
     ]
-    for name, part in table:
+    for name, part, threshold in table:
         print(
             f"| {name} | {part['all']['accuracy_at_1']:.3f} | {part['all']['accuracy_at_5']:.3f} | "
-            f"{cell(part['seen'])} | {cell(part['unseen'])} | {part['all']['nil']} |"
+            f"{cell(part['seen'])} | {cell(part['unseen'])} | {part['all']['nil']}{threshold} |"
         )
 
     timing: list[dict[str, Any]] = []
     if args.package is not None:
         from appliance.ner.infer import with_concepts
         from appliance.ner.runtime import onnx_tagger
+        from appliance.security.keys import load_data_key
 
-        tagger = onnx_tagger(args.package, device="cpu")
+        key = load_data_key(args.data_key) if args.data_key else None
+        tagger = onnx_tagger(args.package, device="cpu", key=key)
         texts = [d.text for d in devel][: args.timing_notes]
 
         def rate(normalizer: Any, batch_size: int) -> float:
@@ -165,10 +187,8 @@ def main() -> None:
                         with_concepts(normalizer, text, ents)
             return len(texts) / (time.perf_counter() - t0)
 
-        choices = {"NER alone": None, **{k: v.normalizer for k, v in variants.items()}}
+        choices = {"NER alone": None, **variants}
         for name, normalizer in choices.items():
-            if normalizer is not None:
-                normalizer.settings = dataclasses.replace(normalizer.settings)
             bs32 = rate(normalizer, 32)
             bs1 = rate(normalizer, 1)
             timing.append({"runtime": name, "bs1": bs1, "bs32": bs32, "load": load_avg()})
