@@ -606,8 +606,8 @@ def document_from_json(obj: Any, where: str, default_id: str | None = None) -> D
         ):
             raise InputError(f"{ctx}: 'confidence' must be a number from 0 to 1")
         code = ent.get("code", "")
-        if not isinstance(code, str):
-            raise InputError(f"{ctx}: 'code' must be a string")
+        if not isinstance(code, str) or any(ch.isspace() for ch in code):
+            raise InputError(f"{ctx}: 'code' must be a string without spaces")
         spans.append(Span(start, end, label, text[start:end], float(confidence), code))
     uncertain = _uncertain_from_json(obj.get("uncertain", []), text, where)
     meta = {k: v for k, v in obj.items() if k not in ("id", "text", "entities", "uncertain")}

@@ -102,7 +102,7 @@ from appliance.ner.settings import (
 from appliance.normalize.encoder import EncoderSettings
 from appliance.normalize.linker import has_normalizer
 from appliance.normalize.stage import FOLDER as NORMALIZER_FOLDER
-from appliance.normalize.stage import LLMMentionOptions
+from appliance.normalize.stage import LLMMentionOptions, parse_lexicons
 from appliance.normalize.stage import run as normalize_train
 from appliance.normalize.stage import run_evaluate as normalize_evaluate
 from appliance.normalize.terminology import NoConceptCodes
@@ -624,6 +624,16 @@ def _collect_annotate(r: _Run) -> None:
     r.result.entities = int(ann.get("counts", {}).get("entities", 0))
 
 
+def _normalize_lexicons(c: PipelineConfig) -> list[tuple[Path, str | None]]:
+    """``[normalize] lexicons`` as (path, type): ``TYPE=FILE`` or a file with a label column."""
+    out = []
+    for path, label in parse_lexicons(c.normalize.lexicons, None):
+        resolved = c.path(str(path))
+        if resolved is not None:
+            out.append((resolved, label))
+    return out
+
+
 def _normalize_output(r: _Run) -> Path:
     # Switched off, the stage has nothing of its own: it is current with the annotations.
     if not r.c.normalize.enabled:
@@ -637,13 +647,14 @@ def _normalize(r: _Run, fingerprint: str) -> str:
     if not n.enabled:
         shutil.rmtree(folder, ignore_errors=True)  # never packed with a model it was not made for
         return "off ([normalize] enabled = false)"
-    lexicons = [(p, None) for p in (r.c.path(x) for x in n.lexicons) if p is not None]
+    lexicons = _normalize_lexicons(r.c)
     llm = None
     if n.llm_concepts:
         a = r.c.annotate
-        if not (a.endpoint and a.model):
+        if not (a.endpoint and a.model and n.base):
             raise ConfigError(
-                f"{r.c.source}: [normalize] llm_concepts needs [annotate] endpoint and model"
+                f"{r.c.source}: [normalize] llm_concepts needs [normalize] base and [annotate] "
+                "endpoint and model"
             )
         llm = LLMMentionOptions(a.endpoint, a.model, n.llm_concepts)
     try:
@@ -754,6 +765,8 @@ _STAGES: tuple[_Stage, ...] = (
             "annotations": _file_hash(r.ann_manifest),
             "terms": r.c.annotate.lexicons,
             **section_dict(r.c.normalize),
+            # The terminology's content: a file edited in place builds the normalizer again.
+            "terminology": [_file_hash(p) for p, _ in _normalize_lexicons(r.c)],
         },
         _normalize_output,
         _normalize,

@@ -253,6 +253,12 @@ def normalize_train(
     help="A built normalizer: its folder (models/normalizer) or a model package holding one.",
 )
 @click.option("--language", default="en", show_default=True, help="Language rules for variants.")
+@click.option(
+    "--data-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The workspace data key, for the normalizer of a real-zone package.",
+)
 @_apply_common
 @json_option
 def normalize_evaluate(
@@ -262,6 +268,7 @@ def normalize_evaluate(
     label: str | None,
     normalizer: Path | None,
     language: str,
+    data_key: Path | None,
     base: Path | None,
     steps: int,
     top_k: int | None,
@@ -281,6 +288,7 @@ def normalize_evaluate(
       appliance normalize evaluate --gold gold.jsonl --normalizer ./ws/models/normalizer --json
     """
     from appliance.normalize.stage import parse_lexicons, run_evaluate
+    from appliance.security.keys import load_data_key
 
     report = run_evaluate(
         gold,
@@ -291,6 +299,7 @@ def normalize_evaluate(
         base=base,
         overrides=_overrides(top_k, nil_threshold, dense_weight),
         encoder_settings=_encoder_settings(steps, device),  # type: ignore[arg-type]
+        key=load_data_key(data_key) if data_key else None,
     )
     if as_json:
         print_json(report.as_dict())

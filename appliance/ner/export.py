@@ -373,8 +373,8 @@ def export_package(
     holds real annotated notes, the one with the best union F1 on them
     (:func:`~appliance.ner.lexicon.calibrate`); else the built-in default.
     ``normalizer``: a normalizer folder whose files the package carries
-    (checked by loading it first; plaintext in either zone, as it holds
-    only terminology and synthetic material).
+    (checked first; encrypted under the key in the real zone, as the
+    lexicon is).
     """
     dev_docs = list(dev_docs or [])
     if int8 and not dev_docs:
@@ -529,10 +529,12 @@ def export_package(
 
 def _pack_normalizer(folder: Path, into: Path, key: DataKey | None) -> dict[str, Any]:
     """Copy a normalizer's files into a package being built (encrypted under ``key`` in the real zone)."""
-    from appliance.normalize.linker import load, read_files, write_files
+    from appliance.normalize.linker import from_files, read_folder, write_files
 
-    linker = load(folder)  # refuses a broken or altered normalizer before it is signed
-    names = write_files(into, read_files(folder), key)
+    files = read_folder(folder)
+    # The bytes checked are the bytes packed: a broken or altered normalizer is never signed.
+    linker = from_files(files, str(folder))
+    names = write_files(into, files, key)
     return {
         "files": names,
         "terminology_sha256": linker.terminology.sha256(),

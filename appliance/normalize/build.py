@@ -106,15 +106,13 @@ def calibrate_nil(
     """
     rng = random.Random(seed)
     concepts = normalizer.terminology.concepts
-    names = {normalizer.keys.exact(n) for c in concepts for n in c.names}
-    queries: list[tuple[str, str]] = []
+    queries: list[tuple[str, str | None]] = []
     owners: list[int] = []
     stop = normalizer.rules.stop_words
     for i in rng.sample(range(len(concepts)), min(samples, len(concepts))):
         c = concepts[i]
-        forms = [
-            v for v in rule_variants(c.name, rng, stop) if normalizer.keys.exact(v) not in names
-        ]
+        # Only forms the similarity step decides: exact and variant keys answer the rest.
+        forms = [v for v in rule_variants(c.name, rng, stop) if normalizer._keyed(v, None) is None]
         if forms:
             queries.append((rng.choice(forms), c.label))
             owners.append(i)

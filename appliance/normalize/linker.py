@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,16 +132,34 @@ class SurfaceKeys:
         self._stop = rules.stop_words
 
     def exact(self, surface: str) -> str:
-        return " ".join(self._norm._fold(t) for t in _words(surface))
+        """Every token, punctuation included, case and dash forms aside ("" for no token)."""
+        return " ".join(self._norm._fold(t) for t in _tokens(surface, keep_all=True))
 
     def variant(self, surface: str) -> str:
-        words = [self._norm.normalize(t) for t in _words(surface)]
+        """Words (and ``+``) after the language rules, sorted, stop words out ("" for no word)."""
+        words = [self._norm.normalize(t) for t in _tokens(surface, keep_all=False)]
         kept = sorted(w for w in words if w not in self._stop)
         return " ".join(kept or words)
 
 
-def _words(surface: str) -> list[str]:
-    return [surface[a:b] for a, b in word_tokens(surface) if surface[a:b].isalnum()]
+def prepare(text: str) -> str:
+    """How a surface is compared: Unicode compatibility forms folded (full-width letters), lower case."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+def _tokens(surface: str, keep_all: bool) -> list[str]:
+    """Word tokens of ``surface``; ``keep_all`` keeps punctuation tokens, else only ``+`` of them.
+
+    ``+`` stays in both keys: "HER2+ breast cancer" and "HER2- breast cancer" are different
+    concepts, and a hyphen only joins words far more often than it means "negative".
+    """
+    surface = unicodedata.normalize("NFKC", surface)
+    out = []
+    for a, b in word_tokens(surface):
+        t = surface[a:b]
+        if t.isalnum() or keep_all or t == "+":
+            out.append(t)
+    return out
 
 
 class Normalizer:
@@ -169,29 +188,44 @@ class Normalizer:
         starts: list[int] = []
         self._exact: dict[str, list[int]] = {}
         self._variant: dict[str, list[int]] = {}
+        by_name: set[tuple[int, str]] = set()  # (concept, key) where the key is its own name's
         for i, c in enumerate(concepts):
             starts.append(len(self.surfaces))
-            for name in c.names:
+            for j, name in enumerate(c.names):
                 self.surfaces.append(name)
                 for table, key in (
                     (self._exact, self.keys.exact(name)),
                     (self._variant, self.keys.variant(name)),
                 ):
+                    if not key:
+                        continue  # a name of punctuation only matches by similarity alone
                     hits = table.setdefault(key, [])
                     if i not in hits:
                         hits.append(i)
+                    if j == 0:
+                        by_name.add((i, key))
+        # A concept whose own name has the key ranks before those listing it as a synonym.
+        for table in (self._exact, self._variant):
+            for key, hits in table.items():
+                if len(hits) > 1:
+                    own = [i for i in hits if (i, key) in by_name]
+                    hits[:] = own + [i for i in hits if (i, key) not in by_name]
         self.starts = np.asarray(starts, dtype=np.int64)
         self.labels = np.asarray([c.label for c in concepts])
+        self.label_set = set(self.labels.tolist())
         self.sparse_state = sparse
-        self.vectorizer = TfidfVectorizer(
-            analyzer="char_wb",
-            ngram_range=tuple(sparse["ngram_range"]),
-            lowercase=True,
-            sublinear_tf=True,
-            vocabulary=sparse["vocabulary"],
-            dtype=np.float32,
-        )
-        self.vectorizer.idf_ = np.asarray(sparse["idf"], dtype=np.float64)
+        try:
+            self.vectorizer = TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=tuple(sparse["ngram_range"]),
+                preprocessor=prepare,
+                sublinear_tf=True,
+                vocabulary=sparse["vocabulary"],
+                dtype=np.float32,
+            )
+            self.vectorizer.idf_ = np.asarray(sparse["idf"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"normalizer: unreadable n-gram vocabulary ({exc})") from None
         self.matrix = self.vectorizer.transform(self.surfaces).T.tocsr()  # (V, S)
         if encoder is not None and (embeddings is None or len(embeddings) != len(self.surfaces)):
             raise InputError("normalizer: the embeddings do not match the concepts' names")
@@ -204,7 +238,7 @@ class Normalizer:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         vec = TfidfVectorizer(
-            analyzer="char_wb", ngram_range=NGRAMS, lowercase=True, sublinear_tf=True
+            analyzer="char_wb", ngram_range=NGRAMS, preprocessor=prepare, sublinear_tf=True
         )
         vec.fit([n for c in terminology.concepts for n in c.names])
         vocab = {str(k): int(v) for k, v in vec.vocabulary_.items()}
@@ -216,9 +250,12 @@ class Normalizer:
 
     # -- linking -------------------------------------------------------------
 
-    def link(self, mentions: Sequence[tuple[str, str]]) -> list[Link]:
+    def link(self, mentions: Sequence[tuple[str, str | None]]) -> list[Link]:
         """One :class:`Link` per ``(text, label)`` mention, in order.
 
+        Candidates are concepts of the mention's type; a type the terminology
+        does not have gets NIL (``via`` "type not in terminology"), and
+        ``label`` None means any type (a gold set whose type names differ).
         An exact or variant match answers without the similarity step (its
         candidates are the concepts that name matches); only the rest are
         scored, in one batch.
@@ -227,6 +264,9 @@ class Normalizer:
         rest: list[int] = []
         concepts = self.terminology.concepts
         for i, (text, label) in enumerate(mentions):
+            if label is not None and label not in self.label_set:
+                out[i] = Link([], "type not in terminology", self.settings.nil_threshold)
+                continue
             hit = self._keyed(text, label)
             if hit is None:
                 rest.append(i)
@@ -244,13 +284,13 @@ class Normalizer:
                 out[i] = self._top(scores[row], "similarity")
         return [x for x in out if x is not None]
 
-    def link_note(self, text: str, spans: Sequence[tuple[int, int, str]]) -> list[Link]:
+    def link_note(self, text: str, spans: Sequence[tuple[int, int, str | None]]) -> list[Link]:
         """Links for ``(start, end, label)`` mentions of one note, expanding the note's abbreviations."""
         longs: dict[str, str] = {}
         if self.settings.abbreviations and spans:
             for a in find_abbreviations(text):
                 longs.setdefault(a.short, a.long)
-        queries = []
+        queries: list[tuple[str, str | None]] = []
         expanded = []
         for start, end, label in spans:
             mention = text[start:end]
@@ -263,21 +303,19 @@ class Normalizer:
                 link.via = "abbreviation+" + link.via
         return links
 
-    def _keyed(self, text: str, label: str) -> tuple[list[int], float, str] | None:
+    def _keyed(self, text: str, label: str | None) -> tuple[list[int], float, str] | None:
         for table, key, score, via in (
             (self._exact, self.keys.exact(text), EXACT, "exact"),
             (self._variant, self.keys.variant(text), VARIANT, "variant"),
         ):
-            hits = table.get(key)
+            hits = table.get(key) if key else None
             if hits:
-                typed = [i for i in hits if self.labels[i] == label] or (
-                    hits if label not in self.labels else []
-                )
+                typed = [i for i in hits if label is None or self.labels[i] == label]
                 if typed:
                     return typed, score, via
         return None
 
-    def _similarity(self, mentions: Sequence[tuple[str, str]]) -> np.ndarray:
+    def _similarity(self, mentions: Sequence[tuple[str, str | None]]) -> np.ndarray:
         """Concept scores (mentions, concepts): each concept's best name, other types at -1."""
         texts = [t for t, _ in mentions]
         sims = np.asarray((self.vectorizer.transform(texts) @ self.matrix).todense(), np.float32)
@@ -285,10 +323,9 @@ class Normalizer:
             w = self.settings.dense_weight
             dense = self.encoder(texts) @ self.embeddings.T
             sims = (1 - w) * sims + w * dense
-        by_concept = np.maximum.reduceat(sims, self.starts, axis=1)
-        present = set(self.labels.tolist())
+        by_concept = np.maximum(np.maximum.reduceat(sims, self.starts, axis=1), 0.0)
         for row, (_, label) in enumerate(mentions):
-            if label in present:
+            if label is not None:
                 by_concept[row, self.labels != label] = -1.0
         return by_concept
 
@@ -367,9 +404,26 @@ def write_files(folder: Path, files: dict[str, bytes], key: DataKey | None) -> l
     return names
 
 
-def read_files(folder: Path) -> dict[str, bytes]:
-    """The plaintext files of a normalizer folder, by name (what :func:`write_files` takes)."""
-    return {n: (folder / n).read_bytes() for n in FILES if (folder / n).is_file()}
+def read_folder(folder: Path, key: DataKey | None = None) -> dict[str, bytes]:
+    """A normalizer's files (decrypted into memory in a real-zone package), by name."""
+    encrypted = not (folder / META).is_file() and (folder / (META + ENC)).is_file()
+    if not has_normalizer(folder):
+        raise InputError(f"{folder}: no normalizer here ({META} is missing)")
+    if encrypted and key is None:
+        raise KeyRequired(
+            f"{folder}: the normalizer is encrypted (a real-zone package); it needs the "
+            "workspace's data key (-w WORKSPACE or --data-key FILE)"
+        )
+    out = {}
+    for name in FILES:
+        path = folder / (name + ENC if encrypted else name)
+        if path.is_file():
+            out[name] = (
+                read_encrypted(path, key, label=LABEL + name)
+                if encrypted and key is not None
+                else path.read_bytes()
+            )
+    return out
 
 
 def load(
@@ -381,85 +435,85 @@ def load(
     """The normalizer whose files are in ``folder`` (its own folder or a model package).
 
     A real-zone package's normalizer files are encrypted: ``key`` (the
-    workspace data key) decrypts them into memory. Refused with a one-line
-    error when a file is missing, when the key is needed and not given, or
-    when the concepts file's hash is not the one the normalizer was built on.
+    workspace data key) decrypts them into memory. See :func:`from_files`.
     """
-    where = f"{folder}/{META}"
-    encrypted = not (folder / META).is_file() and (folder / (META + ENC)).is_file()
-    if encrypted and key is None:
-        raise KeyRequired(
-            f"{folder}: the normalizer is encrypted (a real-zone package); it needs the "
-            "workspace's data key (-w WORKSPACE or --data-key FILE)"
-        )
+    return from_files(read_folder(folder, key), str(folder), device, settings)
+
+
+def from_files(
+    files: dict[str, bytes],
+    where: str,
+    device: str = "cpu",
+    settings: NormalizerSettings | None = None,
+) -> Normalizer:
+    """The normalizer these files make up (``where`` names them in errors).
+
+    Refused with a one-line error when a file is missing or unreadable, or
+    when a file's hash is not the one ``normalizer.json`` recorded when the
+    normalizer was built (the terminology's above all).
+    """
 
     def read(name: str) -> bytes:
-        path = folder / (name + ENC if encrypted else name)
-        if not path.is_file():
-            raise InputError(f"{folder}: normalizer file {name} is missing")
-        if encrypted:
-            assert key is not None
-            return read_encrypted(path, key, label=LABEL + name)
-        return path.read_bytes()
+        if name not in files:
+            raise InputError(f"{where}: normalizer file {name} is missing")
+        return files[name]
 
-    if not has_normalizer(folder):
-        raise InputError(f"{folder}: no normalizer here ({META} is missing)")
     try:
         meta = json.loads(read(META).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{where}: not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{where}: not a normalizer of format {FORMAT}")
-
+        raise InputError(f"{where}/{META}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise InputError(f"{where}/{META}: not a normalizer of format {FORMAT}")
     concepts = read(CONCEPTS)
     digest = hashlib.sha256(concepts).hexdigest()
     if digest != meta.get("terminology_sha256"):
         raise InputError(
-            f"{folder}/{CONCEPTS}: the terminology's hash {digest[:12]} is not the one the "
+            f"{where}/{CONCEPTS}: the terminology's hash {digest[:12]} is not the one the "
             f"normalizer was built on ({str(meta.get('terminology_sha256'))[:12]}); rebuild it"
         )
-    for name, want in (meta.get("files") or {}).items():
-        if hashlib.sha256(read(name)).hexdigest() != want:
-            raise InputError(f"{folder}/{name}: changed since the normalizer was built")
-    terminology = Terminology.from_jsonl(concepts, f"{folder}/{CONCEPTS}")
+    recorded = meta.get("files")
+    if not isinstance(recorded, dict):
+        raise InputError(f"{where}/{META}: no file hashes recorded")
+    for name, want in recorded.items():
+        if hashlib.sha256(read(str(name))).hexdigest() != want:
+            raise InputError(f"{where}/{name}: changed since the normalizer was built")
+    terminology = Terminology.from_jsonl(concepts, f"{where}/{CONCEPTS}")
     terminology.sources = list(meta.get("sources") or [])
     try:
         rules = LexiconRules.from_json(meta["rules"])
         saved = NormalizerSettings(**meta["settings"])
         sparse = json.loads(read(SPARSE))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{where}: unreadable settings ({exc})") from None
+        mentions = {str(k): int(v) for k, v in (meta.get("mentions") or {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{where}/{META}: unreadable settings ({exc})") from None
     encoder = embeddings = None
     if meta.get("encoder"):
         from tokenizers import Tokenizer
 
         from appliance.normalize.encoder import MAX_TOKENS, OnnxEncoder
 
-        tok = Tokenizer.from_str(read(TOKENIZER).decode("utf-8"))
+        tok_json, emb = read(TOKENIZER), read(EMBEDDINGS)
+        try:
+            tok = Tokenizer.from_str(tok_json.decode("utf-8"))
+            embeddings = np.load(io.BytesIO(emb), allow_pickle=False)
+        except Exception as exc:  # the tokenizers library raises its own untyped errors
+            raise InputError(f"{where}: unreadable encoder files ({exc})") from None
         tok.no_padding()
         tok.enable_truncation(MAX_TOKENS)
         encoder = OnnxEncoder(read(ENCODER), tok, device)
-        embeddings = np.load(io.BytesIO(read(EMBEDDINGS)), allow_pickle=False)
-    info = {
-        k: meta[k]
-        for k in (
-            "base",
-            "training",
-            "created",
-            "parity",
-            "mention_sources",
-            "llm_mentions",
-            "nil_calibration",
-        )
-        if k in meta
-    }
+    info = {k: meta[k] for k in INFO_KEYS if k in meta}
     return Normalizer(
-        terminology,
-        rules,
-        settings or saved,
-        sparse,
-        encoder,
-        embeddings,
-        {str(k): int(v) for k, v in (meta.get("mentions") or {}).items()},
-        info,
+        terminology, rules, settings or saved, sparse, encoder, embeddings, mentions, info
     )
+
+
+# What normalizer.json keeps of how the normalizer was built.
+INFO_KEYS = (
+    "base",
+    "training",
+    "created",
+    "parity",
+    "mention_sources",
+    "llm_mentions",
+    "nil_calibration",
+)

@@ -26,6 +26,7 @@ from appliance.normalize.linker import Normalizer, NormalizerSettings, has_norma
 from appliance.normalize.llm_mentions import write_mentions
 from appliance.normalize.terminology import Terminology
 from appliance.security.audit import utc_now
+from appliance.security.keys import DataKey
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
 FOLDER = "normalizer"
@@ -185,9 +186,10 @@ def run(
             stage.inputs.append(hashed(ws.annotation_dir(annotations), ws.root))
         for source in lex.sources:
             stage.inputs.append({"path": source.get("path"), "sha256": source.get("sha256")})
-        # Written aside and swapped in: a crash leaves the old normalizer or the new one.
+        # Written aside and swapped in: a crash leaves the old normalizer or the new one
+        # (``recover`` finishes a swap cut between its two renames).
+        recover(folder)
         tmp = folder.with_name(f".{FOLDER}.new")
-        shutil.rmtree(tmp, ignore_errors=True)
         built.save(tmp)
         write_manifest(
             tmp,
@@ -218,9 +220,22 @@ def run(
     )
 
 
+def recover(folder: Path) -> None:
+    """Finish a swap a crash interrupted: the new folder if it was complete, else the old one back."""
+    new, old = folder.with_name(f".{FOLDER}.new"), folder.with_name(f".{FOLDER}.old")
+    if not folder.exists():
+        if (new / "manifest.json").is_file():
+            new.rename(folder)  # the manifest is written last: the new normalizer is whole
+        elif old.is_dir():
+            old.rename(folder)
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def workspace_normalizer(ws: Workspace) -> Path | None:
     """The workspace's normalizer folder, when one was built."""
     folder = ws.models_dir / FOLDER
+    recover(folder)
     return folder if has_normalizer(folder) else None
 
 
@@ -234,8 +249,12 @@ def run_evaluate(
     base: Path | None = None,
     overrides: dict[str, Any] | None = None,
     encoder_settings: EncoderSettings | None = None,
+    key: DataKey | None = None,
 ) -> NormalizeReport:
-    """Accuracy@1/@5 on ``gold``'s coded spans: a saved normalizer, or one built from ``lexicons``."""
+    """Accuracy@1/@5 on ``gold``'s coded spans: a saved normalizer, or one built from ``lexicons``.
+
+    ``key`` decrypts the normalizer of a real-zone package.
+    """
     if (normalizer is None) == (not lexicons):
         raise UsageError("give either --normalizer PATH or --lexicon FILE (one of the two)")
     docs = read_gold(gold, fmt)
@@ -245,7 +264,7 @@ def run_evaluate(
             "BRAT N lines)"
         )
     if normalizer is not None:
-        linker = load(normalizer)
+        linker = load(normalizer, key=key)
         linker.settings = dataclasses.replace(linker.settings, **(overrides or {}))
     else:
         terminology = Terminology.from_lexicon(

@@ -33,7 +33,7 @@ from appliance.errors import InputError
 _SYSTEMS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"DOID:\d+"), "http://purl.obolibrary.org/obo/doid.owl"),
     (re.compile(r"DB\d{5}"), "http://www.drugbank.ca"),
-    (re.compile(r"(MESH:)?[CD]\d{6,9}"), "http://id.nlm.nih.gov/mesh"),
+    (re.compile(r"(MESH:)?[CD](\d{6}|\d{9})"), "http://id.nlm.nih.gov/mesh"),
     (re.compile(r"OMIM:\d+"), "http://omim.org"),
     (re.compile(r"[A-Z]\d\d[A-Z]{2}\d\d"), "http://www.whocc.no/atc"),
     (re.compile(r"[A-TV-Z]\d[0-9AB](\.[0-9A-TV-Z]{1,4})?"), "http://hl7.org/fhir/sid/icd-10"),
@@ -109,15 +109,18 @@ class Terminology:
         return sum(len(c.names) for c in self.concepts)
 
     def resolve(self, code: str) -> list[str]:
-        """The concept codes ``code`` names: itself, or the concepts listing it as a cross-reference."""
+        """The concept codes ``code`` names: itself, or the concepts listing it as a cross-reference.
+
+        Both compare without case or a ``MESH:`` prefix (``doid:9352`` is ``DOID:9352``).
+        """
         if code in self.by_code:
             return [code]
         if self._xrefs is None:
             self._xrefs = {}
             for c in self.concepts:
-                for x in c.xrefs:
+                for x in dict.fromkeys([c.code, *c.xrefs]):
                     self._xrefs.setdefault(xref_key(x), []).append(c.code)
-        return list(self._xrefs.get(xref_key(code), []))
+        return list(dict.fromkeys(self._xrefs.get(xref_key(code), [])))
 
     # -- files ---------------------------------------------------------------
 
@@ -170,6 +173,11 @@ class Terminology:
             if not e.code:
                 skipped += 1
                 continue
+            if any(ch.isspace() for ch in e.code):
+                raise InputError(
+                    f"{where}: code {e.code!r} (for {surface!r}) has a space; a concept code is one "
+                    "token"
+                )
             c = concepts.get(e.code)
             if c is None:
                 c = concepts[e.code] = Concept(

@@ -292,7 +292,7 @@ def test_codes_in_pubtator_jsonl_and_brat(tmp_path):
         '"label": "X", "code": 5}]}\n',
         encoding="utf-8",
     )
-    with pytest.raises(InputError, match="'code' must be a string"):
+    with pytest.raises(InputError, match="'code' must be a string without spaces"):
         read_gold(bad)
 
 
@@ -418,3 +418,86 @@ def test_llm_written_mentions_are_parsed_counted_and_guarded(terms):
         server.close()
     with pytest.raises(EgressDenied):
         write_mentions(term.concepts, "http://10.9.8.7:8000/v1", "m", egress)
+
+
+# ---------------------------------------------------------------------------
+# Edges
+
+
+def test_types_signs_and_empty_mentions(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text(
+        "term\tlabel\tcode\n"
+        "HER2+ breast cancer\tDIAGNOSIS\tC1\nHER2- breast cancer\tDIAGNOSIS\tC2\n"
+        "(+)\tDIAGNOSIS\tC3\ninsulinoma\tDIAGNOSIS\tC4\n",
+        encoding="utf-8",
+    )
+    n = build(load_terminology([path], [None]), LexiconRules.builtin("en")).normalizer
+    plus, minus, empty, blank, drug, anytype = n.link(
+        [
+            ("her2+ breast cancer", "DIAGNOSIS"),
+            ("HER2- breast cancer", "DIAGNOSIS"),
+            ("", "DIAGNOSIS"),
+            ("-", "DIAGNOSIS"),
+            ("insulin", "DRUG"),  # a type the terminology lacks: NIL, never a disease code
+            ("insulinoma", None),  # any type
+        ]
+    )
+    assert (plus.code, plus.via) == ("C1", "exact")
+    assert minus.code == "C2"
+    assert empty.code is None and blank.code is None
+    assert drug.code is None and drug.via == "type not in terminology" and not drug.candidates
+    assert anytype.code == "C4"
+
+
+def test_codes_resolve_without_case_or_mesh_prefix_and_systems_are_told_apart(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("term\tlabel\tcode\nasthma\tDIAGNOSIS\tD001249\n", encoding="utf-8")
+    term = load_terminology([path], [None])
+    assert term.resolve("MESH:D001249") == ["D001249"] == term.resolve("d001249")
+    assert guess_system("C0011849", "DIAGNOSIS") == "http://www.nlm.nih.gov/research/umls"
+    assert guess_system("C000657245", "DIAGNOSIS") == "http://id.nlm.nih.gov/mesh"
+    spaced = tmp_path / "s.tsv"
+    spaced.write_text("term\tlabel\tcode\nasthma\tDIAGNOSIS\tJ45 9\n", encoding="utf-8")
+    with pytest.raises(InputError, match="has a space"):
+        load_terminology([spaced], [None])
+
+
+def test_nil_counts_wrong_in_coded_right_not_in_accuracy_at_1(normalizer):
+    normalizer.settings = NormalizerSettings(nil_threshold=0.99)
+    d = evaluate(normalizer, _gold()).as_dict()["normalizer"]["all"]
+    assert d["coded_right"] == 0.5  # the two exact matches; the typo is NIL now
+    assert d["accuracy_at_1"] == 0.75 and d["nil"] >= 1
+
+
+def test_full_width_text_is_compared_as_its_plain_form(normalizer):
+    (link,) = normalizer.link([("ｐｎｅｕｍｏｎｉａ", "DIAGNOSIS")])
+    assert (link.code, link.via) == ("DX4", "exact")
+
+
+def test_a_swap_cut_by_a_crash_is_finished_at_next_use(workspace, terms):
+    from appliance.normalize.stage import FOLDER, parse_lexicons, run, workspace_normalizer
+
+    run(workspace, lexicons=parse_lexicons([terms], None))
+    folder = workspace.models_dir / FOLDER
+    # Killed after the old folder moved away, before the new one moved in.
+    folder.rename(folder.with_name(f".{FOLDER}.new"))
+    assert workspace_normalizer(workspace) == folder and load(folder).terminology
+    folder.rename(folder.with_name(f".{FOLDER}.old"))
+    assert workspace_normalizer(workspace) == folder
+    assert not folder.with_name(f".{FOLDER}.old").exists()
+
+
+def test_unreadable_normalizer_files_are_one_line_errors(normalizer, tmp_path):
+    folder = tmp_path / "n"
+    normalizer.save(folder, None, None)
+    meta = folder / linker.META
+    meta.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(InputError, match="not a normalizer of format"):
+        load(folder)
+    normalizer.save(folder, None, None)
+    data = json.loads(meta.read_text())
+    data["files"] = "none"
+    meta.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(InputError, match="no file hashes recorded"):
+        load(folder)
