@@ -70,6 +70,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -428,6 +429,49 @@ STAGE_COMMANDS = {
 # The stages: a table of entries, run in order by one loop.
 
 
+class Heartbeat:
+    """A line at least every ``every`` seconds while a stage runs, for a log as for a terminal.
+
+    Stages report through :meth:`update` (their progress callbacks); the
+    latest report is printed as soon as ``every`` seconds passed since the
+    last line, and a background thread prints it again, with the time spent,
+    when a stage is quiet for that long (loading a model, building an index).
+    """
+
+    def __init__(self, say: Callable[[str], None], stage: str, every: float = 30.0) -> None:
+        self.say, self.stage, self.every = say, stage, every
+        self.started = self.printed = time.monotonic()
+        self.last = "running"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name=f"beat-{stage}")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def update(self, text: str) -> None:
+        with self._lock:
+            self.last = text
+            if time.monotonic() - self.printed >= self.every:
+                self._print()
+
+    def _print(self) -> None:
+        elapsed = int(time.monotonic() - self.started)
+        self.say(f"{self.stage}: {self.last} ({elapsed // 60}m{elapsed % 60:02d}s)")
+        self.printed = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(1.0, self.every / 3)):
+            with self._lock:
+                if time.monotonic() - self.printed >= self.every:
+                    self._print()
+
+
 class _Run:
     """One pipeline run: its workspace, config, state and summary, and the stages' artifacts.
 
@@ -441,6 +485,7 @@ class _Run:
         self.say = say
         self.state = _State(ws)
         self.result = PipelineResult()
+        self.beat: Heartbeat = Heartbeat(say, "")  # the running stage's (see ``stage``)
         export = config.path(config.pipeline.export)
         assert export is not None
         self.export = export
@@ -504,7 +549,8 @@ class _Run:
         else:
             self.say(f"{name}: running")
             self.state.begin(name, fingerprint)
-            summary = entry.call(self, fingerprint)
+            with Heartbeat(self.say, name) as self.beat:
+                summary = entry.call(self, fingerprint)
             seconds = time.monotonic() - t0
             self.state.record(
                 name, fingerprint, output, {"summary": summary, "seconds": round(seconds, 1)}
@@ -535,7 +581,9 @@ def _ingest_inputs(r: _Run) -> dict[str, Any]:
 
 
 def _ingest(r: _Run, fingerprint: str) -> str:
-    return ingest.run(r.ws, r.export, fmt=r.c.pipeline.format).summary()
+    return ingest.run(
+        r.ws, r.export, fmt=r.c.pipeline.format, progress=lambda n: r.beat.update(f"{n} rows read")
+    ).summary()
 
 
 def _train_generator(r: _Run, fingerprint: str) -> str:
@@ -554,6 +602,10 @@ def _train_generator(r: _Run, fingerprint: str) -> str:
         canaries=g.canaries,
         max_steps=g.max_steps or None,
         entities=entities,
+        progress=lambda p: r.beat.update(
+            f"step {p.step}/{p.max_steps}, loss {p.loss:.3f}, "
+            f"{p.tokens_per_second:.0f} tokens/s, about {p.eta_seconds / 60:.0f} min left"
+        ),
     ).summary()
 
 
@@ -573,12 +625,22 @@ def _generate(r: _Run, fingerprint: str) -> str:
         seed=gn.seed,
     )
     return sample.run(
-        r.ws, count=gn.count, backend=gn.backend, settings=settings, corpus=corpus
+        r.ws,
+        count=gn.count,
+        backend=gn.backend,
+        settings=settings,
+        corpus=corpus,
+        progress=lambda done, total: r.beat.update(f"{done}/{total} notes"),
     ).summary()
 
 
 def _screen(r: _Run, fingerprint: str) -> str:
-    s = screen.run(r.ws, corpus=r.corpus)
+    s = screen.run(
+        r.ws,
+        corpus=r.corpus,
+        progress=lambda n: r.beat.update(f"{n} notes screened"),
+        index_progress=lambda n: r.beat.update(f"leakage index: {n} real notes"),
+    )
     r.result.report = s.report_html
     return s.summary()
 
@@ -615,7 +677,13 @@ def annotator_options(c: PipelineConfig) -> AnnotatorOptions:
 
 def _annotate(r: _Run, fingerprint: str) -> str:
     options = annotator_options(r.c)
-    return annotate(r.ws, options, corpus=r.corpus, name=r.ann_name).summary()
+    return annotate(
+        r.ws,
+        options,
+        corpus=r.corpus,
+        name=r.ann_name,
+        progress=lambda n: r.beat.update(f"{n} notes annotated"),
+    ).summary()
 
 
 def _collect_annotate(r: _Run) -> None:
@@ -665,6 +733,10 @@ def _normalize(r: _Run, fingerprint: str) -> str:
             base=r.c.path(n.base) if n.base else None,
             encoder_settings=EncoderSettings(steps=n.steps),
             llm=llm,
+            progress=lambda step, total, loss: r.beat.update(
+                f"encoder step {step}/{total}, loss {loss:.3f}"
+            ),
+            llm_progress=lambda done, total: r.beat.update(f"LLM mentions: {done}/{total}"),
         ).summary()
     except NoConceptCodes:
         # A manifest without normalizer files: the stage is done, and export packs nothing.
@@ -693,8 +765,22 @@ def _train_ner(r: _Run, fingerprint: str) -> str:
     base = n.base
     if base != "scratch":
         base = str(r.c.path(base))
+
+    def ner_progress(p: Any) -> None:
+        f1 = f", dev F1 {p.dev_f1:.3f}" if p.dev_f1 is not None else ""
+        r.beat.update(
+            f"{p.phase} step {p.step}/{p.max_steps}, loss {p.loss:.3f}{f1}, "
+            f"about {p.eta_seconds / 60:.0f} min left"
+        )
+
     return ner_train.run(
-        r.ws, base=base, annotations=r.ann_name, dev_gold=r.dev, name=r.ner_name, settings=settings
+        r.ws,
+        base=base,
+        annotations=r.ann_name,
+        dev_gold=r.dev,
+        name=r.ner_name,
+        settings=settings,
+        progress=ner_progress,
     ).summary()
 
 

@@ -185,3 +185,23 @@ def test_demo_scores_the_term_list_and_the_model_on_the_same_fresh_notes(tmp_pat
     assert comparison["lexicon"]["seqeval"]["micro"]["f1"] == pytest.approx(lexicon_alone, abs=1e-3)
     assert 0 < lexicon_alone < 1  # the fresh notes mention concepts the list lacks
     assert len(result.predictions.read_text().splitlines()) == 20
+
+
+def test_a_running_stage_says_something_at_least_every_interval() -> None:
+    import time
+
+    from appliance.pipeline import Heartbeat
+
+    lines: list[str] = []
+    with Heartbeat(lines.append, "generator", every=0.3) as beat:
+        time.sleep(0.75)  # quiet: the watcher speaks for it
+        assert lines and lines[0].startswith("generator: running (0m00s)")
+        quiet = len(lines)
+        for i in range(50):  # chatty: throttled to one line an interval
+            beat.update(f"step {i}/50")
+            time.sleep(0.01)
+    assert len(lines) - quiet <= 3
+    assert any(line.startswith("generator: step ") for line in lines[quiet:])
+    gaps = len(lines)
+    time.sleep(0.5)
+    assert len(lines) == gaps  # stopped with the stage
