@@ -333,6 +333,7 @@ class _Journal:
         self.mac_key = key.derive(PURPOSE_INFER_IDS) if key is not None else None
         self.done: set[str] = set()
         self.offset = 0
+        self.shape: dict[str, Any] | None = None  # what the output was started as (first entry)
         if path.exists():
             raw = path.read_bytes()
             good = raw[: raw.rfind(b"\n") + 1]  # a line cut by a crash is not a commit
@@ -340,6 +341,8 @@ class _Journal:
                 entry = json.loads(line)
                 self.done.add(entry["id"])
                 self.offset = int(entry.get("offset", 0))
+                if self.shape is None and isinstance(entry.get("shape"), dict):
+                    self.shape = entry["shape"]
             if len(good) != len(raw):
                 with open(path, "r+b") as fh:
                     fh.truncate(len(good))
@@ -353,10 +356,11 @@ class _Journal:
     def is_done(self, note_id: str) -> bool:
         return self.tag(note_id) in self.done
 
-    def commit(self, note_id: str, offset: int) -> None:
-        self.fh.write(
-            json.dumps({"id": self.tag(note_id), "offset": offset}, ensure_ascii=False) + "\n"
-        )
+    def commit(self, note_id: str, offset: int, shape: dict[str, Any] | None = None) -> None:
+        entry: dict[str, Any] = {"id": self.tag(note_id), "offset": offset}
+        if shape is not None:
+            entry["shape"] = shape
+        self.fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.done.add(self.tag(note_id))
@@ -385,6 +389,8 @@ class _StreamWriter:
             *([SOURCE_COLUMN] if with_source else []),
             *(CODE_COLUMNS if with_codes else []),
         ]
+        # What every line of this output carries: a resumed run must write the same.
+        shape = {"format": fmt, "source": with_source, "codes": with_codes, "model": model}
         journal_path = out.with_name(out.name + ".progress")
         if out.exists() and not journal_path.exists():
             raise UsageError(
@@ -395,6 +401,16 @@ class _StreamWriter:
             journal_path.unlink(missing_ok=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         self.journal = _Journal(journal_path, key)
+        if self.journal.offset and self.journal.shape not in (None, shape):
+            was = self.journal.shape or {}
+            self.journal.close()
+            raise UsageError(
+                f"{out} was started with another package or other options ("
+                + ", ".join(
+                    f"{k} {was.get(k)!r} now {v!r}" for k, v in shape.items() if was.get(k) != v
+                )
+                + "); resume it with the same ones, or choose another --out"
+            )
         self.fh = _private(out, "ab")
         self.fh.truncate(self.journal.offset)  # drop a note written but not committed
         self.fh.seek(self.journal.offset)
@@ -408,7 +424,7 @@ class _StreamWriter:
             )
             self.fh.write(start)
             self.fh.flush()
-            self.journal.commit("", self.fh.tell())
+            self.journal.commit("", self.fh.tell(), shape)
 
     def _frame(self, data: bytes, offset: int) -> bytes:
         if self.aead is None:

@@ -313,3 +313,25 @@ def test_the_nil_threshold_is_calibrated_on_held_out_concepts(demo_terminology):
     )
     assert fixed.normalizer.settings.nil_threshold == 0.3
     assert "nil_calibration" not in fixed.normalizer.info
+
+
+def test_a_resumed_run_must_write_what_the_output_was_started_with(trained, tmp_path):
+    from appliance.ner import infer as infer_mod
+
+    ws, export = trained["ws"], trained["export"]
+    out = tmp_path / "e.csv"
+    first = infer_mod.run_ws(
+        ws, export, package=None, out=out, fmt="csv", stop_after=3
+    )  # interrupted after 3 notes
+    assert first.notes == 3
+    result = CliRunner().invoke(
+        cli,
+        ["infer", str(export), "-w", str(ws.root), "--out", str(out), "--format", "csv",
+         "--no-normalize"],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "codes True now False" in result.output
+    assert "Traceback" not in result.output
+    summary = _invoke("infer", export, "-w", ws.root, "--out", out, "--format", "csv")
+    assert "3 already done (resumed)" in summary
+    rows = list(csv.reader(io.StringIO(out.read_text())))
+    assert len({len(r) for r in rows}) == 1  # every row has the header's columns
