@@ -165,12 +165,16 @@ class InferResult:
 # Per-note output
 
 
-def with_concepts(normalizer: Normalizer, text: str, entities: Sequence[Entity]) -> list[Entity]:
-    """``entities`` with their concept (code or NIL, candidates) from ``normalizer``."""
-    links = normalizer.link_note(text, [(e.start, e.end, e.label) for e in entities])
+def with_concepts(
+    normalizer: Normalizer, texts: Sequence[str], entities: Sequence[Sequence[Entity]]
+) -> list[list[Entity]]:
+    """Each note's ``entities`` with their concept (code or NIL, candidates), linked in one batch."""
+    links = normalizer.link_notes(
+        texts, [[(e.start, e.end, e.label) for e in es] for es in entities]
+    )
     return [
-        dataclasses.replace(e, concept=link.fields())
-        for e, link in zip(entities, links, strict=True)
+        [dataclasses.replace(e, concept=link.fields()) for e, link in zip(es, ls, strict=True)]
+        for es, ls in zip(entities, links, strict=True)
     ]
 
 
@@ -617,9 +621,7 @@ def run(
             return
         found = predict(tagger, lexicon, [r.text for r in chunk], mode, threshold, batch_size)
         if normalizer is not None:
-            found = [
-                with_concepts(normalizer, r.text, f) for r, f in zip(chunk, found, strict=True)
-            ]
+            found = with_concepts(normalizer, [r.text for r in chunk], found)
         for record, entities in zip(chunk, found, strict=True):
             writer.write(record, entities)
             result.notes += 1

@@ -60,6 +60,7 @@ LABEL = "normalizer/"  # AEAD label prefix, with the file's role: a file moved e
 
 EXACT = 1.0
 VARIANT = 0.98
+CACHE_SIZE = 100_000  # distinct similarity queries remembered
 NGRAMS = (2, 4)
 
 
@@ -176,6 +177,7 @@ class Normalizer:
     ) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
+        self._cache: dict[tuple[str, str | None], tuple[Candidate, ...]] = {}
         self.terminology = terminology
         self.rules = rules
         self.settings = settings
@@ -231,6 +233,16 @@ class Normalizer:
             raise InputError("normalizer: the embeddings do not match the concepts' names")
         self.embeddings = embeddings
 
+    @property
+    def settings(self) -> NormalizerSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: NormalizerSettings) -> None:
+        # (text, label) -> candidates of the similarity step, under these settings only.
+        self._settings = value
+        self._cache.clear()
+
     # -- building ------------------------------------------------------------
 
     @staticmethod
@@ -257,19 +269,25 @@ class Normalizer:
         does not have gets NIL (``via`` "type not in terminology"), and
         ``label`` None means any type (a gold set whose type names differ).
         An exact or variant match answers without the similarity step (its
-        candidates are the concepts that name matches); only the rest are
-        scored, in one batch.
+        candidates are the concepts that name matches); the rest are scored
+        in batches, each distinct ``(text, label)`` once, and remembered
+        (a bounded cache: a batch of notes repeats its mentions).
         """
         out: list[Link | None] = [None] * len(mentions)
-        rest: list[int] = []
+        rest: dict[tuple[str, str | None], list[int]] = {}
         concepts = self.terminology.concepts
+        threshold = self.settings.nil_threshold
         for i, (text, label) in enumerate(mentions):
             if label is not None and label not in self.label_set:
-                out[i] = Link([], "type not in terminology", self.settings.nil_threshold)
+                out[i] = Link([], "type not in terminology", threshold)
                 continue
             hit = self._keyed(text, label)
             if hit is None:
-                rest.append(i)
+                cached = self._cache.get((text, label))
+                if cached is not None:
+                    out[i] = Link(list(cached), "similarity", threshold)
+                else:
+                    rest.setdefault((text, label), []).append(i)
                 continue
             found, score, via = hit
             cands = [
@@ -277,31 +295,49 @@ class Normalizer:
                 for j in found[: self.settings.top_k]
             ]
             out[i] = Link(cands, via, self.settings.nil_threshold)
-        for lo in range(0, len(rest), 256):
-            part = rest[lo : lo + 256]
-            scores = self._similarity([mentions[i] for i in part])
-            for row, i in enumerate(part):
-                out[i] = self._top(scores[row], "similarity")
+        queries = list(rest)
+        for lo in range(0, len(queries), 256):
+            part = queries[lo : lo + 256]
+            scores = self._similarity(part)
+            for row, query in enumerate(part):
+                cands = self._candidates(scores[row])
+                if len(self._cache) >= CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[query] = tuple(cands)
+                for i in rest[query]:
+                    out[i] = Link(list(cands), "similarity", threshold)
         return [x for x in out if x is not None]
 
     def link_note(self, text: str, spans: Sequence[tuple[int, int, str | None]]) -> list[Link]:
         """Links for ``(start, end, label)`` mentions of one note, expanding the note's abbreviations."""
-        longs: dict[str, str] = {}
-        if self.settings.abbreviations and spans:
-            for a in find_abbreviations(text):
-                longs.setdefault(a.short, a.long)
+        return self.link_notes([text], [spans])[0]
+
+    def link_notes(
+        self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int, str | None]]]
+    ) -> list[list[Link]]:
+        """:meth:`link_note` for many notes, their mentions linked in one batch."""
         queries: list[tuple[str, str | None]] = []
-        expanded = []
-        for start, end, label in spans:
-            mention = text[start:end]
-            long = longs.get(mention.strip())
-            expanded.append(long is not None)
-            queries.append((long if long is not None else mention, label))
+        expanded: list[bool] = []
+        for text, note_spans in zip(texts, spans, strict=True):
+            longs: dict[str, str] = {}
+            if self.settings.abbreviations and note_spans:
+                for a in find_abbreviations(text):
+                    longs.setdefault(a.short, a.long)
+            for start, end, label in note_spans:
+                mention = text[start:end]
+                long = longs.get(mention.strip())
+                expanded.append(long is not None)
+                queries.append((long if long is not None else mention, label))
         links = self.link(queries)
         for link, was in zip(links, expanded, strict=True):
             if was:
                 link.via = "abbreviation+" + link.via
-        return links
+        out: list[list[Link]] = []
+        at = 0
+        for note_spans in spans:
+            out.append(links[at : at + len(note_spans)])
+            at += len(note_spans)
+        return out
 
     def _keyed(self, text: str, label: str | None) -> tuple[list[int], float, str] | None:
         for table, key, score, via in (
@@ -318,28 +354,29 @@ class Normalizer:
     def _similarity(self, mentions: Sequence[tuple[str, str | None]]) -> np.ndarray:
         """Concept scores (mentions, concepts): each concept's best name, other types at -1."""
         texts = [t for t, _ in mentions]
-        sims = np.asarray((self.vectorizer.transform(texts) @ self.matrix).todense(), np.float32)
-        if self.encoder is not None and self.embeddings is not None:
-            w = self.settings.dense_weight
-            dense = self.encoder(texts) @ self.embeddings.T
-            sims = (1 - w) * sims + w * dense
+        w = self.settings.dense_weight if self.encoder is not None else 0.0
+        sims = np.zeros((len(texts), len(self.surfaces)), np.float32)
+        if w < 1.0:
+            sparse = self.vectorizer.transform(texts) @ self.matrix
+            sims += (1 - w) * np.asarray(sparse.todense(), np.float32)
+        if w > 0.0 and self.encoder is not None and self.embeddings is not None:
+            sims += w * (self.encoder(texts) @ self.embeddings.T)
         by_concept = np.maximum(np.maximum.reduceat(sims, self.starts, axis=1), 0.0)
         for row, (_, label) in enumerate(mentions):
             if label is not None:
                 by_concept[row, self.labels != label] = -1.0
         return by_concept
 
-    def _top(self, scores: np.ndarray, via: str) -> Link:
+    def _candidates(self, scores: np.ndarray) -> list[Candidate]:
         k = min(self.settings.top_k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         concepts = self.terminology.concepts
-        cands = [
+        return [
             Candidate(concepts[i].code, concepts[i].name, concepts[i].system, float(scores[i]))
             for i in top
             if scores[i] > -1.0
         ]
-        return Link(cands, via, self.settings.nil_threshold)
 
     # -- files ---------------------------------------------------------------
 
