@@ -26,6 +26,7 @@ normalizer linking its predicted entities, at batch sizes 1 and 32.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -85,7 +86,7 @@ def main() -> None:
     from appliance.annotate.lexicon import LexiconRules
     from appliance.documents import read_gold
     from appliance.normalize import linker
-    from appliance.normalize.build import build
+    from appliance.normalize.build import build, calibrate_nil
     from appliance.normalize.encoder import EncoderSettings
     from appliance.normalize.evaluate import evaluate
     from appliance.normalize.terminology import load_terminology
@@ -118,7 +119,11 @@ def main() -> None:
         folder = args.workdir / f"normalizer-{i}" if args.workdir else None
         t0 = time.perf_counter()
         if folder is not None and linker.has_normalizer(folder):
-            variants[name] = linker.load(folder)
+            reused = linker.load(folder)
+            # The NIL threshold as this version of the code calibrates it.
+            threshold, _ = calibrate_nil(reused)
+            reused.settings = dataclasses.replace(reused.settings, nil_threshold=threshold)
+            variants[name] = reused
             seconds[name] = json.loads((folder / "build.json").read_text())["seconds"]
             log(f"{name}: reused {folder}")
             continue
