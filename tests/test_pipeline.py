@@ -167,8 +167,12 @@ def test_demo_scores_the_term_list_and_the_model_on_the_same_fresh_notes(tmp_pat
     kept = result.term_counts
     assert all(0 < c["kept"] < c["concepts"] for c in kept.values())  # a partial term list
     assert {s.name: s.status for s in result.pipeline.stages} == dict.fromkeys(
-        ("ingest", "generator", "generate", "screen", "annotate", "ner", "export"), "ran"
+        ("ingest", "generator", "generate", "screen", "annotate", "normalize", "ner", "export"),
+        "ran",
     )
+    # The package normalizes: the fresh notes' gold mentions were linked and scored.
+    assert result.codes is not None and result.codes["mappable"] > 0
+    assert result.codes["normalizer"]["all"]["accuracy_at_1"] > 0.5
     ws = json.loads((result.workspace / "models" / "generator" / "manifest.json").read_text())
     assert ws["data"]["entity_terms"]["sources"][0]["path"].endswith("terms.tsv")
     ner = json.loads(
