@@ -342,19 +342,23 @@ def boilerplate_only(ws: Any, plants: list[Plant]) -> set[str]:
     """
     import numpy as np
 
-    from appliance.privacy.detectors import _rare_tokens
+    from appliance.privacy.detectors import Candidate, _rare_tokens
     from appliance.privacy.reference import gram_hashes, load_or_build
 
     index, _ = load_or_build(ws)
     lk = ws.policy.leakage
+    spans = [p for p in plants if p.kind in SPAN_KINDS and p.leaked is not None]
+    # the part of the on-disk index these spans touch
+    view = index.view([Candidate.of(p.id, p.leaked or "", index) for p in spans], dcr=False)
     out = set()
-    for p in plants:
-        if p.kind not in SPAN_KINDS or p.leaked is None:
-            continue
-        tokens = tokenize(p.leaked)[0]
+    for p in spans:
+        tokens = tokenize(p.leaked or "")[0]
         grams = gram_hashes(index.hasher.many(tokens), index.k)
-        pos = np.minimum(np.searchsorted(index.ukeys, grams), len(index.ukeys) - 1)
-        common = (index.ukeys[pos] == grams) & (index.udf[pos] >= lk.boilerplate_patients)
+        if len(view.ukeys):
+            pos = np.minimum(np.searchsorted(view.ukeys, grams), len(view.ukeys) - 1)
+            common = (view.ukeys[pos] == grams) & (view.udf[pos] >= lk.boilerplate_patients)
+        else:
+            common = np.zeros(len(grams), dtype=bool)
         if lk.verbatim_counts_boilerplate:
             if common.all():
                 out.add(p.id)

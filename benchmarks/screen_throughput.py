@@ -6,7 +6,8 @@ many real notes, builds the reference index (timed separately: it is built
 once per record set and reused), then screens the same synthetic set
 (default 10,000 demo notes of another seed: other patients, the same
 templates) from a JSONL file with ``appliance.privacy.screen.run``. Each
-size runs in its own process, so its peak RSS is its own.
+size runs in its own process (ingest, build, calibration), and its screening
+in another, so each phase's peak RSS is its own.
 
 Measured per size: ingest, index build, calibration (held-out real notes
 through the verbatim/LCS/near-duplicate detectors), screening seconds and
@@ -141,8 +142,8 @@ class Timers:
 
 
 def instrument(timers: Timers) -> None:
-    """Time each detector's needs/check, the real-note fetch and candidate hashing."""
-    from appliance.privacy import detectors, screen
+    """Time each detector's needs/check, the index view, the real-note fetch and candidate hashing."""
+    from appliance.privacy import detectors, reference, screen
 
     original = detectors.default_detectors
 
@@ -155,6 +156,12 @@ def instrument(timers: Timers) -> None:
 
     screen.default_detectors = timed_detectors  # type: ignore[assignment]
     screen.Screener._fetch = timers.wrap("fetch real notes", screen.Screener._fetch)  # type: ignore[method-assign]
+    # The round's view of the on-disk index: tables read once per round, DCR's pass apart.
+    ref = reference.ReferenceIndex
+    ref._view_grams = timers.wrap("view: k-gram table", ref._view_grams)  # type: ignore[method-assign]
+    ref._view_identifiers = timers.wrap("view: identifier table", ref._view_identifiers)  # type: ignore[method-assign]
+    ref._view_bands = timers.wrap("view: bands + signatures", ref._view_bands)  # type: ignore[method-assign]
+    ref._view_nearest = timers.wrap("view: dcr nearest notes", ref._view_nearest)  # type: ignore[method-assign]
     screen.Screener.screen = timers.wrap("screen total", screen.Screener.screen)  # type: ignore[method-assign]
     of = detectors.Candidate.of.__func__  # type: ignore[attr-defined]
     detectors.Candidate.of = classmethod(timers.wrap("tokenize candidates", of))  # type: ignore[assignment,method-assign]
@@ -192,6 +199,46 @@ def naive_baseline(ws: Any, candidates: Path, notes: int, sample: int, seed: int
     }
 
 
+def screen_one(args: argparse.Namespace) -> dict[str, Any]:
+    """The screening phase alone (the index is built): ``screen.run`` of the candidates."""
+    import appliance.identifiers.recognizers  # noqa: F401  (import cost is not screening cost)
+    from appliance.privacy import screen
+    from appliance.workspace import Workspace
+
+    timers = Timers()
+    instrument(timers)
+    ws = Workspace.open(Path(args.one_screen) / "ws")
+    cpu0 = os.times()
+    t0 = time.perf_counter()
+    result = screen.run(ws, corpus=None, input_path=Path(args.one_candidates))
+    run_s = time.perf_counter() - t0
+    cpu1 = os.times()
+    report = json.loads(result.report_json.read_text()) if result.report_json else {}
+    # screen.run's index_seconds: opening the saved index and the kept calibration.
+    screening_s = result.seconds - result.index_seconds
+    log(
+        f"  screened {result.screened} in {screening_s:.1f}s "
+        f"(+{result.index_seconds:.1f}s opening the index)"
+    )
+    return {
+        "real_notes": report.get("index", {}).get("records"),
+        "holdout_records": report.get("index", {}).get("holdout_records"),
+        "postings": None,
+        "load_seconds": round(result.index_seconds, 2),
+        "screen_seconds": round(screening_s, 2),
+        "run_seconds": round(run_s, 2),
+        "screened": result.screened,
+        "notes_per_second": round(result.screened / screening_s, 1) if screening_s else None,
+        "released": result.released,
+        "quarantined": result.quarantined,
+        "by_detector": dict(result.by_detector),
+        "verbatim_threshold": report.get("verbatim_threshold"),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "cpu_seconds_screen_run": round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 1),
+        "timers": {k: round(v, 2) for k, v in timers.seconds.items()},
+    }
+
+
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
     import appliance.identifiers.recognizers  # noqa: F401  (import cost is not screening cost)
     from appliance.privacy import screen
@@ -220,43 +267,29 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     calibrate_s = time.perf_counter() - t0
     log(f"  calibrated in {calibrate_s:.1f}s")
     del index
-    timers.seconds.clear()
-    cpu0 = os.times()
-    t0 = time.perf_counter()
-    result = screen.run(ws, corpus=None, input_path=Path(args.one_candidates))
-    run_s = time.perf_counter() - t0
-    cpu1 = os.times()
+    # Screening in a process of its own: its peak RSS is the screen's, not the build's.
+    screen_out = work / "screen.json"
+    subprocess.run(
+        [sys.executable, __file__, "--one-screen", str(work), "--one-candidates",
+         str(args.one_candidates), "--one-out", str(screen_out)],
+        check=True,
+    )  # fmt: skip
+    out: dict[str, Any] = json.loads(screen_out.read_text())
     load["after_screen"] = load_avg()
-    report = json.loads(result.report_json.read_text()) if result.report_json else {}
-    # screen.run's index_seconds: loading the saved index and the kept calibration.
-    screening_s = result.seconds - result.index_seconds
-    log(
-        f"  screened {result.screened} in {screening_s:.1f}s "
-        f"(+{result.index_seconds:.1f}s loading the index)"
+    out.update(
+        {
+            "ingest_seconds": round(ingest_s, 2),
+            "build_seconds": round(build_s, 2),
+            "index_built": built,
+            "calibrate_seconds": round(calibrate_s, 2),
+            "rss_mb_after_build": round(rss_build),
+            "peak_rss_mb_build": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "index_mb_on_disk": round(
+                sum(f.stat().st_size for f in ws.leakage_index_dir.iterdir()) / 2**20
+            ),
+            "load": load,
+        }
     )
-    out: dict[str, Any] = {
-        "real_notes": report.get("index", {}).get("records"),
-        "holdout_records": report.get("index", {}).get("holdout_records"),
-        "postings": None,
-        "ingest_seconds": round(ingest_s, 2),
-        "build_seconds": round(build_s, 2),
-        "index_built": built,
-        "calibrate_seconds": round(calibrate_s, 2),
-        "load_seconds": round(result.index_seconds, 2),
-        "screen_seconds": round(screening_s, 2),
-        "run_seconds": round(run_s, 2),
-        "screened": result.screened,
-        "notes_per_second": round(result.screened / screening_s, 1) if screening_s else None,
-        "released": result.released,
-        "quarantined": result.quarantined,
-        "by_detector": dict(result.by_detector),
-        "verbatim_threshold": report.get("verbatim_threshold"),
-        "rss_mb_after_build": round(rss_build),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "cpu_seconds_screen_run": round((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system), 1),
-        "timers": {k: round(v, 2) for k, v in timers.seconds.items()},
-        "load": load,
-    }
     idx_json = ws.leakage_index_dir / "index.json"
     if idx_json.exists():
         out["postings"] = json.loads(idx_json.read_text()).get("postings")
@@ -273,9 +306,9 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]], synthetic: int) -> str:
     lines = [
         "| real notes | ingest s | index build s | calibration s | index load s | screening s | notes/s "
-        "| s per 1k real | peak RSS MB | naive LCS s/note (extrapolated) | naive ÷ screen per note "
+        "| s per 1k real | index on disk MB | peak RSS MB build | peak RSS MB screen | naive LCS s/note (extrapolated) | naive ÷ screen per note "
         "| quarantined |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         per_note = r["screen_seconds"] / max(1, r["screened"])
@@ -284,6 +317,7 @@ def table(rows: list[dict[str, Any]], synthetic: int) -> str:
             f"| {r['real_notes']:,} | {r['ingest_seconds']:.1f} | {r['build_seconds']:.1f} "
             f"| {r['calibrate_seconds']:.1f} | {r['load_seconds']:.1f} | **{r['screen_seconds']:.1f}** "
             f"| {r['notes_per_second']:,.0f} | {r['build_seconds'] / r['real_notes'] * 1000:.2f} "
+            f"| {r.get('index_mb_on_disk', 0):,} | {r.get('peak_rss_mb_build', 0):,} "
             f"| {r['peak_rss_mb']:,} | {naive if naive is None else f'{naive:.2f}'} "
             f"| {'' if naive is None else f'{naive / per_note:,.0f}×'} "
             f"| {r['quarantined']:,} of {r['screened']:,} |"
@@ -328,11 +362,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, help="keep the data and workspaces here")
     p.add_argument("--json-out", type=Path)
     p.add_argument("--one-dir", help=argparse.SUPPRESS)
+    p.add_argument("--one-screen", help=argparse.SUPPRESS)
     p.add_argument("--one-export", help=argparse.SUPPRESS)
     p.add_argument("--one-candidates", help=argparse.SUPPRESS)
     p.add_argument("--one-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    if args.one_screen:  # grandchild: the screening of one size
+        Path(args.one_out).write_text(json.dumps(screen_one(args)))
+        return 0
     if args.one_dir:  # child: one size
         Path(args.one_out).write_text(json.dumps(run_one(args)))
         return 0

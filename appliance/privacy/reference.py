@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import math
 import re
+import shutil
 from array import array
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,9 +46,10 @@ import numpy as np
 from appliance import __version__
 from appliance.config import Policy
 from appliance.documents import Identifier, Record
-from appliance.errors import WorkspaceError
+from appliance.errors import IntegrityError, WorkspaceError
 from appliance.identifiers.phones import DEFAULT_PHONE_REGIONS, number_forms
 from appliance.privacy.ngram_index import _P, _TOKEN
+from appliance.privacy.segments import SegmentReader, SegmentWriter
 from appliance.records.holdout import is_holdout
 from appliance.records.ingest import open_store
 from appliance.security.audit import utc_now
@@ -56,8 +58,7 @@ from appliance.security.keys import PURPOSE_HOLDOUT, PURPOSE_LEAKAGE_INDEX, Data
 from appliance.workspace import Workspace, hashed
 
 INDEX_DIR = "leakage-index"
-INDEX_FILE = "index.npz.enc"
-INDEX_FORMAT = 5
+INDEX_FORMAT = 6
 DCR_DIMENSIONS = 256
 IDENT_MAX_TOKENS = 10
 DEFAULT_HOLDOUT_FRACTION = 0.1
@@ -212,22 +213,40 @@ def identifier_variants(ident: Identifier) -> list[tuple[str, int]]:
     return [(value, STRONG)]
 
 
-@dataclass
-class _Building:
-    """Accumulators of one build pass."""
+# Real notes per build chunk, and per stored block of signature and vector rows.
+CHUNK = 16384
+# Postings a screen reads per rare k-gram: more occurrences say nothing new.
+POSTINGS_CAP = 64
+# Held-out notes whose similarity to their nearest training note the index keeps.
+BASELINE_NOTES = 10_000
 
-    ids: list[str]
-    patients: list[int]  # patient number per note
-    gram_parts: list[np.ndarray]  # per note, its k-gram hashes in order
-    signatures: list[np.ndarray]
-    token_counts: list[tuple[np.ndarray, np.ndarray]]  # per note: distinct token hashes, counts
-    # identifier rows (hash, type, record, strength) as flat columns: millions of
-    # rows in a 100k-note store, where a tuple per row would cost ten times the memory
-    ident_hash: array[int]
-    ident_type: array[int]
-    ident_record: array[int]
-    ident_strength: array[int]
-    first: set[int]  # hash of the first token of every token-sequence variant
+HEADER_FILE = "header.enc"
+GRAMS_FILE = "grams.seg"
+IDS_FILE = "identifiers.seg"
+BANDS_FILE = "bands.seg"
+SIGS_FILE = "signatures.seg"
+VECS_FILE = "vectors.seg"
+SPILL_FILE = "spill.seg"
+_TABLES = (GRAMS_FILE, IDS_FILE, BANDS_FILE, SIGS_FILE, VECS_FILE)
+
+
+class _Chunk:
+    """What one build chunk (at most ``CHUNK`` notes) adds, until it is spilled to disk."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first  # number of its first note
+        self.gram_parts: list[np.ndarray] = []  # per note, its k-gram hashes in order
+        self.signatures: list[np.ndarray] = []
+        self.token_counts: list[tuple[np.ndarray, np.ndarray]] = []  # distinct tokens, counts
+        # identifier rows (hash, type, record, strength) as flat columns: millions of
+        # rows in a 100k-note store, where a tuple per row would cost ten times the memory
+        self.ident_hash: array[int] = array("Q")
+        self.ident_type: array[int] = array("H")
+        self.ident_record: array[int] = array("q")
+        self.ident_strength: array[int] = array("B")
+
+    def __len__(self) -> int:
+        return len(self.gram_parts)
 
     def add_ident(self, h: int, kind: int, record: int, strength: int) -> None:
         self.ident_hash.append(h)
@@ -236,13 +255,149 @@ class _Building:
         self.ident_strength.append(strength)
 
 
+def _bucket_bits(records: int | None) -> int:
+    """Buckets of the sorted tables: about 2,048 notes' worth each, 16 to 4,096 of them."""
+    want = max(16, min(4096, (records or 0) // 2048))
+    return max(4, math.ceil(math.log2(want)))
+
+
+def _by_bucket(keys: np.ndarray, bits: int) -> np.ndarray:
+    """Bounds of each bucket's rows in ``keys`` (sorted): bucket = the key's top ``bits`` bits."""
+    bucket = (keys >> np.uint64(64 - bits)).astype(np.int64)
+    return np.searchsorted(bucket, np.arange((1 << bits) + 1))
+
+
+def _distinct_patients(
+    keys: np.ndarray, recs: np.ndarray, patients: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct key of ``keys`` (sorted; postings in note order): first row, rows, distinct patients.
+
+    Only keys with more than one posting can be in the notes of more than
+    one patient; those are sorted by (key, patient) to count.
+    """
+    new_key = np.ones(len(keys), dtype=bool)
+    new_key[1:] = keys[1:] != keys[:-1]
+    starts = np.flatnonzero(new_key)
+    count = np.diff(np.append(starts, len(keys))).astype(np.int64)
+    udf = np.ones(len(starts), dtype=np.int64)
+    group = np.cumsum(new_key, dtype=np.int64) - 1
+    multi = np.flatnonzero(count[group] > 1)
+    if len(multi):
+        g, p = group[multi], patients[recs[multi]]
+        order = np.lexsort((p, g))
+        g, p = g[order], p[order]
+        first = np.ones(len(g), dtype=bool)
+        first[1:] = (g[1:] != g[:-1]) | (p[1:] != p[:-1])
+        counted = np.bincount(g[first], minlength=len(starts))
+        udf = np.where(counted > 0, counted, 1).astype(np.int64)
+    return starts, count, udf
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``starts[i], starts[i] + 1, …`` (``counts[i]`` of them) for every ``i``, concatenated."""
+    counts = counts.astype(np.int64)
+    total = int(counts.sum())
+    within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts.astype(np.int64), counts) + within
+
+
+def _cat(parts: Sequence[dict[str, np.ndarray]], name: str, dtype: Any) -> np.ndarray:
+    return np.concatenate([p[name] for p in parts]) if parts else np.empty(0, dtype=dtype)
+
+
+def identifier_sequences(
+    th: np.ndarray, note_of: np.ndarray, id_first: np.ndarray
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(length, first token, keyed hash) of every token sequence the identifier lookup tries.
+
+    ``th``: the identifier tokens' keyed hashes of a batch of notes, one after
+    the other (``note_of``: each token's note). Every single token; longer
+    sequences (up to ``IDENT_MAX_TOKENS``) only where a known identifier's
+    first token starts, within one note.
+    """
+    total = len(th)
+    yield 1, np.arange(total), th
+    if not total:
+        return
+    if len(id_first):
+        # Notes repeat their words: each distinct token is looked up once.
+        uniq, inverse = np.unique(th, return_inverse=True)
+        pos = np.minimum(np.searchsorted(id_first, uniq), len(id_first) - 1)
+        first_ok = np.flatnonzero((id_first[pos] == uniq)[inverse.reshape(-1)])
+    else:
+        first_ok = np.arange(total)
+    for length in range(2, IDENT_MAX_TOKENS + 1):
+        starts = first_ok[first_ok + length - 1 < total]
+        starts = starts[note_of[starts + length - 1] == note_of[starts]]
+        if not len(starts):
+            return
+        g = np.zeros(len(starts), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for j in range(length):
+                g = g * _P + th[starts + j]
+        yield length, starts, g
+
+
+class _Rows:
+    """Some rows of a per-note table, indexed by note number like the whole table."""
+
+    def __init__(self, records: np.ndarray, rows: np.ndarray) -> None:
+        self.records = records  # sorted
+        self.rows = rows
+
+    def __getitem__(self, records: np.ndarray) -> np.ndarray:
+        return self.rows[np.searchsorted(self.records, records)]
+
+
+class IndexView:
+    """The part of the reference index one round of synthetic notes touches, in memory.
+
+    Built by :meth:`ReferenceIndex.view`: the k-grams, identifiers and LSH
+    band keys of the round's notes that the index holds, their postings,
+    the MinHash signatures of the real notes that share a band with one of
+    them, and each note's nearest real note by group (training sample, other
+    training notes, held out). Everything else (hashing, the per-note
+    arrays, record ids) is the index's own.
+    """
+
+    def __init__(self, index: ReferenceIndex) -> None:
+        self.index = index
+        self.ukeys = np.empty(0, dtype=np.uint64)  # distinct k-grams, sorted
+        self.ustart = np.empty(0, dtype=np.int64)  # first posting kept
+        self.ucount = np.empty(0, dtype=np.int64)  # postings kept (rare k-grams: up to the cap)
+        self.udf = np.empty(0, dtype=np.int64)  # distinct patients per k-gram
+        self.gram_records = np.empty(0, dtype=np.uint32)
+        self.gram_positions = np.empty(0, dtype=np.uint32)
+        self.id_keys = np.empty(0, dtype=np.uint64)
+        self.id_types = np.empty(0, dtype=np.uint16)
+        self.id_records = np.empty(0, dtype=np.int64)
+        self.id_strength = np.empty(0, dtype=np.uint8)
+        self.band_keys: list[np.ndarray] = []
+        self.band_records: list[np.ndarray] = []
+        self.signatures = _Rows(np.empty(0, np.int64), np.empty((0, index.permutations), np.uint32))
+        self.nearest_by_group: dict[str, tuple[float, float, float]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.index, name)
+
+
 class ReferenceIndex:
-    """Everything the screen needs about the real records (see the module docstring)."""
+    """Everything the screen needs about the real records (see the module docstring).
+
+    In memory: the per-note arrays, record ids, the identifier first tokens,
+    the token weights and the held-out baseline. On disk, encrypted in
+    segments: the k-gram, identifier and band tables (sorted, in buckets by
+    the hash's top bits) and the signature and vector rows (in blocks of
+    ``CHUNK`` notes). A screen reads the tables once per round of notes
+    (:meth:`view`); nothing loads them whole.
+    """
 
     def __init__(self, key: DataKey, policy: Policy) -> None:
         lk = policy.leakage
+        self.key = key
         self.k = lk.ngram_tokens
         self.shingle = lk.shingle_tokens
+        self.boilerplate = lk.boilerplate_patients
         self.permutations = lk.minhash_permutations
         self.bands = _bands(self.permutations)
         self.rows = self.permutations // self.bands
@@ -252,37 +407,24 @@ class ReferenceIndex:
         self._a = rng.integers(1, 2**63, size=self.permutations, dtype=np.uint64) | np.uint64(1)
         self._b = rng.integers(0, 2**63, size=self.permutations, dtype=np.uint64)
         self._proj_seed = int.from_bytes(secret[8:16], "little")
+        self.folder: Path | None = None
+        self.label = ""
+        self.bits = 4
+        self.chunks = 0
+        self.chunk_rows = CHUNK
         self.types: list[str] = []
         self.meta: dict[str, Any] = {}
         self.record_ids: list[str] = []
         self.holdout = np.zeros(0, dtype=bool)
-        # k-grams
-        self.gram_keys = np.empty(0, dtype=np.uint64)  # sorted, one per posting
-        self.gram_records = np.empty(0, dtype=np.uint32)
-        self.gram_positions = np.empty(0, dtype=np.uint32)
-        self.ukeys = np.empty(0, dtype=np.uint64)  # distinct k-grams
-        self.ustart = np.empty(0, dtype=np.int64)
-        self.ucount = np.empty(0, dtype=np.int64)
-        self.udf = np.empty(0, dtype=np.int64)  # distinct patients per k-gram
         self.record_patients = np.empty(0, dtype=np.uint32)  # patient number per note
         self.record_tokens = np.empty(0, dtype=np.uint32)  # word tokens per note
-        # MinHash
-        self.signatures = np.empty((0, self.permutations), dtype=np.uint64)
-        self.band_keys = np.empty((self.bands, 0), dtype=np.uint64)  # sorted per band
-        self.band_records = np.empty((self.bands, 0), dtype=np.uint32)
-        # identifiers
-        self.id_keys = np.empty(0, dtype=np.uint64)
-        self.id_types = np.empty(0, dtype=np.uint16)
-        self.id_records = np.empty(0, dtype=np.int64)
-        self.id_strength = np.empty(0, dtype=np.uint8)
         self.id_first = np.empty(0, dtype=np.uint64)  # sorted first-token hashes
-        # distance to closest record
         self.idf_keys = np.empty(0, dtype=np.uint64)
         self.idf = np.empty(0, dtype=np.float32)
-        self.vectors = np.empty((0, DCR_DIMENSIONS), dtype=np.float32)
-        self.baseline = np.empty(
-            0, dtype=np.float32
-        )  # held-out notes: similarity to nearest training
+        # held-out notes (a sample of at most BASELINE_NOTES): similarity to nearest training note
+        self.baseline_records = np.empty(0, dtype=np.int64)
+        self.baseline = np.empty(0, dtype=np.float32)
+        self._train_sample: np.ndarray | None = None
 
     # -- features shared by building and screening --------------------------------
 
@@ -355,11 +497,20 @@ class ReferenceIndex:
 
     def holdout_baseline(self, min_tokens: int) -> np.ndarray:
         """The held-out notes' similarities to their nearest training note, for notes of ≥ ``min_tokens`` words."""
-        return self.baseline[self.record_tokens[self.holdout] >= min_tokens]
+        return self.baseline[self.record_tokens[self.baseline_records] >= min_tokens]
 
-    def nearest(self, vectors: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Cosine similarity of each vector to its nearest indexed note among ``mask``."""
-        return max_similarity(vectors, self.vectors[mask])
+    @property
+    def train_sample(self) -> np.ndarray:
+        """A seeded sample of training notes as large as the held-out set (mask over notes)."""
+        if self._train_sample is None:
+            train = np.flatnonzero(~self.holdout)
+            rng = np.random.default_rng(0)
+            size = min(len(train), int(self.holdout.sum()))
+            mask = np.zeros(len(self.holdout), dtype=bool)
+            if size:
+                mask[rng.choice(train, size=size, replace=False)] = True
+            self._train_sample = mask
+        return self._train_sample
 
     # -- building -----------------------------------------------------------------
 
@@ -367,77 +518,316 @@ class ReferenceIndex:
         self,
         records: Iterable[Record],
         *,
+        folder: Path,
+        label: str,
         holdout_key: bytes,
         holdout_fraction: float,
         identifier_policy: Any,
         canaries: Sequence[str] = (),
         progress: Callable[[int], None] | None = None,
+        expected: int | None = None,
     ) -> None:
+        """Build the index into ``folder`` (new, empty) in one pass over ``records``.
+
+        Memory stays bounded by one chunk of ``CHUNK`` notes and one bucket
+        of the tables, plus the per-note arrays: each chunk's k-grams,
+        identifiers and band keys are spilled to disk by bucket, and each
+        bucket is then sorted and counted on its own.
+        """
         from appliance.identifiers.recognizers import build_recognizers, find_identifiers
 
+        self.folder, self.label = folder, label
+        self.bits = _bucket_bits(expected)
         recognizers = build_recognizers(identifier_policy)
         type_ids: dict[str, int] = {}
-        b = _Building([], [], [], [], [], array("Q"), array("H"), array("q"), array("B"), set())
         patient_numbers: dict[str, int] = {}
+        patients: array[int] = array("I")
         holdout: list[bool] = []
+        tokens: array[int] = array("I")
+        first: set[int] = set()
         ident_cache: dict[tuple[str, str, str], tuple[list[tuple[int, int]], list[int]]] = {}
-        for n, record in enumerate(records):
-            b.ids.append(record.id)
-            b.patients.append(patient_numbers.setdefault(patient_key(record), len(patient_numbers)))
-            holdout.append(is_holdout(holdout_key, record.id, holdout_fraction))
-            th = self.hasher.many(word_tokens(record.text))
-            grams = gram_hashes(th, self.k)
-            b.gram_parts.append(grams)
-            b.signatures.append(self.minhash(gram_hashes(_pad(th, self.shingle), self.shingle)))
-            uniq, counts = np.unique(th, return_counts=True)
-            b.token_counts.append((uniq, counts.astype(np.uint32)))
-            idents = list(record.identifiers)
-            for f in find_identifiers(record.text, recognizers):
-                idents.append(Identifier(f.type, record.text[f.start : f.end], "text"))
-            for ident in idents:
-                tid = type_ids.setdefault(ident.type, len(type_ids))
-                # The same value recurs across a patient's notes (names, dates): hash it once.
-                memo_key = (ident.type, ident.value, ident.field)
-                memo = ident_cache.get(memo_key)
-                if memo is None:
-                    firsts: set[int] = set()
-                    memo = ident_cache[memo_key] = (
-                        self._identifier_hashes(ident, firsts),
-                        list(firsts),
-                    )
-                    if len(ident_cache) > 1_000_000:  # bounded memory on huge record sets
-                        ident_cache.clear()
-                b.first.update(memo[1])
-                for h, strength in memo[0]:
-                    b.add_ident(h, tid, n, strength)
-            if progress is not None:
-                progress(1)
-        ctype = type_ids.setdefault("CANARY", len(type_ids))
-        for secret in canaries:
-            for h, strength in self._identifier_hashes(
-                Identifier("CANARY", secret, "canary"), b.first
-            ):
-                b.add_ident(h, ctype, -1, strength)
+        df_keys, df = np.empty(0, np.uint64), np.empty(0, np.int64)
+        spill = SegmentWriter(folder / SPILL_FILE, self.key, label)
+        signatures = SegmentWriter(folder / SIGS_FILE, self.key, label)
+        chunk = _Chunk(0)
+        try:
+            for n, record in enumerate(records):
+                self.record_ids.append(record.id)
+                patients.append(
+                    patient_numbers.setdefault(patient_key(record), len(patient_numbers))
+                )
+                holdout.append(is_holdout(holdout_key, record.id, holdout_fraction))
+                th = self.hasher.many(word_tokens(record.text))
+                chunk.gram_parts.append(gram_hashes(th, self.k))
+                chunk.signatures.append(
+                    self.minhash(gram_hashes(_pad(th, self.shingle), self.shingle))
+                )
+                uniq, counts = np.unique(th, return_counts=True)
+                chunk.token_counts.append((uniq, counts.astype(np.uint32)))
+                tokens.append(int(counts.sum()))
+                idents = list(record.identifiers)
+                for f in find_identifiers(record.text, recognizers):
+                    idents.append(Identifier(f.type, record.text[f.start : f.end], "text"))
+                for ident in idents:
+                    tid = type_ids.setdefault(ident.type, len(type_ids))
+                    # The same value recurs across a patient's notes (names, dates): hash it once.
+                    memo_key = (ident.type, ident.value, ident.field)
+                    memo = ident_cache.get(memo_key)
+                    if memo is None:
+                        firsts: set[int] = set()
+                        memo = ident_cache[memo_key] = (
+                            self._identifier_hashes(ident, firsts),
+                            list(firsts),
+                        )
+                        if len(ident_cache) > 1_000_000:  # bounded memory on huge record sets
+                            ident_cache.clear()
+                    first.update(memo[1])
+                    for h, strength in memo[0]:
+                        chunk.add_ident(h, tid, n, strength)
+                if progress is not None:
+                    progress(1)
+                if len(chunk) == self.chunk_rows:
+                    df_keys, df = self._spill(chunk, spill, signatures, df_keys, df)
+                    chunk = _Chunk(chunk.first + self.chunk_rows)
+            ctype = type_ids.setdefault("CANARY", len(type_ids))
+            for secret in canaries:
+                for h, strength in self._identifier_hashes(
+                    Identifier("CANARY", secret, "canary"), first
+                ):
+                    chunk.add_ident(h, ctype, -1, strength)
+            if len(chunk) or len(chunk.ident_hash) or not self.chunks:
+                df_keys, df = self._spill(chunk, spill, signatures, df_keys, df)
+            spill.close()
+            signatures.close()
+        except BaseException:
+            spill.abort()
+            signatures.abort()
+            raise
         self.types = [t for t, _ in sorted(type_ids.items(), key=lambda kv: kv[1])]
-        self.record_ids = b.ids
         self.holdout = np.array(holdout, dtype=bool)
-        self.record_patients = np.array(b.patients, dtype=np.uint32)
-        self.record_tokens = np.array([c.sum() for _, c in b.token_counts], dtype=np.uint32)
-        self._freeze_grams(b)
-        self._freeze_minhash(b)
-        self._freeze_identifiers(b)
-        self._freeze_dcr(b)
+        self.record_patients = np.frombuffer(patients, dtype=np.uint32).copy()
+        self.record_tokens = np.frombuffer(tokens, dtype=np.uint32).copy()
+        self.id_first = np.array(sorted(first), dtype=np.uint64)
+        n = max(1, len(self.record_ids))
+        self.idf_keys = df_keys
+        self.idf = np.log((1 + n) / (1 + df.astype(np.float64))).astype(np.float32) + 1
+        self.meta["idf_unseen"] = float(math.log(1 + n) + 1)
+        with SegmentReader(folder / SPILL_FILE, self.key, label) as spilled:
+            postings = self._finish_grams(spilled)
+            identifier_keys = self._finish_identifiers(spilled)
+            self._finish_bands(spilled)
+            self._finish_vectors(spilled)
+        (folder / SPILL_FILE).unlink()
         self.meta.update(
             {
-                "records": len(b.ids),
+                "records": len(self.record_ids),
                 "patients": len(patient_numbers),
                 "holdout_records": int(self.holdout.sum()),
                 "holdout_fraction": holdout_fraction,
-                "postings": len(self.gram_keys),
-                "identifier_keys": len(self.id_keys),
+                "postings": postings,
+                "identifier_keys": identifier_keys,
+                "buckets": 1 << self.bits,
                 "built": utc_now(),
             }
         )
+
+    def _spill(
+        self,
+        chunk: _Chunk,
+        spill: SegmentWriter,
+        signatures: SegmentWriter,
+        df_keys: np.ndarray,
+        df: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Write one chunk's rows to disk by bucket; returns the document frequencies so far."""
+        c, bits = self.chunks, self.bits
+        # k-gram postings, sorted by k-gram (stable: within a k-gram in note, position order)
+        sizes = np.array([len(g) for g in chunk.gram_parts], dtype=np.int64)
+        keys = np.concatenate(chunk.gram_parts) if len(sizes) else np.empty(0, np.uint64)
+        recs = np.repeat(np.arange(chunk.first, chunk.first + len(sizes), dtype=np.uint32), sizes)
+        pos = (np.arange(len(keys)) - np.repeat(np.cumsum(sizes) - sizes, sizes)).astype(np.uint32)
+        order = np.argsort(keys, kind="stable")
+        keys, recs, pos = keys[order], recs[order], pos[order]
+        del order
+        bounds = _by_bucket(keys, bits)
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            s, e = bounds[b], bounds[b + 1]
+            spill.add_arrays(
+                f"g{c}.{b}", {"keys": keys[s:e], "records": recs[s:e], "positions": pos[s:e]}
+            )
+        del keys, recs, pos
+        # identifier rows
+        h = (
+            np.frombuffer(chunk.ident_hash, dtype=np.uint64)
+            if len(chunk.ident_hash)
+            else np.empty(0, np.uint64)
+        )
+        order = np.argsort(h, kind="stable")
+        cols: dict[str, np.ndarray] = {
+            "keys": h[order],
+            "types": np.array(chunk.ident_type, dtype=np.uint16)[order],
+            "records": np.array(chunk.ident_record, dtype=np.int64)[order],
+            "strength": np.array(chunk.ident_strength, dtype=np.uint8)[order],
+        }
+        bounds = _by_bucket(cols["keys"], bits)
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            s, e = bounds[b], bounds[b + 1]
+            spill.add_arrays(f"i{c}.{b}", {k: v[s:e] for k, v in cols.items()})
+        # MinHash: signature rows, and LSH band keys by bucket
+        sig = (
+            np.stack(chunk.signatures)
+            if chunk.signatures
+            else np.empty((0, self.permutations), dtype=np.uint64)
+        )
+        signatures.add_arrays(str(c), {"rows": sig.astype(np.uint32)})
+        bands = self.band_hashes(sig).reshape(-1)  # band-major
+        band = np.repeat(np.arange(self.bands, dtype=np.uint8), len(sig))
+        brecs = np.tile(np.arange(chunk.first, chunk.first + len(sig), dtype=np.uint32), self.bands)
+        order = np.argsort(bands, kind="stable")
+        bands, band, brecs = bands[order], band[order], brecs[order]
+        bounds = _by_bucket(bands, bits)
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            s, e = bounds[b], bounds[b + 1]
+            spill.add_arrays(
+                f"n{c}.{b}", {"keys": bands[s:e], "band": band[s:e], "records": brecs[s:e]}
+            )
+        # token counts, for the vectors once every note's document frequency is known
+        counts = chunk.token_counts
+        spill.add_arrays(
+            f"t{c}",
+            {
+                "keys": np.concatenate([u for u, _ in counts])
+                if counts
+                else np.empty(0, np.uint64),
+                "counts": np.concatenate([k for _, k in counts])
+                if counts
+                else np.empty(0, np.uint32),
+                "sizes": np.array([len(u) for u, _ in counts], dtype=np.int64),
+            },
+        )
+        if counts:
+            uniq, inverse = np.unique(
+                np.concatenate([df_keys, *[u for u, _ in counts]]), return_inverse=True
+            )
+            weights = np.concatenate([df, np.ones(sum(len(u) for u, _ in counts), np.int64)])
+            df = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(uniq))
+            df_keys, df = uniq, df.astype(np.int64)
+        self.chunks += 1
+        return df_keys, df
+
+    def _bucket_parts(
+        self, spilled: SegmentReader, prefix: str, b: int
+    ) -> list[dict[str, np.ndarray]]:
+        """One bucket's spilled rows, chunk by chunk (so in note order within equal keys)."""
+        names = (f"{prefix}{c}.{b}" for c in range(self.chunks))
+        return [spilled.arrays(name) for name in names if name in spilled]
+
+    def _finish_grams(self, spilled: SegmentReader) -> int:
+        assert self.folder is not None
+        postings = 0
+        with SegmentWriter(self.folder / GRAMS_FILE, self.key, self.label) as out:
+            for b in range(1 << self.bits):
+                parts = self._bucket_parts(spilled, "g", b)
+                if not parts:
+                    continue
+                keys = _cat(parts, "keys", np.uint64)
+                order = np.argsort(keys, kind="stable")
+                keys = keys[order]
+                recs = _cat(parts, "records", np.uint32)[order]
+                pos = _cat(parts, "positions", np.uint32)[order]
+                del parts, order
+                starts, count, udf = _distinct_patients(keys, recs, self.record_patients)
+                out.add_arrays(
+                    f"b{b}",
+                    {
+                        "keys": keys[starts],
+                        "udf": udf.astype(np.uint32),
+                        "count": count.astype(np.uint32),
+                        "records": recs,
+                        "positions": pos,
+                    },
+                )
+                postings += len(keys)
+        return postings
+
+    def _finish_identifiers(self, spilled: SegmentReader) -> int:
+        """The identifier rows, sorted by (hash, type, record, strength), each once."""
+        assert self.folder is not None
+        rows = 0
+        with SegmentWriter(self.folder / IDS_FILE, self.key, self.label) as out:
+            for b in range(1 << self.bits):
+                parts = self._bucket_parts(spilled, "i", b)
+                if not parts:
+                    continue
+                h = _cat(parts, "keys", np.uint64)
+                t = _cat(parts, "types", np.uint16)
+                r = _cat(parts, "records", np.int64)
+                s = _cat(parts, "strength", np.uint8)
+                order = np.lexsort((s, r, t, h))
+                h, t, r, s = h[order], t[order], r[order], s[order]
+                keep = np.ones(len(h), dtype=bool)
+                keep[1:] = (
+                    (h[1:] != h[:-1]) | (t[1:] != t[:-1]) | (r[1:] != r[:-1]) | (s[1:] != s[:-1])
+                )
+                out.add_arrays(
+                    f"b{b}",
+                    {"keys": h[keep], "types": t[keep], "records": r[keep], "strength": s[keep]},
+                )
+                rows += int(keep.sum())
+        return rows
+
+    def _finish_bands(self, spilled: SegmentReader) -> None:
+        assert self.folder is not None
+        with SegmentWriter(self.folder / BANDS_FILE, self.key, self.label) as out:
+            for b in range(1 << self.bits):
+                parts = self._bucket_parts(spilled, "n", b)
+                if not parts:
+                    continue
+                keys = _cat(parts, "keys", np.uint64)
+                band = _cat(parts, "band", np.uint8)
+                recs = _cat(parts, "records", np.uint32)
+                order = np.lexsort((recs, band, keys))
+                out.add_arrays(
+                    f"b{b}", {"keys": keys[order], "band": band[order], "records": recs[order]}
+                )
+
+    def _finish_vectors(self, spilled: SegmentReader) -> None:
+        """Each note's vector (now that every token's weight is known), and the held-out baseline."""
+        assert self.folder is not None
+        held = np.flatnonzero(self.holdout)
+        if len(held) > BASELINE_NOTES:
+            held = np.sort(np.random.default_rng(0).choice(held, BASELINE_NOTES, replace=False))
+        held_vectors = np.zeros((len(held), DCR_DIMENSIONS), dtype=np.float32)
+        with SegmentWriter(self.folder / VECS_FILE, self.key, self.label) as out:
+            for c in range(self.chunks):
+                t = spilled.arrays(f"t{c}")
+                bounds = np.concatenate([[0], np.cumsum(t["sizes"])])
+                per_note = [
+                    (t["keys"][s:e], t["counts"][s:e]) for s, e in itertools.pairwise(bounds)
+                ]
+                vectors = self.vectorize_counts(per_note)
+                out.add_arrays(str(c), {"rows": vectors})
+                first = c * self.chunk_rows
+                mine = (held >= first) & (held < first + len(vectors))
+                held_vectors[mine] = vectors[held[mine] - first]
+        self.baseline_records = held.astype(np.int64)
+        train = ~self.holdout
+        if not len(held) or not train.any():
+            self.baseline = np.empty(0, dtype=np.float32)
+            return
+        best = np.full(len(held), -1.0, dtype=np.float32)
+        for first, rows in self._vector_blocks():
+            pool = rows[train[first : first + len(rows)]]
+            if len(pool):
+                np.maximum(best, max_similarity(held_vectors, pool), out=best)
+        self.baseline = best
+
+    def _vector_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first note number, vectors) per stored block, in note order."""
+        assert self.folder is not None
+        with SegmentReader(self.folder / VECS_FILE, self.key, self.label) as vecs:
+            for c in range(self.chunks):
+                yield c * self.chunk_rows, vecs.arrays(str(c))["rows"]
 
     def _identifier_hashes(self, ident: Identifier, first: set[int]) -> list[tuple[int, int]]:
         out = []
@@ -459,121 +849,148 @@ class ReferenceIndex:
                 out.append((self.hasher.digits(digits), strength))
         return out
 
-    def _freeze_grams(self, b: _Building) -> None:
-        # Postings sorted by (k-gram, note, position). Concatenated note by note they are
-        # already in (note, position) order, so a stable sort by k-gram alone does it.
-        sizes = np.array([len(g) for g in b.gram_parts], dtype=np.int64)
-        keys = np.concatenate(b.gram_parts) if b.gram_parts else np.empty(0, np.uint64)
-        b.gram_parts.clear()
-        order = np.argsort(keys, kind="stable")
-        self.gram_keys = keys[order]
-        del keys
-        recs = np.repeat(np.arange(len(sizes), dtype=np.uint32), sizes)
-        self.gram_records = recs[order]
-        del recs
-        # a posting's position in its note: its place in the concatenation minus the note's start
-        note_start = np.cumsum(sizes) - sizes
-        self.gram_positions = (order - note_start[self.gram_records]).astype(np.uint32)
-        del order
-        self._derive_unique()
+    # -- screening: the part of the index a round of notes touches -----------------
 
-    def _derive_unique(self, stored_udf: np.ndarray | None = None) -> None:
-        """Per distinct k-gram: key, first posting, postings, distinct patients.
+    def view(self, notes: Sequence[Any], *, dcr: bool = True) -> IndexView:
+        """What the detectors read about ``notes`` (each with ``id``, ``text`` and ``hashes``).
 
-        The patient counts are the costly part (a sort of the postings); a
-        loaded index brings them along (``stored_udf``) instead of recounting.
+        One pass over each on-disk table: every k-gram, identifier sequence,
+        phone number and band key of the notes is looked up, bucket by
+        bucket, and only what matches is kept.
         """
-        keys = self.gram_keys
-        if not len(keys):
-            self.ukeys = np.empty(0, np.uint64)
-            self.ustart = self.ucount = self.udf = np.empty(0, np.int64)
-            return
-        new_key = np.ones(len(keys), dtype=bool)
-        new_key[1:] = keys[1:] != keys[:-1]
-        starts = np.flatnonzero(new_key)
-        self.ukeys = keys[starts]
-        self.ustart = starts.astype(np.int64)
-        self.ucount = np.diff(np.append(starts, len(keys))).astype(np.int64)
-        if stored_udf is not None and len(stored_udf) == len(starts):
-            self.udf = stored_udf.astype(np.int64)
-        else:
-            self.udf = self._distinct_patients(starts, new_key)
+        from appliance.identifiers.phones import phone_candidates
 
-    def _distinct_patients(self, starts: np.ndarray, new_key: np.ndarray) -> np.ndarray:
-        """Per distinct k-gram, the number of distinct patients whose notes contain it."""
-        recs = self.gram_records
-        patients = self.record_patients
-        if len(patients) != len(self.record_ids) or not len(patients):
-            patients = np.arange(max(len(self.record_ids), int(recs.max()) + 1), dtype=np.uint32)
-        pat = patients[recs]
-        # Postings are sorted by (k-gram, note): only k-grams with more than one posting can
-        # be in the notes of more than one patient; sort those by (k-gram, patient).
-        group = np.cumsum(new_key, dtype=np.int64 if len(new_key) >= 2**31 else np.int32) - 1
-        multi = np.flatnonzero(self.ucount[group] > 1)
-        udf = np.ones(len(starts), dtype=np.int64)
-        if len(multi):
-            g, p = group[multi], pat[multi]
-            order = np.lexsort((p, g))
-            g, p = g[order], p[order]
-            first = np.ones(len(g), dtype=bool)
-            first[1:] = (g[1:] != g[:-1]) | (p[1:] != p[:-1])
-            counted = np.bincount(g[first], minlength=len(starts))
-            udf = np.where(counted > 0, counted, 1).astype(np.int64)
-        return udf
-
-    def _freeze_minhash(self, b: _Building) -> None:
-        sig = (
-            np.stack(b.signatures)
-            if b.signatures
-            else np.empty((0, self.permutations), dtype=np.uint64)
+        view = IndexView(self)
+        if self.folder is None or not notes:
+            return view
+        self._view_grams(view, [gram_hashes(n.hashes, self.k) for n in notes])
+        # identifier sequences, as the identifier detector tries them, and phone numbers
+        words = [id_token_words(n.text) for n in notes]
+        sizes = np.array([len(w) for w in words], dtype=np.int64)
+        th = self.hasher.many([t for w in words for t in w])
+        note_of = np.repeat(np.arange(len(notes), dtype=np.int64), sizes)
+        queries = [g for _, _, g in identifier_sequences(th, note_of, self.id_first)]
+        queries.append(
+            np.array(
+                [self.hasher.digits(d) for n in notes for _, _, d in phone_candidates(n.text)],
+                dtype=np.uint64,
+            )
         )
-        self.signatures = sig.astype(np.uint32)
-        bands = self.band_hashes(sig)
-        order = np.argsort(bands, axis=1, kind="stable")
-        self.band_keys = np.take_along_axis(bands, order, axis=1)
-        self.band_records = order.astype(np.uint32)
-        b.signatures.clear()
+        self._view_identifiers(view, np.unique(np.concatenate(queries)))
+        self._view_bands(view, notes)
+        if dcr:
+            self._view_nearest(view, notes)
+        return view
 
-    def _freeze_identifiers(self, b: _Building) -> None:
-        """The identifier rows, sorted by (hash, type, record, strength), each once."""
-        h = (
-            np.frombuffer(b.ident_hash, dtype=np.uint64)
-            if len(b.ident_hash)
-            else np.empty(0, np.uint64)
-        )
-        t = np.array(b.ident_type, dtype=np.uint16)
-        r = np.array(b.ident_record, dtype=np.int64)
-        s = np.array(b.ident_strength, dtype=np.uint8)
-        order = np.lexsort((s, r, t, h))
-        h, t, r, s = h[order], t[order], r[order], s[order]
-        keep = np.ones(len(h), dtype=bool)
-        keep[1:] = (h[1:] != h[:-1]) | (t[1:] != t[:-1]) | (r[1:] != r[:-1]) | (s[1:] != s[:-1])
-        self.id_keys, self.id_types, self.id_records, self.id_strength = (
-            h[keep],
-            t[keep],
-            r[keep],
-            s[keep],
-        )
-        self.id_first = np.array(sorted(b.first), dtype=np.uint64)
-        for column in (b.ident_hash, b.ident_type, b.ident_record, b.ident_strength):
-            del column[:]
+    def _lookup(
+        self, file: str, queries: np.ndarray
+    ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]]:
+        """Per bucket holding any of ``queries`` (sorted, distinct): its table, the rows found, the queries' rows.
 
-    def _freeze_dcr(self, b: _Building) -> None:
-        n = max(1, len(b.ids))
-        if b.token_counts:
-            keys, df = np.unique(np.concatenate([u for u, _ in b.token_counts]), return_counts=True)
-        else:
-            keys, df = np.empty(0, np.uint64), np.empty(0, np.int64)
-        self.idf_keys = keys
-        self.idf = np.log((1 + n) / (1 + df.astype(np.float64))).astype(np.float32) + 1
-        self.meta["idf_unseen"] = float(math.log(1 + n) + 1)
-        self.vectors = self.vectorize_counts(b.token_counts)
-        b.token_counts.clear()
-        train = ~self.holdout
-        if self.holdout.any() and train.any():
-            self.baseline = self.nearest(self.vectors[self.holdout], train)
-        else:
-            self.baseline = np.empty(0, dtype=np.float32)
+        ``found[i]`` is the row of the bucket's ``keys`` equal to the bucket's
+        ``i``-th matched query; tables whose keys repeat (identifiers, bands)
+        use ``searchsorted`` on both sides themselves.
+        """
+        assert self.folder is not None
+        bounds = _by_bucket(queries, self.bits)
+        with SegmentReader(self.folder / file, self.key, self.label) as table:
+            for b in np.flatnonzero(np.diff(bounds)).tolist():
+                if f"b{b}" not in table:
+                    continue
+                part = table.arrays(f"b{b}")
+                q = queries[bounds[b] : bounds[b + 1]]
+                keys = part["keys"]
+                pos = np.minimum(np.searchsorted(keys, q), max(len(keys) - 1, 0))
+                hit = keys[pos] == q if len(keys) else np.zeros(len(q), dtype=bool)
+                yield part, pos[hit], q[hit]
+
+    def _view_grams(self, view: IndexView, grams: Sequence[np.ndarray]) -> None:
+        queries = np.unique(np.concatenate(grams)) if grams else np.empty(0, np.uint64)
+        keys, udf, count, recs, pos = [], [], [], [], []
+        for part, rows, _ in self._lookup(GRAMS_FILE, queries):
+            u = part["udf"][rows].astype(np.int64)
+            n = part["count"].astype(np.int64)
+            start = np.cumsum(n) - n
+            # postings only for the rare k-grams (a common one anchors nothing), up to the cap
+            kept = np.where(u < self.boilerplate, np.minimum(n[rows], POSTINGS_CAP), 0)
+            postings = _ranges(start[rows], kept)
+            keys.append(part["keys"][rows])
+            udf.append(u)
+            count.append(kept)
+            recs.append(part["records"][postings])
+            pos.append(part["positions"][postings])
+        if keys:
+            view.ukeys = np.concatenate(keys)
+            view.udf = np.concatenate(udf)
+            view.ucount = np.concatenate(count)
+            view.ustart = np.cumsum(view.ucount) - view.ucount
+            view.gram_records = np.concatenate(recs)
+            view.gram_positions = np.concatenate(pos)
+
+    def _view_identifiers(self, view: IndexView, queries: np.ndarray) -> None:
+        cols: dict[str, list[np.ndarray]] = {"keys": [], "types": [], "records": [], "strength": []}
+        for part, _, q in self._lookup(IDS_FILE, queries):
+            lo = np.searchsorted(part["keys"], q, side="left")
+            hi = np.searchsorted(part["keys"], q, side="right")
+            rows = _ranges(lo, hi - lo)
+            for name in cols:
+                cols[name].append(part[name][rows])
+        if cols["keys"]:
+            view.id_keys = np.concatenate(cols["keys"])
+            view.id_types = np.concatenate(cols["types"])
+            view.id_records = np.concatenate(cols["records"])
+            view.id_strength = np.concatenate(cols["strength"])
+
+    def _view_bands(self, view: IndexView, notes: Sequence[Any]) -> None:
+        sigs = np.stack(
+            [self.minhash(gram_hashes(_pad(n.hashes, self.shingle), self.shingle)) for n in notes]
+        )
+        queries = np.unique(self.band_hashes(sigs))
+        keys, band, recs = [], [], []
+        for part, _, q in self._lookup(BANDS_FILE, queries):
+            lo = np.searchsorted(part["keys"], q, side="left")
+            hi = np.searchsorted(part["keys"], q, side="right")
+            rows = _ranges(lo, hi - lo)
+            keys.append(part["keys"][rows])
+            band.append(part["band"][rows])
+            recs.append(part["records"][rows])
+        k = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+        bd = np.concatenate(band) if band else np.empty(0, np.uint8)
+        r = np.concatenate(recs) if recs else np.empty(0, np.uint32)
+        # per band, sorted by key then note, as the whole table's band columns are
+        for b in range(self.bands):
+            mine = bd == b
+            view.band_keys.append(k[mine])
+            view.band_records.append(r[mine])
+        view.signatures = self._signature_rows(np.unique(r).astype(np.int64))
+
+    def _signature_rows(self, records: np.ndarray) -> _Rows:
+        assert self.folder is not None
+        rows = np.zeros((len(records), self.permutations), dtype=np.uint32)
+        if len(records):
+            block = records // self.chunk_rows
+            with SegmentReader(self.folder / SIGS_FILE, self.key, self.label) as table:
+                for c in np.unique(block).tolist():
+                    mine = block == c
+                    rows[mine] = table.arrays(str(c))["rows"][records[mine] - c * self.chunk_rows]
+        return _Rows(records, rows)
+
+    def _view_nearest(self, view: IndexView, notes: Sequence[Any]) -> None:
+        """Per note, cosine similarity to its nearest training-sample, other training, and held-out note."""
+        vectors = self.vectorize([n.hashes for n in notes])
+        best = np.full((3, len(notes)), -1.0, dtype=np.float32)
+        sample = self.train_sample
+        for first, rows in self._vector_blocks():
+            end = first + len(rows)
+            hold = self.holdout[first:end]
+            samp = sample[first:end]
+            for g, mask in enumerate((samp, ~hold & ~samp, hold)):
+                if mask.any():
+                    np.maximum(best[g], max_similarity(vectors, rows[mask]), out=best[g])
+        view.nearest_by_group = {
+            n.id: (float(a), float(b), float(c))
+            for n, a, b, c in zip(notes, best[0], best[1], best[2], strict=True)
+        }
 
     # -- persistence --------------------------------------------------------------
 
@@ -581,76 +998,87 @@ class ReferenceIndex:
         "holdout",
         "record_patients",
         "record_tokens",
-        "gram_keys",
-        "gram_records",
-        "gram_positions",
-        "signatures",
-        "band_keys",
-        "band_records",
-        "id_keys",
-        "id_types",
-        "id_records",
-        "id_strength",
         "id_first",
         "idf_keys",
         "idf",
-        "vectors",
+        "baseline_records",
         "baseline",
     ]
 
-    def save(self, folder: Path, key: DataKey, fingerprint: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+    def save_header(self, fingerprint: str) -> None:
+        """The in-memory part, encrypted, and a plain summary beside it (numbers only)."""
+        assert self.folder is not None
         header = {
             "format": INDEX_FORMAT,
             "fingerprint": fingerprint,
+            "bits": self.bits,
+            "chunks": self.chunks,
+            "chunk_rows": self.chunk_rows,
             "types": self.types,
             "record_ids": self.record_ids,
             "meta": self.meta,
         }
-        # One buffer (a header line, then the arrays), encrypted from a view of it: no copies.
         buf = io.BytesIO()
         buf.write(json.dumps(header).encode() + b"\n")
-        arrays = {name: getattr(self, name) for name in self._ARRAYS}
-        # Distinct patients per k-gram, so a load need not recount them.
-        arrays["udf"] = self.udf.astype(np.uint32)
-        np.savez(buf, **arrays)
+        np.savez(buf, **{name: getattr(self, name) for name in self._ARRAYS})
         with buf.getbuffer() as payload:
-            write_encrypted(folder / INDEX_FILE, key, payload, label="leakage-index")
-        (folder / "index.json").write_text(
-            json.dumps(
-                {
-                    "format": INDEX_FORMAT,
-                    "fingerprint": fingerprint,
-                    "appliance_version": __version__,
-                    "records": len(self.record_ids),
-                    "postings": len(self.gram_keys),
-                    "identifier_keys": len(self.id_keys),
-                    "built": self.meta.get("built"),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+            write_encrypted(self.folder / HEADER_FILE, self.key, payload, label=self.label)
+        summary = {
+            "format": INDEX_FORMAT,
+            "fingerprint": fingerprint,
+            "appliance_version": __version__,
+            "records": len(self.record_ids),
+            "postings": self.meta.get("postings"),
+            "identifier_keys": self.meta.get("identifier_keys"),
+            "buckets": 1 << self.bits,
+            "built": self.meta.get("built"),
+            "bytes": {f: (self.folder / f).stat().st_size for f in (HEADER_FILE, *_TABLES)},
+        }
+        (self.folder / "index.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    def load(self, folder: Path, key: DataKey, fingerprint: str) -> bool:
-        """Load the saved index if its fingerprint matches; False when it must be rebuilt."""
-        path = folder / INDEX_FILE
-        if not path.exists():
+    def load(self, folder: Path, fingerprint: str) -> bool:
+        """Open the saved index if its fingerprint matches; False when it must be rebuilt.
+
+        Only the header (the per-note arrays) is read; the tables stay on disk.
+        """
+        path = folder / HEADER_FILE
+        summary = folder / "index.json"
+        if not path.exists() or not summary.exists():
             return False
-        payload = read_encrypted(path, key, label="leakage-index")
+        try:
+            saved = json.loads(summary.read_text())
+        except (OSError, ValueError):
+            return False
+        if saved.get("format") != INDEX_FORMAT or saved.get("fingerprint") != fingerprint:
+            return False
+        label = _label(fingerprint)
+        payload = read_encrypted(path, self.key, label=label)
         head, _, body = payload.partition(b"\n")
-        del payload  # the arrays are copied out of ``body`` next
+        del payload
         header = json.loads(head)
         if header.get("format") != INDEX_FORMAT or header.get("fingerprint") != fingerprint:
             return False
-        data = np.load(io.BytesIO(body))
+        data = np.load(io.BytesIO(body), allow_pickle=False)
         for name in self._ARRAYS:
             setattr(self, name, data[name])
+        self.folder, self.label = folder, label
+        self.bits, self.chunks = int(header["bits"]), int(header["chunks"])
+        self.chunk_rows = int(header["chunk_rows"])
         self.types = list(header["types"])
         self.record_ids = list(header["record_ids"])
         self.meta = dict(header["meta"])
-        self._derive_unique(data["udf"] if "udf" in data.files else None)
+        missing = [f for f in _TABLES if not (folder / f).is_file()]
+        if missing:
+            raise IntegrityError(
+                f"{folder}: leakage index incomplete ({', '.join(missing)} missing); "
+                f"delete the folder and rerun `appliance screen` to rebuild it"
+            )
         return True
+
+
+def _label(fingerprint: str) -> str:
+    """Associated data of every index file: a file of another build does not decrypt here."""
+    return f"leakage-index {fingerprint}"
 
 
 def _pad(th: np.ndarray, n: int) -> np.ndarray:
@@ -694,21 +1122,42 @@ def load_or_build(
     canaries: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
 ) -> tuple[ReferenceIndex, bool]:
-    """The workspace's reference index, built if missing or stale; (index, built now)."""
+    """The workspace's reference index, built if missing or stale; (index, built now).
 
+    A build goes to a fresh folder beside the index and replaces it only
+    when complete: an interrupted build leaves the previous index (or none),
+    never half of one.
+    """
     fp = fingerprint(ws, holdout_fraction, canaries)
     folder = ws.leakage_index_dir
     index = ReferenceIndex(ws.data_key, ws.policy)
-    if index.load(folder, ws.data_key, fp):
+    if index.load(folder, fp):
         return index, False
+    building = folder.with_name(folder.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(mode=0o700, parents=True)
     store = open_store(ws)
-    index.build(
-        store,
-        holdout_key=ws.data_key.derive(PURPOSE_HOLDOUT),
-        holdout_fraction=holdout_fraction,
-        identifier_policy=ws.policy.identifiers,
-        canaries=canaries,
-        progress=progress,
-    )
-    index.save(folder, ws.data_key, fp)
+    try:
+        index.build(
+            store,
+            folder=building,
+            label=_label(fp),
+            holdout_key=ws.data_key.derive(PURPOSE_HOLDOUT),
+            holdout_fraction=holdout_fraction,
+            identifier_policy=ws.policy.identifiers,
+            canaries=canaries,
+            progress=progress,
+            expected=len(store),
+        )
+        index.save_header(fp)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    building.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    index.folder = folder
     return index, True

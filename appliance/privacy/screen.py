@@ -42,6 +42,7 @@ from appliance.privacy.detectors import (
 from appliance.privacy.detectors.base import summary
 from appliance.privacy.reference import (
     DEFAULT_HOLDOUT_FRACTION,
+    IndexView,
     ReferenceIndex,
     load_or_build,
     word_tokens,
@@ -54,6 +55,8 @@ from appliance.security.audit import utc_now
 from appliance.workspace import Workspace, hashed
 
 BATCH = 2048
+# Notes screened against one view of the index: each round reads the on-disk tables once.
+ROUND = 16384
 
 
 @dataclass
@@ -167,10 +170,29 @@ class Screener:
         return {r: self._real_cache[r] for r in records}
 
     def screen(
-        self, notes: Sequence[tuple[str, str]], exclude: np.ndarray | None = None
+        self,
+        notes: Sequence[tuple[str, str]],
+        exclude: np.ndarray | None = None,
+        *,
+        batch_size: int = BATCH,
+        progress: Callable[[int], None] | None = None,
     ) -> list[Decision]:
-        batch = [Candidate.of(i, t, self.index) for i, t in notes]
-        ctx = Context(self.index, self.policy, exclude=exclude)
+        """Decisions for ``notes`` (one round): one view of the index, then the detectors by batch."""
+        candidates = [Candidate.of(i, t, self.index) for i, t in notes]
+        dcr = any(getattr(d, "enabled", False) for d in self.detectors if d.name == "dcr")
+        view = self.index.view(candidates, dcr=dcr)
+        decisions: list[Decision] = []
+        for s in range(0, len(candidates), batch_size):
+            batch = candidates[s : s + batch_size]
+            decisions += self._batch(batch, view, exclude)
+            if progress is not None:
+                progress(len(batch))
+        return decisions
+
+    def _batch(
+        self, batch: Sequence[Candidate], view: IndexView, exclude: np.ndarray | None
+    ) -> list[Decision]:
+        ctx = Context(view, self.policy, exclude=exclude)
         needed: set[int] = set()
         for d in self.detectors:
             needed |= d.needs(batch, ctx)
@@ -224,15 +246,16 @@ def calibrate(ws: Workspace, index: ReferenceIndex, fingerprint: str) -> dict[st
         screener = Screener(ws, index, detectors)
         store = open_store(ws)
         values: dict[str, list[float]] = {cls.name: [] for cls in CALIBRATED}
+        notes: list[tuple[str, str]] = []
         for s in range(0, len(held), 500):
             ids = [index.record_ids[i] for i in held[s : s + 500].tolist()]
             found = store.get_many(ids)
-            notes = [(i, found[i].text) for i in ids if i in found]
-            for d in screener.screen(notes, exclude=index.holdout):
-                for name in values:
-                    v = d.scores.get(name)
-                    if v is not None:
-                        values[name].append(float(v))
+            notes += [(i, found[i].text) for i in ids if i in found]
+        for d in screener.screen(notes, exclude=index.holdout, batch_size=500):
+            for name in values:
+                v = d.scores.get(name)
+                if v is not None:
+                    values[name].append(float(v))
         baseline.update(values)
     path.write_text(json.dumps({"key": key, "baseline": baseline}) + "\n")
     return baseline
@@ -320,12 +343,10 @@ def _run(
     result.rejected = rejected
     tally = _Tally({d.name: [] for d in ref.screener.detectors})
     notes = _notes(ws, corpus, input_path, rejected)
-    for batch in _batched(_unique(notes, rejected), batch_size):
-        texts = dict(batch)
-        for d in ref.screener.screen(batch):
+    for round_ in _batched(_unique(notes, rejected), max(ROUND, batch_size)):
+        texts = dict(round_)
+        for d in ref.screener.screen(round_, batch_size=batch_size, progress=progress):
             tally.add(d, texts[d.id], result, ref.index, ws)
-        if progress is not None:
-            progress(len(batch))
     if ref.gen is not None and ref.canaries:
         result.canaries = exposures(ref.gen, [c["text"] for c in ref.gen.meta["canaries"]])
     result.seconds = time.monotonic() - started

@@ -189,7 +189,7 @@ def test_verbatim_reports_the_exact_longest_span(screened_ws: Any) -> None:
     assert text[f.start : f.end] == leak
 
 
-def test_canary_in_a_note_is_a_replayed_identifier(screened_ws: Any) -> None:
+def test_canary_in_a_note_is_a_replayed_identifier(screened_ws: Any, tmp_path: Path) -> None:
     from appliance.privacy.reference import ReferenceIndex
     from appliance.privacy.screen import Screener
     from appliance.records.ingest import open_store
@@ -199,6 +199,8 @@ def test_canary_in_a_note_is_a_replayed_identifier(screened_ws: Any) -> None:
     index = ReferenceIndex(ws.data_key, ws.policy)
     index.build(
         open_store(ws),
+        folder=tmp_path,
+        label="leakage-index test",
         holdout_key=ws.data_key.derive(PURPOSE_HOLDOUT),
         holdout_fraction=0.1,
         identifier_policy=ws.policy.identifiers,
@@ -499,21 +501,33 @@ def _after(rows: list[dict[str, Any]], phrase: str, n: int) -> str:
     return f"{phrase} {' '.join(rest)}"
 
 
-def test_loaded_index_keeps_patient_counts_of_a_fresh_build(patient_ws: Any) -> None:
-    import numpy as np
+def test_index_counts_the_patients_of_every_k_gram(patient_ws: Any) -> None:
+    """The on-disk k-gram table, read back through a view, against a count made directly."""
+    from collections import defaultdict
 
-    from appliance.privacy.reference import load_or_build
+    from appliance.privacy.detectors.base import Candidate
+    from appliance.privacy.reference import gram_hashes, load_or_build, patient_key, word_tokens
+    from appliance.records.ingest import open_store
 
     ws, _ = patient_ws
     load_or_build(ws)
-    loaded, built = load_or_build(ws)
-    assert not built  # read back from disk, with the stored counts
-    fresh = type(loaded).__new__(type(loaded))
-    fresh.__dict__.update(loaded.__dict__)
-    fresh._derive_unique()  # recount from the postings, as a build does
-    assert np.array_equal(loaded.ukeys, fresh.ukeys)
-    assert np.array_equal(loaded.udf, fresh.udf)
-    assert int(loaded.udf.max()) >= 5  # the phrase in five patients' notes
+    index, built = load_or_build(ws)
+    assert not built  # opened from disk
+    records = list(open_store(ws))
+    expected: dict[int, set[str]] = defaultdict(set)
+    postings: dict[int, int] = defaultdict(int)
+    for r in records:
+        for g in gram_hashes(index.hasher.many(word_tokens(r.text)), index.k).tolist():
+            expected[g].add(patient_key(r))
+            postings[g] += 1
+    view = index.view([Candidate.of(r.id, r.text, index) for r in records], dcr=False)
+    assert sorted(expected) == view.ukeys.tolist()
+    assert [len(expected[g]) for g in view.ukeys.tolist()] == view.udf.tolist()
+    assert int(view.udf.max()) >= 5  # the phrase in five patients' notes
+    # postings kept for the rare k-grams only, every one of them (up to the cap)
+    rare = view.udf < ws.policy.leakage.boilerplate_patients
+    assert (view.ucount[~rare] == 0).all()
+    assert view.ucount[rare].tolist() == [min(postings[g], 64) for g in view.ukeys[rare].tolist()]
 
 
 PATIENT_CASES: list[tuple[str, Any, set[str]]] = [
@@ -678,3 +692,104 @@ def test_default_leakage_policy() -> None:
 
     lk = load_policy().leakage
     assert (lk.boilerplate_patients, lk.verbatim_calibrate) == (5, False)
+
+
+# -- the index on disk --------------------------------------------------------------
+
+
+def _build(ws: Any, folder: Path, chunk_rows: int, expected: int | None = None) -> Any:
+    from appliance.privacy.reference import ReferenceIndex, _label
+    from appliance.records.ingest import open_store
+    from appliance.security.keys import PURPOSE_HOLDOUT
+
+    folder.mkdir()
+    index = ReferenceIndex(ws.data_key, ws.policy)
+    index.chunk_rows = chunk_rows
+    index.build(
+        open_store(ws),
+        folder=folder,
+        label=_label("test"),
+        holdout_key=ws.data_key.derive(PURPOSE_HOLDOUT),
+        holdout_fraction=0.3,
+        identifier_policy=ws.policy.identifiers,
+        expected=expected,
+    )
+    index.save_header("test")
+    return index
+
+
+def test_a_build_in_many_small_chunks_gives_the_same_index_and_decisions(
+    screened_ws: Any, tmp_path: Path
+) -> None:
+    """Spilled by chunk and merged by bucket: the same tables as one chunk, the same decisions."""
+    import numpy as np
+
+    from appliance.privacy.detectors.base import Candidate
+    from appliance.privacy.screen import Screener
+    from appliance.records.ingest import open_store
+
+    ws, records = screened_ws
+    one = _build(ws, tmp_path / "one", chunk_rows=10_000)
+    many = _build(ws, tmp_path / "many", chunk_rows=7, expected=10**6)  # 7 notes a chunk
+    assert (one.chunks, many.chunks) == (1, -(-len(records) // 7))
+    assert many.bits > one.bits  # more, smaller buckets too
+    # (similarities: float32 products over other block shapes differ in the 7th digit)
+    assert np.allclose(one.baseline, many.baseline, atol=1e-6) and len(one.baseline) > 0
+    for name in ("holdout", "record_patients", "record_tokens", "id_first", "idf_keys", "idf"):
+        assert np.array_equal(getattr(one, name), getattr(many, name)), name
+    notes = [(f"C{i}", make(records)) for i, (_, make, _) in enumerate(CASES)]
+    real = [Candidate.of(r.id, r.text, one) for r in open_store(ws)]
+    a, b = (ix.view(real + [Candidate.of(i, t, one) for i, t in notes]) for ix in (one, many))
+    for name in ("ukeys", "udf", "ucount", "gram_records", "gram_positions", "id_keys",
+                 "id_types", "id_records", "id_strength"):  # fmt: skip
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert len(a.ukeys) and len(a.id_keys)
+    for band in range(one.bands):
+        assert np.array_equal(a.band_keys[band], b.band_keys[band])
+        assert np.array_equal(a.band_records[band], b.band_records[band])
+    assert np.array_equal(a.signatures.rows, b.signatures.rows)
+    assert a.nearest_by_group.keys() == b.nearest_by_group.keys()
+    for note, near in a.nearest_by_group.items():
+        assert near == pytest.approx(b.nearest_by_group[note], abs=1e-6)
+    x, y = Screener(ws, one).screen(notes), Screener(ws, many).screen(notes)
+    assert [(d.released, d.findings) for d in x] == [(d.released, d.findings) for d in y]
+    for d, e in zip(x, y, strict=True):
+        assert d.scores == pytest.approx(e.scores, abs=1e-6)
+    assert sum(not d.released for d in x) >= 5
+
+
+def test_index_files_hold_no_readable_text_and_detect_tampering(
+    screened_ws: Any, tmp_path: Path
+) -> None:
+    from appliance.privacy.detectors.base import Candidate
+    from appliance.privacy.reference import GRAMS_FILE
+
+    ws, records = screened_ws
+    index = _build(ws, tmp_path / "ix", chunk_rows=10)
+    blob = b"".join(p.read_bytes() for p in (tmp_path / "ix").iterdir())
+    for r in records[:10]:
+        assert r["id"].encode() not in blob
+        for word in re.findall(r"\w{6,}", r["text"])[:5]:
+            assert word.encode() not in blob
+    path = tmp_path / "ix" / GRAMS_FILE
+    data = bytearray(path.read_bytes())
+    data[40] ^= 1  # inside the first bucket
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="authentication failed"):
+        index.view([Candidate.of("C", records[0]["text"], index)])
+
+
+def test_an_interrupted_rebuild_leaves_the_previous_index(screened_ws: Any) -> None:
+    from appliance.privacy.reference import load_or_build
+
+    ws, _ = screened_ws
+    load_or_build(ws)
+
+    def stop(n: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # another holdout: a rebuild, stopped at once
+        load_or_build(ws, holdout_fraction=0.5, progress=stop)
+    assert not ws.leakage_index_dir.with_name("leakage-index.building").exists()
+    _, built = load_or_build(ws)
+    assert not built  # the previous index, whole

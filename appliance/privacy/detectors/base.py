@@ -40,7 +40,7 @@ import numpy as np
 
 from appliance.config import Policy
 from appliance.privacy.ngram_index import tokenize
-from appliance.privacy.reference import ReferenceIndex
+from appliance.privacy.reference import IndexView, ReferenceIndex
 
 
 @dataclass
@@ -82,7 +82,7 @@ class Outcome:
 
 @dataclass
 class Context:
-    index: ReferenceIndex
+    index: IndexView  # the part of the reference index this round of notes touches
     policy: Policy
     real: dict[int, list[str]] = field(default_factory=dict)  # record number -> word tokens
     cache: dict[Any, Any] = field(default_factory=dict)  # per-batch scratch shared by detectors

@@ -24,7 +24,7 @@ from appliance.privacy.detectors.base import (
     Outcome,
     summary,
 )
-from appliance.privacy.reference import ReferenceIndex, max_similarity
+from appliance.privacy.reference import ReferenceIndex
 
 # The report's paragraph on this rule (the HTML report's template language, autoescaped).
 _HTML_NOTE = """{% if r.dcr.enabled %}<p>Distance to closest record: {{ (100 * r.dcr.share_closer_to_training_than_holdout) | round(1) if r.dcr.share_closer_to_training_than_holdout is not none else "n/a" }}% of synthetic notes are closer to a
@@ -49,37 +49,8 @@ class DistanceToClosestDetector(Detector):
         # The rank must exist among the held-out notes: (n + 1)(1 - q) ≤ n, and at least 20.
         self.min_holdout = max(20, math.ceil((1 - q) / q)) if q > 0 else 20
         self.enabled = q > 0 and n >= self.min_holdout and self.rank <= n
-        train = np.flatnonzero(~index.holdout)
-        rng = np.random.default_rng(0)
-        size = min(len(train), int(index.holdout.sum()))
-        self.train_sample = np.zeros(len(index.holdout), dtype=bool)
-        if size:
-            self.train_sample[rng.choice(train, size=size, replace=False)] = True
-        self._index = index
-        self._pool: np.ndarray | None = None
-        self._bounds = (0, 0)
         # Per screened note: closer to the sampled training notes than to the held-out ones.
         self.closer_to_training: list[bool] = []
-
-    def _blocks(self) -> tuple[np.ndarray, int, int]:
-        """The real notes' vectors as three contiguous blocks: training sample, other training, held out.
-
-        One pass over them per batch gives all three similarities, without
-        copying the training notes out of the index for every batch.
-        """
-        if self._pool is None:
-            holdout = self._index.holdout
-            order = np.concatenate(
-                [
-                    np.flatnonzero(self.train_sample),
-                    np.flatnonzero(~holdout & ~self.train_sample),
-                    np.flatnonzero(holdout),
-                ]
-            )
-            self._pool = self._index.vectors[order]
-            n_sample = int(self.train_sample.sum())
-            self._bounds = (n_sample, n_sample + int((~holdout & ~self.train_sample).sum()))
-        return self._pool, *self._bounds
 
     def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
         return set()
@@ -87,12 +58,11 @@ class DistanceToClosestDetector(Detector):
     def check(self, batch: Sequence[Candidate], ctx: Context) -> list[Outcome]:
         if not self.enabled:
             return [Outcome() for _ in batch]
-        idx = ctx.index
-        vecs = idx.vectorize([c.hashes for c in batch])
-        pool, a, b = self._blocks()
-        sim_train = max_similarity(vecs, pool[:a])
-        sim = np.maximum(sim_train, max_similarity(vecs, pool[a:b]))
-        sim_hold = max_similarity(vecs, pool[b:])
+        # Each note's nearest training-sample, other training and held-out note, from the round's view.
+        near = np.array([ctx.index.nearest_by_group[c.id] for c in batch], dtype=np.float32)
+        near = near.reshape(len(batch), 3)
+        sim_train, sim_hold = near[:, 0], near[:, 2]
+        sim = np.maximum(sim_train, near[:, 1])
         self.closer_to_training += (sim_train > sim_hold).tolist()
         out = []
         for cand, s in zip(batch, sim.tolist(), strict=True):

@@ -21,13 +21,13 @@ import numpy as np
 from appliance.config import Policy
 from appliance.identifiers.phones import phone_candidates
 from appliance.privacy.detectors.base import Candidate, Context, Detector, Finding, Outcome
-from appliance.privacy.ngram_index import _P
 from appliance.privacy.reference import (
-    IDENT_MAX_TOKENS,
     STRONG,
+    IndexView,
     ReferenceIndex,
     id_token_spans,
     id_token_words,
+    identifier_sequences,
 )
 
 
@@ -46,7 +46,7 @@ class IdentifierDetector(Detector):
     def needs(self, batch: Sequence[Candidate], ctx: Context) -> set[int]:
         return set()
 
-    def _real_hits(self, batch: Sequence[Candidate], idx: ReferenceIndex) -> list[np.ndarray]:
+    def _real_hits(self, batch: Sequence[Candidate], idx: IndexView) -> list[np.ndarray]:
         """Per note, rows of (start, end, type, record, strength), one per known real identifier match.
 
         Arrays, not tuples, and one lookup per identifier length for the whole
@@ -61,31 +61,16 @@ class IdentifierDetector(Detector):
         if total and len(idx.id_keys):
             th = idx.hasher.many([t for w in words for t in w])
             note_of = np.repeat(np.arange(len(batch), dtype=np.int64), sizes)
-            # Notes repeat their words: look each distinct token up once.
-            uniq, inverse = np.unique(th, return_inverse=True)
-            inverse = inverse.reshape(-1)
-            if len(idx.id_first):
-                pos = np.minimum(np.searchsorted(idx.id_first, uniq), len(idx.id_first) - 1)
-                first_ok = np.flatnonzero((idx.id_first[pos] == uniq)[inverse])
-            else:
-                first_ok = np.arange(total)
-            for length in range(1, IDENT_MAX_TOKENS + 1):
-                if length > 1:
-                    # Only where a known identifier's first token starts, within one note.
-                    starts = first_ok[first_ok + length - 1 < total]
-                    starts = starts[note_of[starts + length - 1] == note_of[starts]]
-                    if not len(starts):
-                        break
-                    g = np.zeros(len(starts), dtype=np.uint64)
-                    with np.errstate(over="ignore"):
-                        for j in range(length):
-                            g = g * _P + th[starts + j]
-                    lo = np.searchsorted(idx.id_keys, g, side="left")
-                    hi = np.searchsorted(idx.id_keys, g, side="right")
-                else:
-                    starts = np.arange(total)
+            for length, starts, g in identifier_sequences(th, note_of, idx.id_first):
+                if length == 1:
+                    # Notes repeat their words: look each distinct token up once.
+                    uniq, inverse = np.unique(g, return_inverse=True)
+                    inverse = inverse.reshape(-1)
                     lo = np.searchsorted(idx.id_keys, uniq, side="left")[inverse]
                     hi = np.searchsorted(idx.id_keys, uniq, side="right")[inverse]
+                else:
+                    lo = np.searchsorted(idx.id_keys, g, side="left")
+                    hi = np.searchsorted(idx.id_keys, g, side="right")
                 found = np.flatnonzero(hi > lo)
                 if not len(found):
                     continue
@@ -131,7 +116,7 @@ class IdentifierDetector(Detector):
         return out
 
     @staticmethod
-    def _phone_hits(batch: Sequence[Candidate], idx: ReferenceIndex) -> dict[int, np.ndarray]:
+    def _phone_hits(batch: Sequence[Candidate], idx: IndexView) -> dict[int, np.ndarray]:
         """Per note with any, rows of (start, end, type, record, strength) for real phone numbers."""
         found = [(i, s, e, d) for i, c in enumerate(batch) for s, e, d in phone_candidates(c.text)]
         if not found or not len(idx.id_keys):

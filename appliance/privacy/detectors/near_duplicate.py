@@ -43,24 +43,23 @@ class NearDuplicateDetector(Detector):
         bands = idx.band_hashes(sigs)
         out: list[dict[int, float]] = [{} for _ in batch]
         threshold = ctx.policy.leakage.near_duplicate_jaccard
-        if idx.band_keys.shape[1]:
-            found: list[set[int]] = [set() for _ in batch]
-            for b in range(idx.bands):
-                keys = idx.band_keys[b]
-                lo = np.searchsorted(keys, bands[b], side="left")
-                hi = np.searchsorted(keys, bands[b], side="right")
-                for n in np.flatnonzero(hi > lo).tolist():
-                    found[n].update(idx.band_records[b][lo[n] : hi[n]].tolist())
-            sig32 = sigs.astype(np.uint32)
-            for n, recs in enumerate(found):
-                if not recs:
-                    continue
-                rl = np.fromiter(recs, dtype=np.int64, count=len(recs))
-                if ctx.exclude is not None:
-                    rl = rl[~ctx.exclude[rl]]
-                est = (idx.signatures[rl] == sig32[n][None, :]).mean(axis=1)
-                keep = est >= max(0.0, threshold - 0.2)
-                out[n] = dict(zip(rl[keep].tolist(), est[keep].tolist(), strict=True))
+        found: list[set[int]] = [set() for _ in batch]
+        for b in range(idx.bands):
+            keys = idx.band_keys[b]
+            lo = np.searchsorted(keys, bands[b], side="left")
+            hi = np.searchsorted(keys, bands[b], side="right")
+            for n in np.flatnonzero(hi > lo).tolist():
+                found[n].update(idx.band_records[b][lo[n] : hi[n]].tolist())
+        sig32 = sigs.astype(np.uint32)
+        for n, recs in enumerate(found):
+            if not recs:
+                continue
+            rl = np.fromiter(recs, dtype=np.int64, count=len(recs))
+            if ctx.exclude is not None:
+                rl = rl[~ctx.exclude[rl]]
+            est = (idx.signatures[rl] == sig32[n][None, :]).mean(axis=1)
+            keep = est >= max(0.0, threshold - 0.2)
+            out[n] = dict(zip(rl[keep].tolist(), est[keep].tolist(), strict=True))
         ctx.cache["minhash"] = out
         ctx.cache["near_records"] = {n: list(c) for n, c in enumerate(out) if c}
         return out
