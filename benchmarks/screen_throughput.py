@@ -71,13 +71,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def head_jsonl(src: Path, dest: Path, n: int) -> None:
-    """The first ``n`` lines of a JSONL export (a smaller export of the same hospital)."""
+def head_jsonl(src: Path, dest: Path, n: int, skip: int = 0) -> int:
+    """Lines ``skip`` to ``skip + n`` of a JSONL export (a smaller export of the same hospital)."""
+    written = 0
     with open(src, encoding="utf-8") as fin, open(dest, "w", encoding="utf-8") as fout:
         for i, line in enumerate(fin):
-            if i >= n:
+            if i >= skip + n:
                 break
-            fout.write(line)
+            if i >= skip:
+                fout.write(line)
+                written += 1
+    return written
 
 
 def demo_export(folder: Path, notes: int, seed: int, chunk: int = 10_000) -> None:
@@ -276,6 +280,19 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     out: dict[str, Any] = json.loads(screen_out.read_text())
     load["after_screen"] = load_avg()
+    if args.one_extra:  # records added later: the index extended, not rebuilt
+        t0 = time.perf_counter()
+        added = ingest.run(ws, Path(args.one_extra))
+        extend_ingest_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        extended, _ = load_or_build(ws)
+        out["extend"] = {
+            "added": (extended.meta.get("extended") or {}).get("added"),
+            "ingest_seconds": round(extend_ingest_s, 2),
+            "extend_seconds": round(time.perf_counter() - t0, 2),
+            "stored": added.as_dict().get("stored"),
+        }
+        log(f"  extended by {out['extend']['added']} records in {out['extend']['extend_seconds']}s")
     out.update(
         {
             "ingest_seconds": round(ingest_s, 2),
@@ -363,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json-out", type=Path)
     p.add_argument("--one-dir", help=argparse.SUPPRESS)
     p.add_argument("--one-screen", help=argparse.SUPPRESS)
+    p.add_argument("--one-extra", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--extend",
+        type=int,
+        default=0,
+        help="then ingest this many more real notes and time extending the index with them",
+    )
     p.add_argument("--one-export", help=argparse.SUPPRESS)
     p.add_argument("--one-candidates", help=argparse.SUPPRESS)
     p.add_argument("--one-out", help=argparse.SUPPRESS)
@@ -393,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (real_dir / "notes.jsonl").exists():
         shutil.rmtree(real_dir, ignore_errors=True)
         t0 = time.perf_counter()
-        demo_export(real_dir, max(sizes), args.seed)
-        log(f"demo data: {max(sizes)} real notes in {time.perf_counter() - t0:.0f}s")
+        demo_export(real_dir, max(sizes) + args.extend, args.seed)
+        log(f"demo data: {max(sizes) + args.extend} real notes in {time.perf_counter() - t0:.0f}s")
     synth_dir = work / f"synthetic-{args.synthetic}-seed{args.seed + 1}"
     if not (synth_dir / "notes.jsonl").exists():
         shutil.rmtree(synth_dir, ignore_errors=True)
@@ -410,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         one.mkdir()
         export = one / "export.jsonl"
         head_jsonl(real_dir / "notes.jsonl", export, size)
+        extra: list[str] = []
+        if args.extend:
+            n_extra = head_jsonl(real_dir / "notes.jsonl", one / "extra.jsonl", args.extend, size)
+            extra = ["--one-extra", str(one / "extra.jsonl")] if n_extra else []
         out = one / "result.json"
         cmd = [
             sys.executable,
@@ -421,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             "--seed", str(args.seed),
             "--baseline-notes", str(args.baseline_notes),
             "--baseline-sample", str(args.baseline_sample),
+            *extra,
         ]  # fmt: skip
         subprocess.run(cmd, check=True)
         row = json.loads(out.read_text())
@@ -442,6 +471,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['wall_seconds']:.0f} s in all.\n"
     )
     print(table(rows, n_synth))
+    grown = [r for r in rows if r.get("extend")]
+    if grown:
+        print("\nRecords added later: the index extended with them, against building it anew:\n")
+        print("| real notes | added | ingest s | extend s | build from scratch s (above) |")
+        print("|---:|---:|---:|---:|---:|")
+        for r in grown:
+            e = r["extend"]
+            print(
+                f"| {r['real_notes']:,} | {e['added']:,} | {e['ingest_seconds']:.1f} "
+                f"| **{e['extend_seconds']:.1f}** | {r['build_seconds']:.1f} |"
+            )
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
         grow = b["real_notes"] / a["real_notes"]

@@ -34,6 +34,7 @@ import io
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 from array import array
@@ -226,8 +227,9 @@ IDS_FILE = "identifiers.seg"
 BANDS_FILE = "bands.seg"
 SIGS_FILE = "signatures.seg"
 VECS_FILE = "vectors.seg"
+TOKENS_FILE = "tokens.seg"
 SPILL_FILE = "spill.seg"
-_TABLES = (GRAMS_FILE, IDS_FILE, BANDS_FILE, SIGS_FILE, VECS_FILE)
+_TABLES = (GRAMS_FILE, IDS_FILE, BANDS_FILE, SIGS_FILE, VECS_FILE, TOKENS_FILE)
 
 
 class _Chunk:
@@ -412,6 +414,14 @@ class ReferenceIndex:
         self.bits = 4
         self.chunks = 0
         self.chunk_rows = CHUNK
+        self.chunk_first: list[int] = []  # first note of each stored block of rows
+        self.index_id = ""  # one per index from scratch; kept by its extensions
+        self.fingerprint = ""
+        self.base_fingerprint = ""
+        self.shards: list[list[str]] = []  # the record store's shards (name, sha256) it covers
+        self.df = np.empty(0, dtype=np.int64)  # notes per token (idf_keys)
+        self.patient_keys = np.empty(0, dtype=np.uint64)  # keyed hash of each patient key, sorted
+        self.patient_numbers = np.empty(0, dtype=np.uint32)
         self.types: list[str] = []
         self.meta: dict[str, Any] = {}
         self.record_ids: list[str] = []
@@ -526,6 +536,7 @@ class ReferenceIndex:
         canaries: Sequence[str] = (),
         progress: Callable[[int], None] | None = None,
         expected: int | None = None,
+        base: ReferenceIndex | None = None,
     ) -> None:
         """Build the index into ``folder`` (new, empty) in one pass over ``records``.
 
@@ -533,29 +544,59 @@ class ReferenceIndex:
         of the tables, plus the per-note arrays: each chunk's k-grams,
         identifiers and band keys are spilled to disk by bucket, and each
         bucket is then sorted and counted on its own.
+
+        With ``base`` (an index of the same policy and key, opened), the new
+        index is ``base`` extended by ``records``: only they are read and
+        hashed; each bucket of ``base`` is merged with theirs, and the
+        vectors and held-out baseline are recomputed from the stored token
+        counts (every note's token weights change with the record set).
         """
         from appliance.identifiers.recognizers import build_recognizers, find_identifiers
 
         self.folder, self.label = folder, label
-        self.bits = _bucket_bits(expected)
         recognizers = build_recognizers(identifier_policy)
         type_ids: dict[str, int] = {}
-        patient_numbers: dict[str, int] = {}
+        patient_numbers: dict[int, int] = {}  # keyed hash of the patient key -> number
         patients: array[int] = array("I")
-        holdout: list[bool] = []
+        holdout: array[int] = array("B")
         tokens: array[int] = array("I")
         first: set[int] = set()
-        ident_cache: dict[tuple[str, str, str], tuple[list[tuple[int, int]], list[int]]] = {}
         df_keys, df = np.empty(0, np.uint64), np.empty(0, np.int64)
-        spill = SegmentWriter(folder / SPILL_FILE, self.key, label)
-        signatures = SegmentWriter(folder / SIGS_FILE, self.key, label)
-        chunk = _Chunk(0)
+        if base is None:
+            self.bits = _bucket_bits(expected)
+        else:
+            self.bits, self.chunk_rows = base.bits, base.chunk_rows
+            self.chunk_first = list(base.chunk_first)
+            self.chunks = base.chunks
+            self.record_ids = list(base.record_ids)
+            type_ids = {t: i for i, t in enumerate(base.types)}
+            patient_numbers = dict(
+                zip(base.patient_keys.tolist(), base.patient_numbers.tolist(), strict=True)
+            )
+            patients.frombytes(base.record_patients.astype(np.uint32).tobytes())
+            holdout.frombytes(base.holdout.astype(np.uint8).tobytes())
+            tokens.frombytes(base.record_tokens.astype(np.uint32).tobytes())
+            first = set(base.id_first.tolist())
+            df_keys, df = base.idf_keys, base.df
+        ident_cache: dict[tuple[str, str, str], tuple[list[tuple[int, int]], list[int]]] = {}
+        writers = [
+            SegmentWriter(folder / name, self.key, label)
+            for name in (SPILL_FILE, SIGS_FILE, TOKENS_FILE)
+        ]
+        spill, signatures, token_file = writers
+        first_new = len(self.record_ids)
         try:
-            for n, record in enumerate(records):
+            if base is not None:  # the stored rows of ``base`` come along as they are
+                assert base.folder is not None
+                for name, out in ((SIGS_FILE, signatures), (TOKENS_FILE, token_file)):
+                    with SegmentReader(base.folder / name, self.key, label) as old:
+                        for segment in old.directory:
+                            out.copy(old, segment)
+            chunk = _Chunk(first_new)
+            for n, record in enumerate(records, start=first_new):
                 self.record_ids.append(record.id)
-                patients.append(
-                    patient_numbers.setdefault(patient_key(record), len(patient_numbers))
-                )
+                patient = self.hasher.one("\0patient:" + patient_key(record))
+                patients.append(patient_numbers.setdefault(patient, len(patient_numbers)))
                 holdout.append(is_holdout(holdout_key, record.id, holdout_fraction))
                 th = self.hasher.many(word_tokens(record.text))
                 chunk.gram_parts.append(gram_hashes(th, self.k))
@@ -587,37 +628,42 @@ class ReferenceIndex:
                 if progress is not None:
                     progress(1)
                 if len(chunk) == self.chunk_rows:
-                    df_keys, df = self._spill(chunk, spill, signatures, df_keys, df)
+                    df_keys, df = self._spill(chunk, spill, signatures, token_file, df_keys, df)
                     chunk = _Chunk(chunk.first + self.chunk_rows)
-            ctype = type_ids.setdefault("CANARY", len(type_ids))
-            for secret in canaries:
-                for h, strength in self._identifier_hashes(
-                    Identifier("CANARY", secret, "canary"), first
-                ):
-                    chunk.add_ident(h, ctype, -1, strength)
+            if base is None:  # (an extension keeps the canaries of its base)
+                ctype = type_ids.setdefault("CANARY", len(type_ids))
+                for secret in canaries:
+                    for h, strength in self._identifier_hashes(
+                        Identifier("CANARY", secret, "canary"), first
+                    ):
+                        chunk.add_ident(h, ctype, -1, strength)
             if len(chunk) or len(chunk.ident_hash) or not self.chunks:
-                df_keys, df = self._spill(chunk, spill, signatures, df_keys, df)
-            spill.close()
-            signatures.close()
+                df_keys, df = self._spill(chunk, spill, signatures, token_file, df_keys, df)
+            for w in writers:
+                w.close()
         except BaseException:
-            spill.abort()
-            signatures.abort()
+            for w in writers:
+                w.abort()
             raise
         self.types = [t for t, _ in sorted(type_ids.items(), key=lambda kv: kv[1])]
-        self.holdout = np.array(holdout, dtype=bool)
+        self.holdout = np.frombuffer(holdout, dtype=np.uint8).astype(bool)
         self.record_patients = np.frombuffer(patients, dtype=np.uint32).copy()
         self.record_tokens = np.frombuffer(tokens, dtype=np.uint32).copy()
         self.id_first = np.array(sorted(first), dtype=np.uint64)
+        keys = np.fromiter(patient_numbers.keys(), dtype=np.uint64, count=len(patient_numbers))
+        numbers = np.fromiter(patient_numbers.values(), dtype=np.uint32, count=len(keys))
+        order = np.argsort(keys)
+        self.patient_keys, self.patient_numbers = keys[order], numbers[order]
         n = max(1, len(self.record_ids))
-        self.idf_keys = df_keys
+        self.idf_keys, self.df = df_keys, df
         self.idf = np.log((1 + n) / (1 + df.astype(np.float64))).astype(np.float32) + 1
         self.meta["idf_unseen"] = float(math.log(1 + n) + 1)
         with SegmentReader(folder / SPILL_FILE, self.key, label) as spilled:
-            postings = self._finish_grams(spilled)
-            identifier_keys = self._finish_identifiers(spilled)
-            self._finish_bands(spilled)
-            self._finish_vectors(spilled)
+            postings = self._finish_grams(spilled, base)
+            identifier_keys = self._finish_identifiers(spilled, base)
+            self._finish_bands(spilled, base)
         (folder / SPILL_FILE).unlink()
+        self._finish_vectors()
         self.meta.update(
             {
                 "records": len(self.record_ids),
@@ -628,6 +674,9 @@ class ReferenceIndex:
                 "identifier_keys": identifier_keys,
                 "buckets": 1 << self.bits,
                 "built": utc_now(),
+                "extended": None
+                if base is None
+                else {"from": first_new, "added": len(self.record_ids) - first_new},
             }
         )
 
@@ -636,6 +685,7 @@ class ReferenceIndex:
         chunk: _Chunk,
         spill: SegmentWriter,
         signatures: SegmentWriter,
+        token_file: SegmentWriter,
         df_keys: np.ndarray,
         df: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -693,8 +743,8 @@ class ReferenceIndex:
             )
         # token counts, for the vectors once every note's document frequency is known
         counts = chunk.token_counts
-        spill.add_arrays(
-            f"t{c}",
+        token_file.add_arrays(
+            str(c),
             {
                 "keys": np.concatenate([u for u, _ in counts])
                 if counts
@@ -713,21 +763,35 @@ class ReferenceIndex:
             df = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(uniq))
             df_keys, df = uniq, df.astype(np.int64)
         self.chunks += 1
+        self.chunk_first.append(chunk.first)
         return df_keys, df
 
     def _bucket_parts(
-        self, spilled: SegmentReader, prefix: str, b: int
+        self, spilled: SegmentReader, prefix: str, b: int, base: SegmentReader | None
     ) -> list[dict[str, np.ndarray]]:
-        """One bucket's spilled rows, chunk by chunk (so in note order within equal keys)."""
+        """One bucket's rows: the base index's first, then the spilled chunks' (so in note order)."""
+        parts = []
+        if base is not None and f"b{b}" in base:
+            part = base.arrays(f"b{b}")
+            if prefix == "g":  # stored as distinct k-grams with their posting counts
+                part["keys"] = np.repeat(part["keys"], part["count"].astype(np.int64))
+            parts.append(part)
         names = (f"{prefix}{c}.{b}" for c in range(self.chunks))
-        return [spilled.arrays(name) for name in names if name in spilled]
+        return parts + [spilled.arrays(name) for name in names if name in spilled]
 
-    def _finish_grams(self, spilled: SegmentReader) -> int:
+    def _base_table(self, base: ReferenceIndex | None, file: str) -> SegmentReader | None:
+        if base is None:
+            return None
+        assert base.folder is not None
+        return SegmentReader(base.folder / file, self.key, self.label)
+
+    def _finish_grams(self, spilled: SegmentReader, base: ReferenceIndex | None) -> int:
         assert self.folder is not None
         postings = 0
+        old = self._base_table(base, GRAMS_FILE)
         with SegmentWriter(self.folder / GRAMS_FILE, self.key, self.label) as out:
             for b in range(1 << self.bits):
-                parts = self._bucket_parts(spilled, "g", b)
+                parts = self._bucket_parts(spilled, "g", b, old)
                 if not parts:
                     continue
                 keys = _cat(parts, "keys", np.uint64)
@@ -748,15 +812,18 @@ class ReferenceIndex:
                     },
                 )
                 postings += len(keys)
+        if old is not None:
+            old.close()
         return postings
 
-    def _finish_identifiers(self, spilled: SegmentReader) -> int:
+    def _finish_identifiers(self, spilled: SegmentReader, base: ReferenceIndex | None) -> int:
         """The identifier rows, sorted by (hash, type, record, strength), each once."""
         assert self.folder is not None
         rows = 0
+        old = self._base_table(base, IDS_FILE)
         with SegmentWriter(self.folder / IDS_FILE, self.key, self.label) as out:
             for b in range(1 << self.bits):
-                parts = self._bucket_parts(spilled, "i", b)
+                parts = self._bucket_parts(spilled, "i", b, old)
                 if not parts:
                     continue
                 h = _cat(parts, "keys", np.uint64)
@@ -774,13 +841,16 @@ class ReferenceIndex:
                     {"keys": h[keep], "types": t[keep], "records": r[keep], "strength": s[keep]},
                 )
                 rows += int(keep.sum())
+        if old is not None:
+            old.close()
         return rows
 
-    def _finish_bands(self, spilled: SegmentReader) -> None:
+    def _finish_bands(self, spilled: SegmentReader, base: ReferenceIndex | None) -> None:
         assert self.folder is not None
+        old = self._base_table(base, BANDS_FILE)
         with SegmentWriter(self.folder / BANDS_FILE, self.key, self.label) as out:
             for b in range(1 << self.bits):
-                parts = self._bucket_parts(spilled, "n", b)
+                parts = self._bucket_parts(spilled, "n", b, old)
                 if not parts:
                     continue
                 keys = _cat(parts, "keys", np.uint64)
@@ -790,24 +860,29 @@ class ReferenceIndex:
                 out.add_arrays(
                     f"b{b}", {"keys": keys[order], "band": band[order], "records": recs[order]}
                 )
+        if old is not None:
+            old.close()
 
-    def _finish_vectors(self, spilled: SegmentReader) -> None:
+    def _finish_vectors(self) -> None:
         """Each note's vector (now that every token's weight is known), and the held-out baseline."""
         assert self.folder is not None
         held = np.flatnonzero(self.holdout)
         if len(held) > BASELINE_NOTES:
             held = np.sort(np.random.default_rng(0).choice(held, BASELINE_NOTES, replace=False))
         held_vectors = np.zeros((len(held), DCR_DIMENSIONS), dtype=np.float32)
-        with SegmentWriter(self.folder / VECS_FILE, self.key, self.label) as out:
+        with (
+            SegmentWriter(self.folder / VECS_FILE, self.key, self.label) as out,
+            SegmentReader(self.folder / TOKENS_FILE, self.key, self.label) as token_file,
+        ):
             for c in range(self.chunks):
-                t = spilled.arrays(f"t{c}")
+                t = token_file.arrays(str(c))
                 bounds = np.concatenate([[0], np.cumsum(t["sizes"])])
                 per_note = [
                     (t["keys"][s:e], t["counts"][s:e]) for s, e in itertools.pairwise(bounds)
                 ]
                 vectors = self.vectorize_counts(per_note)
                 out.add_arrays(str(c), {"rows": vectors})
-                first = c * self.chunk_rows
+                first = self.chunk_first[c]
                 mine = (held >= first) & (held < first + len(vectors))
                 held_vectors[mine] = vectors[held[mine] - first]
         self.baseline_records = held.astype(np.int64)
@@ -827,7 +902,7 @@ class ReferenceIndex:
         assert self.folder is not None
         with SegmentReader(self.folder / VECS_FILE, self.key, self.label) as vecs:
             for c in range(self.chunks):
-                yield c * self.chunk_rows, vecs.arrays(str(c))["rows"]
+                yield self.chunk_first[c], vecs.arrays(str(c))["rows"]
 
     def _identifier_hashes(self, ident: Identifier, first: set[int]) -> list[tuple[int, int]]:
         out = []
@@ -968,11 +1043,11 @@ class ReferenceIndex:
         assert self.folder is not None
         rows = np.zeros((len(records), self.permutations), dtype=np.uint32)
         if len(records):
-            block = records // self.chunk_rows
+            block = np.searchsorted(np.array(self.chunk_first), records, side="right") - 1
             with SegmentReader(self.folder / SIGS_FILE, self.key, self.label) as table:
                 for c in np.unique(block).tolist():
                     mine = block == c
-                    rows[mine] = table.arrays(str(c))["rows"][records[mine] - c * self.chunk_rows]
+                    rows[mine] = table.arrays(str(c))["rows"][records[mine] - self.chunk_first[c]]
         return _Rows(records, rows)
 
     def _view_nearest(self, view: IndexView, notes: Sequence[Any]) -> None:
@@ -1001,19 +1076,26 @@ class ReferenceIndex:
         "id_first",
         "idf_keys",
         "idf",
+        "df",
+        "patient_keys",
+        "patient_numbers",
         "baseline_records",
         "baseline",
     ]
 
-    def save_header(self, fingerprint: str) -> None:
+    def save_header(self) -> None:
         """The in-memory part, encrypted, and a plain summary beside it (numbers only)."""
         assert self.folder is not None
         header = {
             "format": INDEX_FORMAT,
-            "fingerprint": fingerprint,
+            "index_id": self.index_id,
+            "fingerprint": self.fingerprint,
+            "base_fingerprint": self.base_fingerprint,
+            "shards": self.shards,
             "bits": self.bits,
             "chunks": self.chunks,
             "chunk_rows": self.chunk_rows,
+            "chunk_first": self.chunk_first,
             "types": self.types,
             "record_ids": self.record_ids,
             "meta": self.meta,
@@ -1025,21 +1107,23 @@ class ReferenceIndex:
             write_encrypted(self.folder / HEADER_FILE, self.key, payload, label=self.label)
         summary = {
             "format": INDEX_FORMAT,
-            "fingerprint": fingerprint,
+            "index_id": self.index_id,
+            "fingerprint": self.fingerprint,
             "appliance_version": __version__,
             "records": len(self.record_ids),
             "postings": self.meta.get("postings"),
             "identifier_keys": self.meta.get("identifier_keys"),
             "buckets": 1 << self.bits,
             "built": self.meta.get("built"),
+            "extended": self.meta.get("extended"),
             "bytes": {f: (self.folder / f).stat().st_size for f in (HEADER_FILE, *_TABLES)},
         }
         (self.folder / "index.json").write_text(json.dumps(summary, indent=2) + "\n")
 
-    def load(self, folder: Path, fingerprint: str) -> bool:
-        """Open the saved index if its fingerprint matches; False when it must be rebuilt.
+    def open(self, folder: Path) -> bool:
+        """Read the saved index's header (the per-note arrays; the tables stay on disk).
 
-        Only the header (the per-note arrays) is read; the tables stay on disk.
+        False when there is none or it has another format (it is then rebuilt).
         """
         path = folder / HEADER_FILE
         summary = folder / "index.json"
@@ -1049,21 +1133,26 @@ class ReferenceIndex:
             saved = json.loads(summary.read_text())
         except (OSError, ValueError):
             return False
-        if saved.get("format") != INDEX_FORMAT or saved.get("fingerprint") != fingerprint:
+        if saved.get("format") != INDEX_FORMAT or not saved.get("index_id"):
             return False
-        label = _label(fingerprint)
+        label = _label(str(saved["index_id"]))
         payload = read_encrypted(path, self.key, label=label)
         head, _, body = payload.partition(b"\n")
         del payload
         header = json.loads(head)
-        if header.get("format") != INDEX_FORMAT or header.get("fingerprint") != fingerprint:
+        if header.get("format") != INDEX_FORMAT:
             return False
         data = np.load(io.BytesIO(body), allow_pickle=False)
         for name in self._ARRAYS:
             setattr(self, name, data[name])
         self.folder, self.label = folder, label
+        self.index_id = str(header["index_id"])
+        self.fingerprint = str(header["fingerprint"])
+        self.base_fingerprint = str(header["base_fingerprint"])
+        self.shards = [list(x) for x in header["shards"]]
         self.bits, self.chunks = int(header["bits"]), int(header["chunks"])
         self.chunk_rows = int(header["chunk_rows"])
+        self.chunk_first = [int(x) for x in header["chunk_first"]]
         self.types = list(header["types"])
         self.record_ids = list(header["record_ids"])
         self.meta = dict(header["meta"])
@@ -1076,9 +1165,9 @@ class ReferenceIndex:
         return True
 
 
-def _label(fingerprint: str) -> str:
-    """Associated data of every index file: a file of another build does not decrypt here."""
-    return f"leakage-index {fingerprint}"
+def _label(index_id: str) -> str:
+    """Associated data of every index file: a file of another index does not decrypt here."""
+    return f"leakage-index {index_id}"
 
 
 def _pad(th: np.ndarray, n: int) -> np.ndarray:
@@ -1094,16 +1183,19 @@ def _bands(permutations: int) -> int:
     return 1
 
 
-def fingerprint(ws: Workspace, holdout_fraction: float, canaries: Sequence[str]) -> str:
-    store = ws.store_manifest
-    if not store.exists():
+def fingerprint(
+    ws: Workspace, holdout_fraction: float, canaries: Sequence[str], *, store: bool = True
+) -> str:
+    """What the index depends on; without ``store``: all but the records (an extension keeps it)."""
+    manifest = ws.store_manifest
+    if not manifest.exists():
         raise WorkspaceError(
             f"{ws.root}: no real records to screen against; run `appliance ingest` first"
         )
     lk = ws.policy.leakage
     material = {
         "format": INDEX_FORMAT,
-        "store": hashed(store)["sha256"],
+        "store": hashed(manifest)["sha256"] if store else None,
         "k": lk.ngram_tokens,
         "shingle": lk.shingle_tokens,
         "permutations": lk.minhash_permutations,
@@ -1121,35 +1213,55 @@ def load_or_build(
     holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     canaries: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
+    extend: bool = True,
 ) -> tuple[ReferenceIndex, bool]:
     """The workspace's reference index, built if missing or stale; (index, built now).
 
+    When records were only added since the index was built (the store's
+    shards begin with those the index covers, same policy and key), the
+    index is extended with the new records instead of rebuilt (``extend``).
     A build goes to a fresh folder beside the index and replaces it only
     when complete: an interrupted build leaves the previous index (or none),
     never half of one.
     """
     fp = fingerprint(ws, holdout_fraction, canaries)
+    base_fp = fingerprint(ws, holdout_fraction, canaries, store=False)
     folder = ws.leakage_index_dir
-    index = ReferenceIndex(ws.data_key, ws.policy)
-    if index.load(folder, fp):
-        return index, False
+    saved = ReferenceIndex(ws.data_key, ws.policy)
+    opened = saved.open(folder)
+    if opened and saved.fingerprint == fp:
+        return saved, False
+    store = open_store(ws)
+    shards = [[s.name, s.sha256] for s in store.shards]
+    base = None
+    if (
+        extend
+        and opened
+        and saved.base_fingerprint == base_fp
+        and shards[: len(saved.shards)] == saved.shards
+    ):
+        base = saved
     building = folder.with_name(folder.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(mode=0o700, parents=True)
-    store = open_store(ws)
+    index = ReferenceIndex(ws.data_key, ws.policy)
+    index.index_id = base.index_id if base is not None else os.urandom(8).hex()
+    index.fingerprint, index.base_fingerprint, index.shards = fp, base_fp, shards
+    records = store.records_in(store.shards[len(base.shards) :]) if base is not None else store
     try:
         index.build(
-            store,
+            records,
             folder=building,
-            label=_label(fp),
+            label=_label(index.index_id),
             holdout_key=ws.data_key.derive(PURPOSE_HOLDOUT),
             holdout_fraction=holdout_fraction,
             identifier_policy=ws.policy.identifiers,
             canaries=canaries,
             progress=progress,
             expected=len(store),
+            base=base,
         )
-        index.save_header(fp)
+        index.save_header()
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

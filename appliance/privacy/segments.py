@@ -78,6 +78,17 @@ class SegmentWriter:
             raise ValueError(f"segment {name!r} written twice")
         self.directory[name] = self._seal(name, payload)
 
+    def copy(self, reader: SegmentReader, name: str) -> None:
+        """A segment of another file of the same name and label, as it is (no re-encryption)."""
+        if reader._prefix != self._prefix:
+            raise ValueError(f"{reader.path}: another file, label or key; segments do not move")
+        if name in self.directory:
+            raise ValueError(f"segment {name!r} written twice")
+        sealed = reader.sealed(name)
+        self._fh.write(sealed)
+        self.directory[name] = (self._offset, len(sealed))
+        self._offset += len(sealed)
+
     def add_arrays(self, name: str, arrays: Mapping[str, np.ndarray]) -> None:
         self.add(name, pack(arrays))
 
@@ -135,11 +146,23 @@ class SegmentReader:
         raw = self._read(_DIRECTORY, offset, length)
         self.directory = {k: (int(v[0]), int(v[1])) for k, v in json.loads(raw).items()}
 
-    def _read(self, name: str, offset: int, length: int) -> bytes:
+    def _raw(self, offset: int, length: int) -> bytes:
         self._fh.seek(offset)
         blob = self._fh.read(length)
         if len(blob) != length:
             raise IntegrityError(f"{self.path}: truncated")
+        return blob
+
+    def sealed(self, name: str) -> bytes:
+        """A segment as stored (authenticated first, so a damaged one is not copied on)."""
+        where = self.directory.get(name)
+        if where is None:
+            raise IntegrityError(f"{self.path}: no segment {name!r}")
+        self._read(name, *where)
+        return self._raw(*where)
+
+    def _read(self, name: str, offset: int, length: int) -> bytes:
+        blob = self._raw(offset, length)
         return unseal(self._key, blob, self._prefix + name.encode(), f"{self.path} [{name}]")
 
     def __contains__(self, name: str) -> bool:

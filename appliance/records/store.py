@@ -248,7 +248,11 @@ class RecordStore:
         return record
 
     def __iter__(self) -> Iterator[Record]:
-        for info in self.shards:
+        return self.records_in(self.shards)
+
+    def records_in(self, shards: Iterable[ShardInfo]) -> Iterator[Record]:
+        """The records of some of the store's shards, in store order (e.g. those added since)."""
+        for info in shards:
             for id_mac, _, blob in self._read_shard(info):
                 yield self._decrypt(info.name, id_mac, blob)
 

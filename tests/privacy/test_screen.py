@@ -705,6 +705,7 @@ def _build(ws: Any, folder: Path, chunk_rows: int, expected: int | None = None) 
     folder.mkdir()
     index = ReferenceIndex(ws.data_key, ws.policy)
     index.chunk_rows = chunk_rows
+    index.index_id = "test"
     index.build(
         open_store(ws),
         folder=folder,
@@ -714,7 +715,7 @@ def _build(ws: Any, folder: Path, chunk_rows: int, expected: int | None = None) 
         identifier_policy=ws.policy.identifiers,
         expected=expected,
     )
-    index.save_header("test")
+    index.save_header()
     return index
 
 
@@ -793,3 +794,53 @@ def test_an_interrupted_rebuild_leaves_the_previous_index(screened_ws: Any) -> N
     assert not ws.leakage_index_dir.with_name("leakage-index.building").exists()
     _, built = load_or_build(ws)
     assert not built  # the previous index, whole
+
+
+def test_records_added_later_extend_the_index_as_a_new_build_would(tmp_path: Path) -> None:
+    """Only the new records are read; the extended index decides as one built from scratch."""
+    import shutil
+
+    import numpy as np
+
+    from appliance.privacy.detectors.base import Candidate
+    from appliance.privacy.reference import load_or_build
+    from appliance.privacy.screen import Screener
+    from appliance.records import ingest
+    from appliance.records.ingest import open_store
+    from appliance.workspace import init
+
+    ws = init(tmp_path / "ws")
+    records = _real_records()
+    half = len(records) // 2
+    for name, rows in (("a", records[:half]), ("b", records[half:])):
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ingest.run(ws, tmp_path / "a.jsonl")
+    first, _ = load_or_build(ws)
+    ingest.run(ws, tmp_path / "b.jsonl")
+    read: list[int] = []
+    extended, built = load_or_build(ws, progress=read.append)
+    assert built and len(read) == len(records) - half  # the new records only
+    assert extended.meta["extended"] == {"from": half, "added": len(records) - half}
+    assert extended.index_id == first.index_id and extended.chunks == 2
+    assert len(extended.record_ids) == len(records)
+    notes = [(f"C{i}", make(records)) for i, (_, make, _) in enumerate(CASES)]
+    probe = [Candidate.of(r.id, r.text, extended) for r in open_store(ws)]
+    probe += [Candidate.of(i, t, extended) for i, t in notes]
+    a = extended.view(probe)
+    decided = Screener(ws, extended).screen(notes)
+    shutil.rmtree(ws.leakage_index_dir)
+    fresh, built = load_or_build(ws)  # the same records, built from scratch
+    assert built and fresh.meta["extended"] is None and fresh.index_id != extended.index_id
+    b = fresh.view(probe)
+    for name in ("ukeys", "udf", "ucount", "gram_records", "gram_positions", "id_keys",
+                 "id_types", "id_records", "id_strength"):  # fmt: skip
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for band in range(fresh.bands):
+        assert np.array_equal(a.band_records[band], b.band_records[band])
+    assert np.array_equal(a.signatures.rows, b.signatures.rows)
+    for name in ("holdout", "record_patients", "record_tokens", "id_first", "idf", "df"):
+        assert np.array_equal(getattr(extended, name), getattr(fresh, name)), name
+    assert np.allclose(extended.baseline, fresh.baseline, atol=1e-6)
+    again = Screener(ws, fresh).screen(notes)
+    assert [(d.released, d.findings) for d in decided] == [(d.released, d.findings) for d in again]
+    assert sum(not d.released for d in again) >= 5
