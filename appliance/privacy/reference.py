@@ -29,6 +29,7 @@ a finding (``RecordStore.get_many``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -54,12 +55,12 @@ from appliance.privacy.segments import SegmentReader, SegmentWriter
 from appliance.records.holdout import is_holdout
 from appliance.records.ingest import open_store
 from appliance.security.audit import utc_now
-from appliance.security.crypto import read_encrypted, write_encrypted
+from appliance.security.crypto import atomic_write, read_encrypted, write_encrypted
 from appliance.security.keys import PURPOSE_HOLDOUT, PURPOSE_LEAKAGE_INDEX, DataKey
 from appliance.workspace import Workspace, hashed
 
 INDEX_DIR = "leakage-index"
-INDEX_FORMAT = 6
+INDEX_FORMAT = 7
 DCR_DIMENSIONS = 256
 IDENT_MAX_TOKENS = 10
 DEFAULT_HOLDOUT_FRACTION = 0.1
@@ -340,6 +341,42 @@ def identifier_sequences(
         yield length, starts, g
 
 
+class _BaseBuckets:
+    """The buckets of a base index's table, cut to the extended index's (as many or more) buckets."""
+
+    def __init__(self, reader: SegmentReader, old_bits: int, new_bits: int, grams: bool) -> None:
+        self.reader, self.old_bits, self.new_bits, self.grams = reader, old_bits, new_bits, grams
+        self._cached: tuple[int, dict[str, np.ndarray] | None] | None = None
+
+    def part(self, b: int) -> dict[str, np.ndarray] | None:
+        old = b >> (self.new_bits - self.old_bits)
+        if self._cached is None or self._cached[0] != old:
+            part = self.reader.arrays(f"b{old}") if f"b{old}" in self.reader else None
+            if part is not None and self.grams:  # distinct k-grams with their posting counts
+                count = part.pop("count").astype(np.int64)
+                part.pop("udf")
+                part["keys"] = np.repeat(part["keys"], count)
+            self._cached = (old, part)
+        part = self._cached[1]
+        if part is None or self.new_bits == self.old_bits:
+            return part
+        bounds = _by_bucket(part["keys"], self.new_bits)
+        start, end = int(bounds[b]), int(bounds[b + 1])
+        return {k: v[start:end] for k, v in part.items()} if end > start else None
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+@contextlib.contextmanager
+def _closing(table: _BaseBuckets | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if table is not None:
+            table.close()
+
+
 class _Rows:
     """Some rows of a per-note table, indexed by note number like the whole table."""
 
@@ -377,7 +414,7 @@ class IndexView:
         self.band_keys: list[np.ndarray] = []
         self.band_records: list[np.ndarray] = []
         self.signatures = _Rows(np.empty(0, np.int64), np.empty((0, index.permutations), np.uint32))
-        self.nearest_by_group: dict[str, tuple[float, float, float]] = {}
+        self.nearest_by_group: dict[int, tuple[float, float, float]] = {}  # by id(note)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.index, name)
@@ -419,6 +456,7 @@ class ReferenceIndex:
         self.fingerprint = ""
         self.base_fingerprint = ""
         self.shards: list[list[str]] = []  # the record store's shards (name, sha256) it covers
+        self.file_ids: dict[str, str] = {}  # table file -> the id its directory was sealed with
         self.df = np.empty(0, dtype=np.int64)  # notes per token (idf_keys)
         self.patient_keys = np.empty(0, dtype=np.uint64)  # keyed hash of each patient key, sorted
         self.patient_numbers = np.empty(0, dtype=np.uint32)
@@ -565,7 +603,9 @@ class ReferenceIndex:
         if base is None:
             self.bits = _bucket_bits(expected)
         else:
-            self.bits, self.chunk_rows = base.bits, base.chunk_rows
+            # (more buckets when the record set has outgrown them: a bucket stays small)
+            self.bits = max(base.bits, _bucket_bits(expected))
+            self.chunk_rows = base.chunk_rows
             self.chunk_first = list(base.chunk_first)
             self.chunks = base.chunks
             self.record_ids = list(base.record_ids)
@@ -589,7 +629,7 @@ class ReferenceIndex:
             if base is not None:  # the stored rows of ``base`` come along as they are
                 assert base.folder is not None
                 for name, out in ((SIGS_FILE, signatures), (TOKENS_FILE, token_file)):
-                    with SegmentReader(base.folder / name, self.key, label) as old:
+                    with base._reader(name) as old:
                         for segment in old.directory:
                             out.copy(old, segment)
             chunk = _Chunk(first_new)
@@ -641,6 +681,7 @@ class ReferenceIndex:
                 df_keys, df = self._spill(chunk, spill, signatures, token_file, df_keys, df)
             for w in writers:
                 w.close()
+            self.file_ids = {SIGS_FILE: signatures.file_id, TOKENS_FILE: token_file.file_id}
         except BaseException:
             for w in writers:
                 w.abort()
@@ -767,29 +808,32 @@ class ReferenceIndex:
         return df_keys, df
 
     def _bucket_parts(
-        self, spilled: SegmentReader, prefix: str, b: int, base: SegmentReader | None
+        self, spilled: SegmentReader, prefix: str, b: int, base: _BaseBuckets | None
     ) -> list[dict[str, np.ndarray]]:
         """One bucket's rows: the base index's first, then the spilled chunks' (so in note order)."""
         parts = []
-        if base is not None and f"b{b}" in base:
-            part = base.arrays(f"b{b}")
-            if prefix == "g":  # stored as distinct k-grams with their posting counts
-                part["keys"] = np.repeat(part["keys"], part["count"].astype(np.int64))
+        if base is not None and (part := base.part(b)) is not None:
             parts.append(part)
         names = (f"{prefix}{c}.{b}" for c in range(self.chunks))
         return parts + [spilled.arrays(name) for name in names if name in spilled]
 
-    def _base_table(self, base: ReferenceIndex | None, file: str) -> SegmentReader | None:
+    def _base_buckets(
+        self, base: ReferenceIndex | None, file: str, grams: bool = False
+    ) -> _BaseBuckets | None:
         if base is None:
             return None
-        assert base.folder is not None
-        return SegmentReader(base.folder / file, self.key, self.label)
+        return _BaseBuckets(base._reader(file), base.bits, self.bits, grams)
+
+    def _reader(self, file: str) -> SegmentReader:
+        """A table file of this index; refused when it is not the one the header names."""
+        assert self.folder is not None
+        return SegmentReader(self.folder / file, self.key, self.label, self.file_ids.get(file))
 
     def _finish_grams(self, spilled: SegmentReader, base: ReferenceIndex | None) -> int:
         assert self.folder is not None
         postings = 0
-        old = self._base_table(base, GRAMS_FILE)
-        with SegmentWriter(self.folder / GRAMS_FILE, self.key, self.label) as out:
+        old = self._base_buckets(base, GRAMS_FILE, grams=True)
+        with _closing(old), SegmentWriter(self.folder / GRAMS_FILE, self.key, self.label) as out:
             for b in range(1 << self.bits):
                 parts = self._bucket_parts(spilled, "g", b, old)
                 if not parts:
@@ -812,16 +856,15 @@ class ReferenceIndex:
                     },
                 )
                 postings += len(keys)
-        if old is not None:
-            old.close()
+        self.file_ids[GRAMS_FILE] = out.file_id
         return postings
 
     def _finish_identifiers(self, spilled: SegmentReader, base: ReferenceIndex | None) -> int:
         """The identifier rows, sorted by (hash, type, record, strength), each once."""
         assert self.folder is not None
         rows = 0
-        old = self._base_table(base, IDS_FILE)
-        with SegmentWriter(self.folder / IDS_FILE, self.key, self.label) as out:
+        old = self._base_buckets(base, IDS_FILE)
+        with _closing(old), SegmentWriter(self.folder / IDS_FILE, self.key, self.label) as out:
             for b in range(1 << self.bits):
                 parts = self._bucket_parts(spilled, "i", b, old)
                 if not parts:
@@ -841,14 +884,13 @@ class ReferenceIndex:
                     {"keys": h[keep], "types": t[keep], "records": r[keep], "strength": s[keep]},
                 )
                 rows += int(keep.sum())
-        if old is not None:
-            old.close()
+        self.file_ids[IDS_FILE] = out.file_id
         return rows
 
     def _finish_bands(self, spilled: SegmentReader, base: ReferenceIndex | None) -> None:
         assert self.folder is not None
-        old = self._base_table(base, BANDS_FILE)
-        with SegmentWriter(self.folder / BANDS_FILE, self.key, self.label) as out:
+        old = self._base_buckets(base, BANDS_FILE)
+        with _closing(old), SegmentWriter(self.folder / BANDS_FILE, self.key, self.label) as out:
             for b in range(1 << self.bits):
                 parts = self._bucket_parts(spilled, "n", b, old)
                 if not parts:
@@ -860,8 +902,7 @@ class ReferenceIndex:
                 out.add_arrays(
                     f"b{b}", {"keys": keys[order], "band": band[order], "records": recs[order]}
                 )
-        if old is not None:
-            old.close()
+        self.file_ids[BANDS_FILE] = out.file_id
 
     def _finish_vectors(self) -> None:
         """Each note's vector (now that every token's weight is known), and the held-out baseline."""
@@ -872,7 +913,7 @@ class ReferenceIndex:
         held_vectors = np.zeros((len(held), DCR_DIMENSIONS), dtype=np.float32)
         with (
             SegmentWriter(self.folder / VECS_FILE, self.key, self.label) as out,
-            SegmentReader(self.folder / TOKENS_FILE, self.key, self.label) as token_file,
+            self._reader(TOKENS_FILE) as token_file,
         ):
             for c in range(self.chunks):
                 t = token_file.arrays(str(c))
@@ -885,9 +926,11 @@ class ReferenceIndex:
                 first = self.chunk_first[c]
                 mine = (held >= first) & (held < first + len(vectors))
                 held_vectors[mine] = vectors[held[mine] - first]
+        self.file_ids[VECS_FILE] = out.file_id
         self.baseline_records = held.astype(np.int64)
         train = ~self.holdout
         if not len(held) or not train.any():
+            self.baseline_records = np.empty(0, dtype=np.int64)
             self.baseline = np.empty(0, dtype=np.float32)
             return
         best = np.full(len(held), -1.0, dtype=np.float32)
@@ -900,7 +943,7 @@ class ReferenceIndex:
     def _vector_blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first note number, vectors) per stored block, in note order."""
         assert self.folder is not None
-        with SegmentReader(self.folder / VECS_FILE, self.key, self.label) as vecs:
+        with self._reader(VECS_FILE) as vecs:
             for c in range(self.chunks):
                 yield self.chunk_first[c], vecs.arrays(str(c))["rows"]
 
@@ -968,7 +1011,7 @@ class ReferenceIndex:
         """
         assert self.folder is not None
         bounds = _by_bucket(queries, self.bits)
-        with SegmentReader(self.folder / file, self.key, self.label) as table:
+        with self._reader(file) as table:
             for b in np.flatnonzero(np.diff(bounds)).tolist():
                 if f"b{b}" not in table:
                     continue
@@ -1044,7 +1087,7 @@ class ReferenceIndex:
         rows = np.zeros((len(records), self.permutations), dtype=np.uint32)
         if len(records):
             block = np.searchsorted(np.array(self.chunk_first), records, side="right") - 1
-            with SegmentReader(self.folder / SIGS_FILE, self.key, self.label) as table:
+            with self._reader(SIGS_FILE) as table:
                 for c in np.unique(block).tolist():
                     mine = block == c
                     rows[mine] = table.arrays(str(c))["rows"][records[mine] - self.chunk_first[c]]
@@ -1062,8 +1105,9 @@ class ReferenceIndex:
             for g, mask in enumerate((samp, ~hold & ~samp, hold)):
                 if mask.any():
                     np.maximum(best[g], max_similarity(vectors, rows[mask]), out=best[g])
+        # keyed by the note object (``id``): two notes of a round may share a note id
         view.nearest_by_group = {
-            n.id: (float(a), float(b), float(c))
+            id(n): (float(a), float(b), float(c))
             for n, a, b, c in zip(notes, best[0], best[1], best[2], strict=True)
         }
 
@@ -1092,6 +1136,7 @@ class ReferenceIndex:
             "fingerprint": self.fingerprint,
             "base_fingerprint": self.base_fingerprint,
             "shards": self.shards,
+            "file_ids": self.file_ids,
             "bits": self.bits,
             "chunks": self.chunks,
             "chunk_rows": self.chunk_rows,
@@ -1118,7 +1163,9 @@ class ReferenceIndex:
             "extended": self.meta.get("extended"),
             "bytes": {f: (self.folder / f).stat().st_size for f in (HEADER_FILE, *_TABLES)},
         }
-        (self.folder / "index.json").write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write(
+            self.folder / "index.json", (json.dumps(summary, indent=2) + "\n").encode(), 0o644
+        )
 
     def open(self, folder: Path) -> bool:
         """Read the saved index's header (the per-note arrays; the tables stay on disk).
@@ -1132,6 +1179,8 @@ class ReferenceIndex:
         try:
             saved = json.loads(summary.read_text())
         except (OSError, ValueError):
+            return False
+        if not isinstance(saved, dict):
             return False
         if saved.get("format") != INDEX_FORMAT or not saved.get("index_id"):
             return False
@@ -1150,6 +1199,7 @@ class ReferenceIndex:
         self.fingerprint = str(header["fingerprint"])
         self.base_fingerprint = str(header["base_fingerprint"])
         self.shards = [list(x) for x in header["shards"]]
+        self.file_ids = {str(k): str(v) for k, v in header["file_ids"].items()}
         self.bits, self.chunks = int(header["bits"]), int(header["chunks"])
         self.chunk_rows = int(header["chunk_rows"])
         self.chunk_first = [int(x) for x in header["chunk_first"]]
@@ -1162,6 +1212,8 @@ class ReferenceIndex:
                 f"{folder}: leakage index incomplete ({', '.join(missing)} missing); "
                 f"delete the folder and rerun `appliance screen` to rebuild it"
             )
+        for file in _TABLES:  # each table is the one this header was saved with
+            self._reader(file).close()
         return True
 
 
@@ -1195,6 +1247,8 @@ def fingerprint(
     lk = ws.policy.leakage
     material = {
         "format": INDEX_FORMAT,
+        # another version may hash, tokenize or recognize identifiers otherwise: built anew
+        "appliance": __version__,
         "store": hashed(manifest)["sha256"] if store else None,
         "k": lk.ngram_tokens,
         "shingle": lk.shingle_tokens,
@@ -1227,6 +1281,9 @@ def load_or_build(
     fp = fingerprint(ws, holdout_fraction, canaries)
     base_fp = fingerprint(ws, holdout_fraction, canaries, store=False)
     folder = ws.leakage_index_dir
+    building = folder.with_name(folder.name + ".building")
+    old = folder.with_name(folder.name + ".old")
+    _finish_swap(folder, building, old)
     saved = ReferenceIndex(ws.data_key, ws.policy)
     opened = saved.open(folder)
     if opened and saved.fingerprint == fp:
@@ -1241,7 +1298,6 @@ def load_or_build(
         and shards[: len(saved.shards)] == saved.shards
     ):
         base = saved
-    building = folder.with_name(folder.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(mode=0o700, parents=True)
     index = ReferenceIndex(ws.data_key, ws.policy)
@@ -1265,11 +1321,34 @@ def load_or_build(
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
     building.rename(folder)
+    _sync_folder(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
     index.folder = folder
     return index, True
+
+
+def _finish_swap(folder: Path, building: Path, old: Path) -> None:
+    """Complete a swap of index folders a stopped process left half done.
+
+    A complete new index (its summary is written last) whose predecessor
+    was already moved aside is put in place; a leftover predecessor is
+    removed once an index is in place.
+    """
+    if not folder.exists() and (building / "index.json").is_file():
+        building.rename(folder)
+        _sync_folder(folder.parent)
+    if folder.exists() and old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync_folder(path: Path) -> None:
+    """Make renames in ``path`` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

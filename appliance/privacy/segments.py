@@ -11,9 +11,12 @@ AES-256-GCM, so a reader decrypts one part at a time, in any order:
 Each segment is ``nonce || ciphertext || tag``; its associated data binds
 the file header, a label (the index's fingerprint), the file name and the
 segment name, so a segment moved to another place, file or index does not
-decrypt. The directory (segment name → offset, length) is sealed the same
-way; the trailer gives its offset and length, then the magic again, so a
-truncated file is recognised.
+decrypt. The directory (segment name → offset, length, and a random id of this
+file) is sealed the same way; the trailer gives its offset and length, then
+the magic again, so a truncated file is recognised. A segment may be copied
+as it is into a later file of the same name and label; the file id tells
+the two files apart, so a reader that expects one file (``expect``) refuses
+an older one put back in its place.
 
 Segment payloads are numpy arrays (:func:`pack` / :func:`unpack`, no pickle).
 """
@@ -64,6 +67,7 @@ class SegmentWriter:
         self._fh.write(self.header)
         self._offset = len(self.header)
         self.directory: dict[str, tuple[int, int]] = {}
+        self.file_id = os.urandom(16).hex()
 
     def _seal(self, name: str, payload: bytes) -> tuple[int, int]:
         nonce = os.urandom(NONCE_BYTES)
@@ -93,7 +97,8 @@ class SegmentWriter:
         self.add(name, pack(arrays))
 
     def close(self) -> None:
-        offset, length = self._seal(_DIRECTORY, json.dumps(self.directory).encode())
+        directory = {"file_id": self.file_id, "segments": self.directory}
+        offset, length = self._seal(_DIRECTORY, json.dumps(directory).encode())
         self._fh.write(_TRAILER.pack(offset, length, MAGIC))
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -116,18 +121,24 @@ class SegmentWriter:
 class SegmentReader:
     """Reads single segments of a segment file; only the directory is read on opening."""
 
-    def __init__(self, path: Path, key: DataKey, label: str) -> None:
+    def __init__(self, path: Path, key: DataKey, label: str, expect: str | None = None) -> None:
         self.path = path
         try:
             self._fh: BinaryIO = open(path, "rb")  # noqa: SIM115 (closed in close())
         except FileNotFoundError:
             raise IntegrityError(f"{path}: index file is missing") from None
+        try:
+            self._open(key, label, expect)
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def _open(self, key: DataKey, label: str, expect: str | None) -> None:
+        path = self.path
         header = self._fh.read(len(MAGIC) + 8)
         if not header.startswith(MAGIC):
-            self.close()
             raise IntegrityError(f"{path}: not an appliance segment file")
         if header[len(MAGIC) :].hex() != key.key_id:
-            self.close()
             raise IntegrityError(
                 f"{path}: encrypted with key {header[len(MAGIC) :].hex()}, "
                 f"not this workspace's key {key.key_id}"
@@ -136,15 +147,19 @@ class SegmentReader:
         self._key = key.derive(PURPOSE_ARTIFACT_AEAD)
         size = self._fh.seek(0, os.SEEK_END)
         if size < len(header) + _TRAILER.size:
-            self.close()
             raise IntegrityError(f"{path}: truncated")
         self._fh.seek(size - _TRAILER.size)
         offset, length, magic = _TRAILER.unpack(self._fh.read(_TRAILER.size))
         if magic != MAGIC or offset + length > size - _TRAILER.size:
-            self.close()
             raise IntegrityError(f"{path}: truncated or damaged (no directory)")
-        raw = self._read(_DIRECTORY, offset, length)
-        self.directory = {k: (int(v[0]), int(v[1])) for k, v in json.loads(raw).items()}
+        directory = json.loads(self._read(_DIRECTORY, offset, length))
+        self.file_id = str(directory["file_id"])
+        self.directory = {k: (int(v[0]), int(v[1])) for k, v in directory["segments"].items()}
+        if expect is not None and self.file_id != expect:
+            raise IntegrityError(
+                f"{path}: not the file this index was saved with (another build's, put back "
+                "or mixed in); delete the folder to rebuild it"
+            )
 
     def _raw(self, offset: int, length: int) -> bytes:
         self._fh.seek(offset)
@@ -163,7 +178,8 @@ class SegmentReader:
 
     def _read(self, name: str, offset: int, length: int) -> bytes:
         blob = self._raw(offset, length)
-        return unseal(self._key, blob, self._prefix + name.encode(), f"{self.path} [{name}]")
+        shown = "directory" if name == _DIRECTORY else name
+        return unseal(self._key, blob, self._prefix + name.encode(), f"{self.path} [{shown}]")
 
     def __contains__(self, name: str) -> bool:
         return name in self.directory

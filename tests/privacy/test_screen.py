@@ -740,7 +740,8 @@ def test_a_build_in_many_small_chunks_gives_the_same_index_and_decisions(
         assert np.array_equal(getattr(one, name), getattr(many, name)), name
     notes = [(f"C{i}", make(records)) for i, (_, make, _) in enumerate(CASES)]
     real = [Candidate.of(r.id, r.text, one) for r in open_store(ws)]
-    a, b = (ix.view(real + [Candidate.of(i, t, one) for i, t in notes]) for ix in (one, many))
+    probe = real + [Candidate.of(i, t, one) for i, t in notes]
+    a, b = one.view(probe), many.view(probe)
     for name in ("ukeys", "udf", "ucount", "gram_records", "gram_positions", "id_keys",
                  "id_types", "id_records", "id_strength"):  # fmt: skip
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
@@ -796,11 +797,22 @@ def test_an_interrupted_rebuild_leaves_the_previous_index(screened_ws: Any) -> N
     assert not built  # the previous index, whole
 
 
-def test_records_added_later_extend_the_index_as_a_new_build_would(tmp_path: Path) -> None:
-    """Only the new records are read; the extended index decides as one built from scratch."""
+def test_records_added_later_extend_the_index_as_a_new_build_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the new records are read; the extended index decides as one built from scratch.
+
+    The record set outgrows the base index's buckets on the way (16 → 64):
+    the extension cuts the base's buckets to the new ones.
+    """
     import shutil
 
     import numpy as np
+
+    from appliance.privacy import reference
+
+    bits = {"now": 4}
+    monkeypatch.setattr(reference, "_bucket_bits", lambda expected: bits["now"])
 
     from appliance.privacy.detectors.base import Candidate
     from appliance.privacy.reference import load_or_build
@@ -817,11 +829,13 @@ def test_records_added_later_extend_the_index_as_a_new_build_would(tmp_path: Pat
     ingest.run(ws, tmp_path / "a.jsonl")
     first, _ = load_or_build(ws)
     ingest.run(ws, tmp_path / "b.jsonl")
+    bits["now"] = 6
     read: list[int] = []
     extended, built = load_or_build(ws, progress=read.append)
     assert built and len(read) == len(records) - half  # the new records only
     assert extended.meta["extended"] == {"from": half, "added": len(records) - half}
     assert extended.index_id == first.index_id and extended.chunks == 2
+    assert (first.bits, extended.bits) == (4, 6)
     assert len(extended.record_ids) == len(records)
     notes = [(f"C{i}", make(records)) for i, (_, make, _) in enumerate(CASES)]
     probe = [Candidate.of(r.id, r.text, extended) for r in open_store(ws)]
@@ -844,3 +858,51 @@ def test_records_added_later_extend_the_index_as_a_new_build_would(tmp_path: Pat
     again = Screener(ws, fresh).screen(notes)
     assert [(d.released, d.findings) for d in decided] == [(d.released, d.findings) for d in again]
     assert sum(not d.released for d in again) >= 5
+
+
+def test_a_table_file_of_an_earlier_build_put_back_is_refused(tmp_path: Path) -> None:
+    """An extension keeps the index's label; the header still names each table file it saved."""
+    import shutil
+
+    from appliance.privacy.reference import GRAMS_FILE, load_or_build
+    from appliance.records import ingest
+    from appliance.workspace import init
+
+    ws = init(tmp_path / "ws")
+    records = _real_records()
+    for name, rows in (("a", records[:40]), ("b", records[40:])):
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ingest.run(ws, tmp_path / "a.jsonl")
+    load_or_build(ws)
+    shutil.copy(ws.leakage_index_dir / GRAMS_FILE, tmp_path / "grams-before.seg")
+    ingest.run(ws, tmp_path / "b.jsonl")
+    _, built = load_or_build(ws)
+    assert built
+    shutil.copy(tmp_path / "grams-before.seg", ws.leakage_index_dir / GRAMS_FILE)
+    with pytest.raises(IntegrityError, match="not the file this index was saved with"):
+        load_or_build(ws)
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", "screen", "--workspace", str(ws.root),
+         "--input", str(tmp_path / "a.jsonl")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "not the file this index was saved with" in proc.stderr
+
+
+def test_a_swap_of_index_folders_stopped_half_way_is_completed(screened_ws: Any) -> None:
+    import shutil
+
+    from appliance.privacy.reference import load_or_build
+
+    ws, _ = screened_ws
+    index, _ = load_or_build(ws)
+    folder = ws.leakage_index_dir
+    building = folder.with_name(folder.name + ".building")
+    old = folder.with_name(folder.name + ".old")
+    # stopped between the two renames: the new index complete beside, the old one moved aside
+    shutil.copytree(folder, building)
+    folder.rename(old)
+    again, built = load_or_build(ws)
+    assert not built and again.index_id == index.index_id
+    assert folder.is_dir() and not building.exists() and not old.exists()

@@ -59,7 +59,7 @@ class DistanceToClosestDetector(Detector):
         if not self.enabled:
             return [Outcome() for _ in batch]
         # Each note's nearest training-sample, other training and held-out note, from the round's view.
-        near = np.array([ctx.index.nearest_by_group[c.id] for c in batch], dtype=np.float32)
+        near = np.array([ctx.index.nearest_by_group[id(c)] for c in batch], dtype=np.float32)
         near = near.reshape(len(batch), 3)
         sim_train, sim_hold = near[:, 0], near[:, 2]
         sim = np.maximum(sim_train, near[:, 1])
