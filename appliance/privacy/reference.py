@@ -1163,9 +1163,7 @@ class ReferenceIndex:
             "extended": self.meta.get("extended"),
             "bytes": {f: (self.folder / f).stat().st_size for f in (HEADER_FILE, *_TABLES)},
         }
-        atomic_write(
-            self.folder / "index.json", (json.dumps(summary, indent=2) + "\n").encode(), 0o644
-        )
+        atomic_write(self.folder / "index.json", (json.dumps(summary, indent=2) + "\n").encode())
 
     def open(self, folder: Path) -> bool:
         """Read the saved index's header (the per-note arrays; the tables stay on disk).
