@@ -368,15 +368,6 @@ class _BaseBuckets:
         self.reader.close()
 
 
-@contextlib.contextmanager
-def _closing(table: _BaseBuckets | None) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        if table is not None:
-            table.close()
-
-
 class _Rows:
     """Some rows of a per-note table, indexed by note number like the whole table."""
 
@@ -699,10 +690,11 @@ class ReferenceIndex:
         self.idf_keys, self.df = df_keys, df
         self.idf = np.log((1 + n) / (1 + df.astype(np.float64))).astype(np.float32) + 1
         self.meta["idf_unseen"] = float(math.log(1 + n) + 1)
+        self.meta["postings"] = self.meta["identifier_keys"] = 0
         with SegmentReader(folder / SPILL_FILE, self.key, label) as spilled:
-            postings = self._finish_grams(spilled, base)
-            identifier_keys = self._finish_identifiers(spilled, base)
-            self._finish_bands(spilled, base)
+            self._merge_table(spilled, base, GRAMS_FILE, "g", self._merge_grams)
+            self._merge_table(spilled, base, IDS_FILE, "i", self._merge_identifiers)
+            self._merge_table(spilled, base, BANDS_FILE, "n", self._merge_bands)
         (folder / SPILL_FILE).unlink()
         self._finish_vectors()
         self.meta.update(
@@ -711,8 +703,6 @@ class ReferenceIndex:
                 "patients": len(patient_numbers),
                 "holdout_records": int(self.holdout.sum()),
                 "holdout_fraction": holdout_fraction,
-                "postings": postings,
-                "identifier_keys": identifier_keys,
                 "buckets": 1 << self.bits,
                 "built": utc_now(),
                 "extended": None
@@ -817,92 +807,72 @@ class ReferenceIndex:
         names = (f"{prefix}{c}.{b}" for c in range(self.chunks))
         return parts + [spilled.arrays(name) for name in names if name in spilled]
 
-    def _base_buckets(
-        self, base: ReferenceIndex | None, file: str, grams: bool = False
-    ) -> _BaseBuckets | None:
-        if base is None:
-            return None
-        return _BaseBuckets(base._reader(file), base.bits, self.bits, grams)
-
     def _reader(self, file: str) -> SegmentReader:
         """A table file of this index; refused when it is not the one the header names."""
         assert self.folder is not None
         return SegmentReader(self.folder / file, self.key, self.label, self.file_ids.get(file))
 
-    def _finish_grams(self, spilled: SegmentReader, base: ReferenceIndex | None) -> int:
+    def _merge_table(
+        self,
+        spilled: SegmentReader,
+        base: ReferenceIndex | None,
+        file: str,
+        prefix: str,
+        merge: Callable[[list[dict[str, np.ndarray]]], dict[str, np.ndarray]],
+    ) -> None:
+        """Write ``file`` bucket by bucket: the base's rows and the spilled ones, ``merge``d."""
         assert self.folder is not None
-        postings = 0
-        old = self._base_buckets(base, GRAMS_FILE, grams=True)
-        with _closing(old), SegmentWriter(self.folder / GRAMS_FILE, self.key, self.label) as out:
+        old = None
+        if base is not None:
+            old = _BaseBuckets(base._reader(file), base.bits, self.bits, grams=prefix == "g")
+        with (
+            contextlib.closing(old) if old is not None else contextlib.nullcontext(),
+            SegmentWriter(self.folder / file, self.key, self.label) as out,
+        ):
             for b in range(1 << self.bits):
-                parts = self._bucket_parts(spilled, "g", b, old)
-                if not parts:
-                    continue
-                keys = _cat(parts, "keys", np.uint64)
-                order = np.argsort(keys, kind="stable")
-                keys = keys[order]
-                recs = _cat(parts, "records", np.uint32)[order]
-                pos = _cat(parts, "positions", np.uint32)[order]
-                del parts, order
-                starts, count, udf = _distinct_patients(keys, recs, self.record_patients)
-                out.add_arrays(
-                    f"b{b}",
-                    {
-                        "keys": keys[starts],
-                        "udf": udf.astype(np.uint32),
-                        "count": count.astype(np.uint32),
-                        "records": recs,
-                        "positions": pos,
-                    },
-                )
-                postings += len(keys)
-        self.file_ids[GRAMS_FILE] = out.file_id
-        return postings
+                parts = self._bucket_parts(spilled, prefix, b, old)
+                if parts:
+                    out.add_arrays(f"b{b}", merge(parts))
+        self.file_ids[file] = out.file_id
 
-    def _finish_identifiers(self, spilled: SegmentReader, base: ReferenceIndex | None) -> int:
+    def _merge_grams(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Postings sorted by k-gram (stable: note, position order kept), with patient counts."""
+        keys = _cat(parts, "keys", np.uint64)
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        recs = _cat(parts, "records", np.uint32)[order]
+        pos = _cat(parts, "positions", np.uint32)[order]
+        starts, count, udf = _distinct_patients(keys, recs, self.record_patients)
+        self.meta["postings"] = self.meta.get("postings", 0) + len(keys)
+        return {
+            "keys": keys[starts],
+            "udf": udf.astype(np.uint32),
+            "count": count.astype(np.uint32),
+            "records": recs,
+            "positions": pos,
+        }
+
+    def _merge_identifiers(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """The identifier rows, sorted by (hash, type, record, strength), each once."""
-        assert self.folder is not None
-        rows = 0
-        old = self._base_buckets(base, IDS_FILE)
-        with _closing(old), SegmentWriter(self.folder / IDS_FILE, self.key, self.label) as out:
-            for b in range(1 << self.bits):
-                parts = self._bucket_parts(spilled, "i", b, old)
-                if not parts:
-                    continue
-                h = _cat(parts, "keys", np.uint64)
-                t = _cat(parts, "types", np.uint16)
-                r = _cat(parts, "records", np.int64)
-                s = _cat(parts, "strength", np.uint8)
-                order = np.lexsort((s, r, t, h))
-                h, t, r, s = h[order], t[order], r[order], s[order]
-                keep = np.ones(len(h), dtype=bool)
-                keep[1:] = (
-                    (h[1:] != h[:-1]) | (t[1:] != t[:-1]) | (r[1:] != r[:-1]) | (s[1:] != s[:-1])
-                )
-                out.add_arrays(
-                    f"b{b}",
-                    {"keys": h[keep], "types": t[keep], "records": r[keep], "strength": s[keep]},
-                )
-                rows += int(keep.sum())
-        self.file_ids[IDS_FILE] = out.file_id
-        return rows
+        h = _cat(parts, "keys", np.uint64)
+        t = _cat(parts, "types", np.uint16)
+        r = _cat(parts, "records", np.int64)
+        s = _cat(parts, "strength", np.uint8)
+        order = np.lexsort((s, r, t, h))
+        h, t, r, s = h[order], t[order], r[order], s[order]
+        keep = np.ones(len(h), dtype=bool)
+        keep[1:] = (h[1:] != h[:-1]) | (t[1:] != t[:-1]) | (r[1:] != r[:-1]) | (s[1:] != s[:-1])
+        self.meta["identifier_keys"] = self.meta.get("identifier_keys", 0) + int(keep.sum())
+        return {"keys": h[keep], "types": t[keep], "records": r[keep], "strength": s[keep]}
 
-    def _finish_bands(self, spilled: SegmentReader, base: ReferenceIndex | None) -> None:
-        assert self.folder is not None
-        old = self._base_buckets(base, BANDS_FILE)
-        with _closing(old), SegmentWriter(self.folder / BANDS_FILE, self.key, self.label) as out:
-            for b in range(1 << self.bits):
-                parts = self._bucket_parts(spilled, "n", b, old)
-                if not parts:
-                    continue
-                keys = _cat(parts, "keys", np.uint64)
-                band = _cat(parts, "band", np.uint8)
-                recs = _cat(parts, "records", np.uint32)
-                order = np.lexsort((recs, band, keys))
-                out.add_arrays(
-                    f"b{b}", {"keys": keys[order], "band": band[order], "records": recs[order]}
-                )
-        self.file_ids[BANDS_FILE] = out.file_id
+    @staticmethod
+    def _merge_bands(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Band keys sorted by (key, band, note), as each band's column of the whole table is."""
+        keys = _cat(parts, "keys", np.uint64)
+        band = _cat(parts, "band", np.uint8)
+        recs = _cat(parts, "records", np.uint32)
+        order = np.lexsort((recs, band, keys))
+        return {"keys": keys[order], "band": band[order], "records": recs[order]}
 
     def _finish_vectors(self) -> None:
         """Each note's vector (now that every token's weight is known), and the held-out baseline."""
