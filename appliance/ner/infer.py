@@ -49,7 +49,7 @@ import struct
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,7 @@ from appliance.security.keys import PURPOSE_ARTIFACT_AEAD, DataKey, load_public_
 from appliance.workspace import hashed
 
 OUTPUT_FORMATS = ("jsonl", "csv", "brat", "fhir")
+ENGINES = ("local", "ray")
 CSV_HEADER = ["note_id", "start", "end", "label", "text", "confidence"]
 SOURCE_COLUMN = "source"  # a CSV column when a lexicon is combined
 CODE_COLUMNS = ["code", "code_system", "code_name", "code_score"]  # when the package normalizes
@@ -112,6 +113,9 @@ class InferResult:
     by_source: Counter[str] = field(default_factory=Counter)
     normalized: bool = False
     coded: int = 0  # entities given a concept code (the rest NIL)
+    engine: str = "local"
+    workers: int = 1
+    restarted: int = 0  # Ray workers restarted during the run
 
     @property
     def notes_per_second(self) -> float:
@@ -134,8 +138,12 @@ class InferResult:
             how += f": {sources}"
         if self.normalized:
             how += f"; {self.coded} of {self.entities} entities given a concept code"
+        on = ""
+        if self.engine == "ray":
+            again = f", {self.restarted} restarted" if self.restarted else ""
+            on = f" on Ray ({self.workers} workers{again})"
         return (
-            f"inferred {self.notes} notes{resumed}, {self.rejected} rejected{rej}; "
+            f"inferred {self.notes} notes{on}{resumed}, {self.rejected} rejected{rej}; "
             f"{self.entities} entities ({types}){how}; {self.notes_per_second:.1f} notes/s; "
             f"wrote{enc} {self.format} to {self.out}"
         )
@@ -158,6 +166,9 @@ class InferResult:
             "entities_by_source": dict(self.by_source),
             "normalized": self.normalized,
             "coded": self.coded,
+            "engine": self.engine,
+            "workers": self.workers,
+            "workers_restarted": self.restarted,
         }
 
 
@@ -533,6 +544,70 @@ def read_output(path: Path, key: DataKey) -> bytes:
 
 
 # ---------------------------------------------------------------------------
+# What tags a chunk of notes: the same in this process and on a Ray worker
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How a package tags notes: the combine rule, its threshold, normalization, batching, device."""
+
+    mode: str  # model | lexicon | union
+    threshold: float
+    normalize: bool
+    batch_size: int
+    device: str
+    threads: int | None
+
+    @classmethod
+    def for_package(
+        cls,
+        package: Path,
+        combine: str | None,
+        min_confidence: float | None,
+        normalize: bool,
+        batch_size: int,
+        device: str,
+        threads: int | None,
+    ) -> PredictSettings:
+        mode, default_min = choose_combine(combine, lexicon_info(package), package)
+        threshold = default_min if min_confidence is None else min_confidence
+        return cls(mode, threshold, normalize, batch_size, device, threads)
+
+
+@dataclass
+class Predictor:
+    """A verified package loaded for tagging: its model, lexicon and normalizer."""
+
+    settings: PredictSettings
+    tagger: Any
+    lexicon: PackageLexicon | None
+    normalizer: Normalizer | None
+
+    @classmethod
+    def load(
+        cls, package: Path, settings: PredictSettings, package_key: DataKey | None
+    ) -> Predictor:
+        """Load a package folder (verify it first: this does not)."""
+        lexicon = None
+        if settings.mode != "model":
+            lexicon = load_package_lexicon(package, package_key)
+        tagger = onnx_tagger(
+            package, device=settings.device, threads=settings.threads, key=package_key
+        )
+        normalizer = None
+        if settings.normalize and has_normalizer(package):
+            normalizer = load_normalizer(package, device=settings.device, key=package_key)
+        return cls(settings, tagger, lexicon, normalizer)
+
+    def __call__(self, texts: Sequence[str]) -> list[list[Entity]]:
+        s = self.settings
+        found = predict(self.tagger, self.lexicon, texts, s.mode, s.threshold, s.batch_size)
+        if self.normalizer is not None:
+            found = with_concepts(self.normalizer, texts, found)
+        return found
+
+
+# ---------------------------------------------------------------------------
 # The run
 
 
@@ -560,6 +635,10 @@ def run(
     combine: str | None = None,
     min_confidence: float | None = None,
     normalize: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> InferResult:
     """Verify ``package`` with ``trusted_public_key``, then tag every note of the export into ``out``.
 
@@ -569,6 +648,11 @@ def run(
     lexicon, else ``model``); ``min_confidence``: the union rule's threshold
     (default: the package's, 0.5). ``normalize``: give every entity a
     concept code when the package carries a normalizer.
+
+    ``engine``: ``local`` (this process) or ``ray`` (an actor pool on the
+    Ray cluster at ``address``, or on a Ray instance started on this machine
+    when it is None; ``workers`` actors; see :mod:`appliance.ner.cluster`).
+    Both write the same output; ``log`` gets the Ray engine's one-line news.
     """
 
     if fmt not in OUTPUT_FORMATS:
@@ -578,95 +662,128 @@ def run(
     if batch_size < 1 or chunk_notes < 1:
         raise UsageError("--batch-size must be at least 1")
     check_min_confidence(min_confidence)
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine '{engine}'; choose one of: {', '.join(ENGINES)}")
     manifest = verify_package(package, trusted_public_key)
-    mode, default_min = choose_combine(combine, lexicon_info(package), package)
-    threshold = default_min if min_confidence is None else min_confidence
-    lexicon: PackageLexicon | None = None
-    if mode != "model":
-        lexicon = load_package_lexicon(package, package_key)
-    tagger = onnx_tagger(package, device=device, threads=threads, key=package_key)
-    normalizer = None
-    if normalize and has_normalizer(package):
-        normalizer = load_normalizer(package, device=device, key=package_key)
+    settings = PredictSettings.for_package(
+        package, combine, min_confidence, normalize, batch_size, device, threads
+    )
+    pool: Any = None
+    if engine == "ray":
+        from appliance.ner.cluster import RayPool
+
+        pool = RayPool.start(
+            package,
+            trusted_public_key,
+            manifest,
+            settings,
+            package_key=package_key,
+            address=address,
+            workers=workers,
+            log=log,
+        )
+        providers = pool.providers
+        with_codes = pool.normalized
+    else:
+        predictor = Predictor.load(package, settings, package_key)
+        providers = list(predictor.tagger.info.get("providers", []))
+        with_codes = predictor.normalizer is not None
+    mode, threshold = settings.mode, settings.threshold
     model_tag = f"appliance-ner {manifest.get('precision', '')} {hashlib.sha256(json.dumps(manifest['files'], sort_keys=True).encode()).hexdigest()[:16]}"
     items = read_export(export_path, reader_format, options or ReaderOptions())
-    writer: _StreamWriter | _BratWriter = (
-        _BratWriter(out, encrypt_key)
-        if fmt == "brat"
-        else _StreamWriter(
-            out,
-            fmt,
-            encrypt_key,
-            model_tag,
-            with_source=mode != "model",
-            with_codes=normalizer is not None,
+    try:
+        writer: _StreamWriter | _BratWriter = (
+            _BratWriter(out, encrypt_key)
+            if fmt == "brat"
+            else _StreamWriter(
+                out,
+                fmt,
+                encrypt_key,
+                model_tag,
+                with_source=mode != "model",
+                with_codes=with_codes,
+            )
         )
-    )
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     result = InferResult(
         out=out,
         format=fmt,
         encrypted=encrypt_key is not None,
-        providers=list(tagger.info.get("providers", [])),
+        providers=providers,
         combine=mode,
         min_confidence=threshold if mode == "union" else None,
-        normalized=normalizer is not None,
+        normalized=with_codes,
+        engine=engine,
+        workers=pool.size if pool is not None else 1,
     )
     rejects_path = out.with_name(out.name + ".rejects.jsonl")
     rejects_tmp = rejects_path.with_name(rejects_path.name + ".tmp")
     seen: set[str] = set()
     started = time.monotonic()
 
-    def flush(chunk: list[Record]) -> None:
-        if not chunk:
-            return
-        found = predict(tagger, lexicon, [r.text for r in chunk], mode, threshold, batch_size)
-        if normalizer is not None:
-            found = with_concepts(normalizer, [r.text for r in chunk], found)
-        for record, entities in zip(chunk, found, strict=True):
-            writer.write(record, entities)
-            result.notes += 1
-            result.entities += len(entities)
-            result.by_type.update(e.label for e in entities)
-            result.by_source.update(e.source for e in entities if e.source)
-            result.coded += sum(1 for e in entities if e.concept and e.concept["code"])
-        result.seconds = time.monotonic() - started
-        if progress is not None:
-            progress(result.notes + result.resumed, result.notes_per_second)
+    def chunks(rej: Any) -> Iterator[list[Record]]:
+        """The export's notes still to do, in chunks; rejects and duplicates go to ``rej``."""
+        chunk: list[Record] = []
+        for item in items:
+            if isinstance(item, Reject):
+                rej.write(json.dumps(item.as_dict(), ensure_ascii=False) + "\n")
+                result.rejected += 1
+                result.reasons[_reason_key(item.reason)] += 1
+                continue
+            if item.id in seen:
+                where = item.source.rsplit(":", 1)
+                reject = Reject(
+                    where[0],
+                    where[-1],
+                    "duplicate id (an earlier note of this export has it)",
+                    item.id,
+                )
+                rej.write(json.dumps(reject.as_dict(), ensure_ascii=False) + "\n")
+                result.rejected += 1
+                result.reasons["duplicate id"] += 1
+                continue
+            seen.add(item.id)
+            if writer.journal.is_done(item.id):
+                result.resumed += 1
+                continue
+            if stop_after is not None and taken[0] + len(chunk) >= stop_after:
+                break
+            chunk.append(item)
+            if len(chunk) >= chunk_notes:
+                taken[0] += len(chunk)
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
+    taken = [0]  # notes handed to the model so far
+    tagged: Callable[[Iterator[list[Record]]], Iterator[tuple[list[Record], list[list[Entity]]]]]
+    if pool is not None:
+        tagged = pool.map
+    else:
+        tagged = lambda cs: ((c, predictor([r.text for r in c])) for c in cs)  # noqa: E731
     try:
         with _private(rejects_tmp, "w") as rej:
-            chunk: list[Record] = []
-            for item in items:
-                if isinstance(item, Reject):
-                    rej.write(json.dumps(item.as_dict(), ensure_ascii=False) + "\n")
-                    result.rejected += 1
-                    result.reasons[_reason_key(item.reason)] += 1
-                    continue
-                if item.id in seen:
-                    where = item.source.rsplit(":", 1)
-                    reject = Reject(
-                        where[0],
-                        where[-1],
-                        "duplicate id (an earlier note of this export has it)",
-                        item.id,
-                    )
-                    rej.write(json.dumps(reject.as_dict(), ensure_ascii=False) + "\n")
-                    result.rejected += 1
-                    result.reasons["duplicate id"] += 1
-                    continue
-                seen.add(item.id)
-                if writer.journal.is_done(item.id):
-                    result.resumed += 1
-                    continue
-                if stop_after is not None and result.notes + len(chunk) >= stop_after:
-                    break
-                chunk.append(item)
-                if len(chunk) >= chunk_notes:
-                    flush(chunk)
-                    chunk = []
-            flush(chunk)
+            for chunk, found in tagged(chunks(rej)):
+                for record, entities in zip(chunk, found, strict=True):
+                    writer.write(record, entities)
+                    result.notes += 1
+                    result.entities += len(entities)
+                    result.by_type.update(e.label for e in entities)
+                    result.by_source.update(e.source for e in entities if e.source)
+                    result.coded += sum(1 for e in entities if e.concept and e.concept["code"])
+                result.seconds = time.monotonic() - started
+                if progress is not None:
+                    progress(result.notes + result.resumed, result.notes_per_second)
+        if pool is not None:
+            result.restarted = pool.restarted()
     finally:
         writer.close()
+        if pool is not None:
+            pool.close()
         result.seconds = time.monotonic() - started
     if result.rejected:
         rejects_tmp.replace(rejects_path)
