@@ -3,18 +3,19 @@
 The model is exported with torch's ONNX exporter (dynamic batch and sequence
 axes), then run side by side with PyTorch on the same padded windows of
 sample notes: the export fails unless the largest logit difference is within
-tolerance and every predicted label is identical. ``int8`` quantizes the
-weights with onnxruntime's dynamic quantization and keeps the int8 model only
-when its entity F1 on the development set is within the policy's limit of
-the fp32 model's; otherwise the package stays fp32 and says so.
+tolerance and every predicted label is identical. ``int8`` quantizes it
+(fused graph, smoothing calibrated on synthetic notes, int8 weights; see
+:mod:`appliance.ner.quantize`) and keeps the int8 model only when its entity
+F1 on the development set is within the policy's limit of the fp32 model's;
+otherwise the package stays fp32 and says so.
 
 The ONNX model is built in memory. A real-zone model (see
 :mod:`appliance.ner.zones`) gives a real-zone package: ``model.onnx.enc`` and
 ``tokenizer.json.enc`` encrypted under the workspace data key, so it only
 runs where that key is, and a model card that says what real data it saw. A
 screened model gives a plain, portable package. onnxruntime's quantizer works
-on files: for a real-zone model it runs in a private folder in memory-backed
-storage (``/dev/shm`` where available), removed as soon as it is done.
+on files: it runs in a private folder in memory-backed storage (``/dev/shm``
+where available), removed as soon as it is done.
 
 The package also carries the lexicon the model's training annotations were
 made with, or lexicon files given with ``--lexicon`` (none with
@@ -24,12 +25,10 @@ file and, in a real-zone package, encrypted (see :mod:`appliance.ner.lexicon`).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ from appliance.errors import (
     IntegrityError,
     UsageError,
     WorkspaceError,
-    missing_dependency,
 )
 from appliance.ner import zones
 from appliance.ner.lexicon import (
@@ -58,12 +56,13 @@ from appliance.ner.lexicon import (
 )
 from appliance.ner.model import NER_META, TOKENIZER_FILE, NerModel, load_model, read_tokenizer_json
 from appliance.ner.package import MODEL_FILE, sign_package
+from appliance.ner.quantize import calibration_windows, quantize
 from appliance.ner.runtime import Tagger, TorchBackend, tagger_from
 from appliance.ner.settings import entity_types
 from appliance.security.audit import utc_now
 from appliance.security.crypto import atomic_write, read_encrypted, write_encrypted
 from appliance.security.keys import DataKey, load_signing_key
-from appliance.training import export_encoder_onnx, quiet_export
+from appliance.training import export_encoder_onnx
 from appliance.workspace import Workspace, hashed, read_manifest, write_manifest
 
 PARITY_TOLERANCE = 1e-3  # largest |logit difference| allowed between PyTorch and ONNX fp32
@@ -185,49 +184,14 @@ def _f1(tagger: Tagger, docs: Sequence[Document]) -> float:
     return float(dev_scores(tagger, docs)["exact"]["micro"]["f1"])
 
 
-@contextlib.contextmanager
-def _scratch() -> Iterator[Path]:
-    """A private (0700) folder for the quantizer's files, in memory-backed storage when there is one.
-
-    The quantizer also makes temporary folders of its own, so ``tempfile``'s
-    default folder points here meanwhile; everything is removed on exit.
-    """
-    shm = "/dev/shm"
-    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    folder = Path(tempfile.mkdtemp(prefix="appliance-ner-export-", dir=base))
-    os.chmod(folder, 0o700)
-    before = tempfile.tempdir
-    tempfile.tempdir = str(folder)
-    try:
-        yield folder
-    finally:
-        tempfile.tempdir = before
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def quantize(model: bytes) -> bytes:
-    """The int8 (dynamic, per-channel) version of an ONNX model, bytes in and out."""
-    try:
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError:
-        raise missing_dependency("onnxruntime", "cpu", "int8 quantization") from None
-    # Per-channel weight scales: one scale per output column keeps the few
-    # large-magnitude columns of a transformer's projections from flattening
-    # the rest (on MiniLM/NCBI it cut the F1 loss from 2.5 to 0.7 points).
-    with _scratch() as folder, quiet_export():
-        out = folder / "model.int8.onnx"
-        quantize_dynamic(
-            onnx.load_from_string(model), str(out), weight_type=QuantType.QInt8, per_channel=True
-        )
-        return out.read_bytes()
-
-
 _CARD = """\
 # NER model card: {{ name }}
 
 - **Exported:** {{ created }} by appliance {{ version }}
 - **Precision:** {{ precision }}{% if int8 %} (int8 requested: dev F1 {{ "%.1f"|format(100 * int8.f1_int8) }} vs fp32 {{ "%.1f"|format(100 * int8.f1_fp32) }}, drop {{ "%.2f"|format(int8.drop_points) }} points, limit {{ int8.max_drop_points }}; {{ "kept int8" if int8.kept else "fell back to fp32" }}){% endif %}
+{%- if int8 and int8.calibration %}
+- **int8 method:** {{ int8.method }}; calibrated on {{ int8.calibration.notes }} notes ({{ int8.calibration.source }}, {{ int8.calibration_windows }} windows), {{ int8.smoothed_activations }} activations smoothed (alpha {{ int8.alpha }}); fused operators: {% if int8.fused %}{% for op, n in int8.fused.items() %}{{ op }} ×{{ n }}{{ ", " if not loop.last }}{% endfor %}{% else %}none{% endif %}{% if int8.fusion_error %} (fusion skipped: {{ int8.fusion_error }}){% endif %}
+{%- endif %}
 - **Architecture:** {{ meta.architecture }}, {{ "{:,}".format(meta.parameters) }} parameters; encoder {{ meta.base }}
 - **Entity types:** {{ meta.types|join(", ") }} (BIO labels over sub-word tokens, windows of {{ meta.max_length }} tokens overlapping by {{ meta.stride }})
 - **Zone:** {{ zone }}{% if zone == "real" %} (model and tokenizer encrypted under workspace key `{{ key_id }}`){% endif %}
@@ -363,6 +327,8 @@ def export_package(
     min_confidence: float | None = None,
     calibrate_on: Sequence[Document] | None = None,
     normalizer: Path | None = None,
+    calibration_texts: Sequence[str] | None = None,
+    calibration_source: str = "",
 ) -> ExportResult:
     """Export ``model_dir`` to a signed package in ``out_dir`` (replaced only when all checks pass).
 
@@ -374,7 +340,10 @@ def export_package(
     (:func:`~appliance.ner.lexicon.calibrate`); else the built-in default.
     ``normalizer``: a normalizer folder whose files the package carries
     (checked first; encrypted under the key in the real zone, as the
-    lexicon is).
+    lexicon is). ``int8``: also quantize (see :mod:`appliance.ner.quantize`),
+    calibrated on ``calibration_texts`` (the released synthetic notes the
+    model was trained on; else the development notes), and keep the int8
+    model if its F1 on ``dev_docs`` is within ``max_f1_drop`` points.
     """
     dev_docs = list(dev_docs or [])
     if int8 and not dev_docs:
@@ -422,7 +391,10 @@ def export_package(
         shipped = fp32  # the tagger the package holds (int8 when it is kept)
         int8_info: dict[str, Any] | None = None
         if int8:
-            quantized = quantize(onnx_model)
+            calibration = list(calibration_texts or [d.text for d in dev_docs])
+            windows = calibration_windows(fp32, calibration)
+            done = quantize(onnx_model, windows)
+            quantized = done.model
             q = tagger_from({**runtime_meta, "precision": "int8"}, m.tokenizer, quantized, "cpu")
             f1_fp32, f1_int8 = _f1(fp32, dev_docs), _f1(q, dev_docs)
             drop = 100 * (f1_fp32 - f1_int8)
@@ -434,6 +406,12 @@ def export_package(
                 "max_drop_points": max_f1_drop,
                 "kept": kept,
                 "dev_notes": len(dev_docs),
+                "calibration": {
+                    "notes": len(calibration),
+                    "source": calibration_source
+                    or ("the given notes" if calibration_texts else "the development notes"),
+                },
+                **done.describe(),
             }
             if kept:
                 onnx_model = quantized
@@ -695,12 +673,15 @@ def run(
             normalizer = workspace_normalizer(ws)
         if normalizer is not None:
             stage.inputs.append(hashed(normalizer, ws.root))
+        calibration, calibration_source = _calibration_notes(ws, trained) if int8 else ([], "")
         started = utc_now()
         result = export_package(
             model_dir,
             package,
             signing_key=load_signing_key(ws.signing_key_path),
             int8=int8,
+            calibration_texts=calibration,
+            calibration_source=calibration_source,
             dev_docs=dev_docs,
             max_f1_drop=ws.policy.export.int8_max_f1_drop,
             details={"model_sha256": stage.inputs[0]["sha256"], "policy_sha256": ws.policy.sha256},
@@ -741,6 +722,30 @@ def run(
             ),
         }
     return result
+
+
+CALIBRATION_NOTES = 256
+
+
+def _calibration_notes(ws: Workspace, trained: dict[str, Any]) -> tuple[list[str], str]:
+    """Notes to calibrate int8 on: the model's training notes (released synthetic ones, or its gold file).
+
+    Empty when neither can be read (the development notes are used instead).
+    """
+    source = (trained.get("data") or {}).get("source") or {}
+    if source.get("kind") == "annotations" and source.get("name"):
+        from appliance.corpus import read_annotations
+
+        docs = sorted(read_annotations(ws, source["name"]), key=lambda d: d.id)
+        return [d.text for d in docs[:CALIBRATION_NOTES]], (
+            f"the released synthetic notes of annotations '{source['name']}'"
+        )
+    if source.get("kind") == "gold file" and source.get("path"):
+        path = Path(source["path"])
+        if path.is_file() and hashed(path)["sha256"] == source.get("sha256"):
+            docs = read_gold(path)
+            return [d.text for d in docs[:CALIBRATION_NOTES]], f"the training gold file {path}"
+    return [], ""
 
 
 def _package_lexicon(

@@ -249,12 +249,41 @@ def test_int8_kept_or_fallback_by_the_limit(trained, tmp_path):
     )
     assert kept.precision == "int8" and kept.int8 is not None and kept.int8["kept"]
     assert kept.files["model.onnx"] < fallback.files["model.onnx"]
+    # the graph was fused and smoothed on the calibration notes (the development notes here)
+    assert {"MultiHeadAttention", "SkipLayerNormalization", "BiasGelu"} <= set(kept.int8["fused"])
+    assert kept.int8["fusion_error"] is None and kept.int8["smoothed_activations"] > 0
+    assert kept.int8["calibration"] == {"notes": len(trained["dev"]), "source": "the development notes"}
+    assert "calibrated on" in (tmp_path / "q" / "MODEL_CARD.md").read_text()
     assert abs(kept.int8["f1_fp32"] - fallback.int8["f1_fp32"]) < 1e-9
     verify_package(tmp_path / "q", key.public_key())
     with pytest.raises(UsageError, match="int8"):
         export_package(
             trained["result"].model_dir, tmp_path / "n", signing_key=key, int8=True, dev_docs=[]
         )
+
+
+def test_smoothing_and_fusion_keep_the_fp32_function(trained):
+    """Before rounding to int8, the fused, smoothed graph computes what the exported one does."""
+    import onnx
+
+    from appliance.ner.export import export_onnx
+    from appliance.ner.quantize import calibration_windows, fuse, smooth
+    from appliance.ner.runtime import OnnxBackend
+
+    m = load_model(trained["result"].model_dir)
+    exported = export_onnx(m)
+    plain = OnnxBackend(exported, "cpu", 1)
+    tagger = Tagger(plain, m.tokenizer, m.labels, m.special, m.max_length, m.stride)
+    texts = [d.text for d in trained["docs"][:12]]
+    windows = calibration_windows(tagger, texts)
+    proto = fuse(onnx.load_from_string(exported))
+    assert smooth(proto, windows) > 0
+    changed = OnnxBackend(proto.SerializeToString(), "cpu", 1)
+    for ids, mask in windows:
+        a, b = plain(ids, mask), changed(ids, mask)
+        real = mask.astype(bool)
+        assert np.abs(a - b)[real].max() < 1e-3
+        assert (a.argmax(-1) == b.argmax(-1))[real].all()
 
 
 # ---------------------------------------------------------------------------
