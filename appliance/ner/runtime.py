@@ -37,6 +37,11 @@ from appliance.security.crypto import read_encrypted
 from appliance.security.keys import DataKey
 from appliance.training import resolve_device
 
+# onnxruntime fusions an int8 model's CPU session goes without: its CPU
+# SkipLayerNormalization kernel was a quarter of the int8 model's time at
+# batch 32 (see appliance.ner.quantize).
+INT8_CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
 Backend = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ids, mask) (B, T) -> logits (B, T, L)
 
 
@@ -77,6 +82,7 @@ class OnnxBackend:
         device: str = "auto",
         threads: int | None = None,
         what: str | None = None,
+        cpu_disabled_optimizers: Sequence[str] = (),
     ) -> None:
         try:
             import onnxruntime as ort
@@ -100,7 +106,12 @@ class OnnxBackend:
         source = model if isinstance(model, bytes) else str(model)
         what = what or (str(model) if not isinstance(model, bytes) else "the ONNX model")
         try:
-            self.session = ort.InferenceSession(source, options, providers=providers)
+            self.session = ort.InferenceSession(
+                source,
+                options,
+                providers=providers,
+                disabled_optimizers=None if self.cuda else list(cpu_disabled_optimizers) or None,
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{what}: onnxruntime cannot load the model: {first}") from exc
@@ -228,7 +239,10 @@ def tagger_from(
     what: str | None = None,
 ) -> Tagger:
     """An ONNX tagger from a package's ``ner.json``, its tokenizer and its model (path or bytes)."""
-    backend = OnnxBackend(model, device, threads, what)
+    int8 = meta.get("precision") == "int8"
+    backend = OnnxBackend(
+        model, device, threads, what, INT8_CPU_DISABLED_OPTIMIZERS if int8 else ()
+    )
     return Tagger(
         backend,
         tokenizer,
