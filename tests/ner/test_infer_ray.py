@@ -9,6 +9,7 @@ while the test kills one of its workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -220,10 +221,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _workers() -> list[psutil.Process]:
+def _processes(token: str) -> list[psutil.Process]:
+    """The processes of the test's cluster: every one carries its token in its environment."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("RAY_AUTH_TOKEN") == token:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _workers(token: str) -> list[psutil.Process]:
+    found = []
+    for proc in _processes(token):
+        try:
+            cmd = proc.cmdline()
+        except psutil.Error:
+            continue
         if cmd and cmd[0].startswith("ray::Worker"):
             found.append(proc)
     return found
@@ -260,11 +276,11 @@ def ray_cluster():
     )
     assert started.returncode == 0, started.stderr[-2000:]
     try:
-        yield {"address": f"127.0.0.1:{port}", "env": env}
+        yield {"address": f"127.0.0.1:{port}", "env": env, "token": env["RAY_AUTH_TOKEN"]}
     finally:
-        subprocess.run(
-            [str(VENV_BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120
-        )
+        for proc in _processes(env["RAY_AUTH_TOKEN"]):  # this cluster only, not others here
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -295,7 +311,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(package, ray_clust
             if journal.exists() and len(journal.read_text().splitlines()) > 8:
                 break
             time.sleep(0.05)
-        workers = _workers()
+        workers = _workers(ray_cluster["token"])
         assert driver.poll() is None, driver.communicate()[1][-2000:]
         assert len(workers) == 2
         killed = workers[0].pid
@@ -310,4 +326,4 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(package, ray_clust
     assert out.read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     ids = [json.loads(line)["id"] for line in journal.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 61  # the header entry and each note once
-    assert killed not in {p.pid for p in _workers()}
+    assert killed not in {p.pid for p in _workers(ray_cluster["token"])}
