@@ -11,7 +11,8 @@
     metadata.py   the run's fingerprint and ner.json
     runtime.py    one tagger over PyTorch or onnxruntime backends, batched by length
     package.py    signed model package: manifest of hashes, Ed25519 signature, verification
-    export.py     ONNX export, parity check, int8 quantization, model card
+    export.py     ONNX export, parity check, the int8 decision, model card
+    quantize.py   int8: fused graph, smoothing calibrated on synthetic notes, int8 weights
     evaluate.py   entity-level P/R/F1 of a model or package on a gold set
     infer.py      batch inference over record exports: JSONL, CSV, BRAT, FHIR; resumable
     cluster.py    the same inference in an actor pool on a Ray cluster (--engine ray)
