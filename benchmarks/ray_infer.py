@@ -7,7 +7,7 @@ with its own id), written as JSONL. Each engine tags all of it with
 
 * ``local``: this process, onnxruntime with ``--threads`` threads (all cores);
 * ``ray``: a Ray instance started on this machine (loopback) with
-  ``--workers`` actors of one thread each, or the cluster at ``--address``.
+  ``--workers`` actors of ``--ray-threads`` threads each, or the cluster at ``--address``.
 
 Reported per engine: wall seconds including the Ray start and the package's
 verification on each worker, the notes/s of the tagging itself (the run's own
@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--notes", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="local engine")
+    ap.add_argument("--ray-threads", type=int, default=1, help="onnxruntime threads per Ray worker")
     ap.add_argument(
         "--address", default=None, help="a Ray cluster's head (default: start one here)"
     )
@@ -102,7 +103,7 @@ def main() -> None:
                 leftover.unlink(missing_ok=True)
             kw: dict[str, Any] = {"threads": args.threads}
             if engine == "ray":
-                kw = {"threads": 1, "workers": args.workers, "address": args.address}
+                kw = {"threads": args.ray_threads, "workers": args.workers, "address": args.address}
             lines: list[str] = []
             t0 = time.perf_counter()
             result = infer.run(
