@@ -202,6 +202,16 @@ def _check_onnxruntime() -> Check:
     return Check("onnxruntime", "ok", f"{ort.__version__}; providers: {providers}")
 
 
+def _check_ray() -> Check:
+    """Ray is optional (``infer --engine ray``); package metadata only: importing it takes seconds."""
+    version = _version("ray")
+    if version is None:
+        return Check(
+            "ray", "info", "not installed (only infer --engine ray needs it; bash install.sh --ray)"
+        )
+    return Check("ray", "ok", f"{version}; infer --engine ray (same version on every node)")
+
+
 def _check_presidio() -> Check:
     version = _version("presidio-analyzer")
     if version is None:
@@ -320,6 +330,7 @@ def run(workspace: Path | None = None) -> list[Check]:
         lambda: _check_gpu(gpus),
         lambda: _check_vllm(gpus),
         _check_onnxruntime,
+        _check_ray,
         _check_presidio,
         _check_offline,
     ]

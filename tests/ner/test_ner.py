@@ -252,7 +252,10 @@ def test_int8_kept_or_fallback_by_the_limit(trained, tmp_path):
     # the graph was fused and smoothed on the calibration notes (the development notes here)
     assert {"MultiHeadAttention", "BiasGelu"} <= set(kept.int8["fused"])
     assert kept.int8["fusion_error"] is None and kept.int8["smoothed_activations"] > 0
-    assert kept.int8["calibration"] == {"notes": len(trained["dev"]), "source": "the development notes"}
+    assert kept.int8["calibration"] == {
+        "notes": len(trained["dev"]),
+        "source": "the development notes",
+    }
     assert "calibrated on" in (tmp_path / "q" / "MODEL_CARD.md").read_text()
     assert abs(kept.int8["f1_fp32"] - fallback.int8["f1_fp32"]) < 1e-9
     verify_package(tmp_path / "q", key.public_key())
