@@ -823,6 +823,9 @@ def run_ws(
         "public_key": str(key_path),
         "combine": kwargs.get("combine"),
         "min_confidence": kwargs.get("min_confidence"),
+        # where the notes went: this machine, or a Ray cluster (the audit names it)
+        "engine": kwargs.get("engine", "local"),
+        "address": kwargs.get("address"),
     }
     with ws.stage("infer", args, lock=False) as stage:
         if not package.is_dir():
