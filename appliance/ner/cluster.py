@@ -64,6 +64,7 @@ RETRIES = 3  # restarts of a worker, and re-runs of a chunk whose worker died
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker, so none waits for the driver
 LOCAL_OBJECT_STORE = 256 * 2**20  # bytes, for a Ray instance started here
 PROBE_SECONDS = 5.0
+START_SECONDS = 600.0  # for every worker to verify and load the package
 
 
 def files_digest(manifest: dict[str, Any]) -> str:
@@ -207,6 +208,20 @@ def _probe(address: str) -> None:
         ) from None
 
 
+def _check_token() -> None:
+    """A cluster started with a token refuses a driver without one, after minutes of retries: say so now."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token" or os.environ.get(
+        "RAY_AUTH_TOKEN"
+    ):
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not path.is_file():
+        raise UsageError(
+            "--address: no Ray token here; set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the "
+            "cluster's token (see README, batch inference across machines)"
+        )
+
+
 @dataclasses.dataclass
 class RayPool:
     """The actors of one inference run, and the Ray connection they live on."""
@@ -215,7 +230,6 @@ class RayPool:
     actors: list[Any]
     providers: list[str]
     normalized: bool
-    started_here: bool
     nodes: int
     store: Any = None  # the PackageFiles actor
     pids: list[int] = dataclasses.field(default_factory=list)  # each worker's first process
@@ -252,6 +266,7 @@ class RayPool:
             raise UsageError("--threads must be at least 1")
         if address:
             _probe(address)
+            _check_token()
         ray = _import_ray(local=not address)
         say = log or (lambda _line: None)
         files = {p.name: p.read_bytes() for p in sorted(package.iterdir()) if p.is_file()}
@@ -280,7 +295,6 @@ class RayPool:
             pool = cls._actors(
                 ray, files, public_key, manifest, settings, package_key, workers, str(package)
             )
-            pool.started_here = not address
         except BaseException:
             ray.shutdown()
             raise
@@ -312,8 +326,19 @@ class RayPool:
             raise UsageError("--device cuda: the Ray cluster has no GPU")
         use_gpu = gpus > 0 and device in ("auto", "cuda")
         threads = settings.threads or 1
+        cpus = int(resources.get("CPU", 0))
         if workers is None:
-            workers = gpus if use_gpu else max(1, int(resources.get("CPU", 1)) // threads)
+            workers = gpus if use_gpu else max(1, cpus // threads)
+        # Actors the cluster cannot place would wait for resources forever.
+        if use_gpu and workers > gpus:
+            raise UsageError(
+                f"--workers {workers}: the Ray cluster has {gpus} GPU(s), one per worker"
+            )
+        if not use_gpu and workers * threads > cpus:
+            raise UsageError(
+                f"--workers {workers} x --threads {threads} needs {workers * threads} CPUs; "
+                f"the Ray cluster has {cpus}"
+            )
         worker_settings = dataclasses.replace(
             settings, device="cuda" if use_gpu else "cpu", threads=threads
         )
@@ -338,7 +363,13 @@ class RayPool:
             )
             for _ in range(workers)
         ]
-        infos = ray.get([a.describe.remote() for a in actors])
+        try:
+            infos = ray.get([a.describe.remote() for a in actors], timeout=START_SECONDS)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterError(
+                f"the Ray workers did not start within {START_SECONDS:.0f} s "
+                "(busy cluster, or a node that cannot load the package); see `ray status`"
+            ) from None
         for info in infos:
             if info["error"] is not None:
                 raise _error_class(info["error"][0])(info["error"][1])
@@ -352,7 +383,6 @@ class RayPool:
             actors=actors,
             providers=sorted({p for i in infos for p in i.get("providers", [])[:1]}),
             normalized=bool(infos[0].get("normalized")),
-            started_here=False,
             nodes=len({i["node"] for i in infos}),
             store=store,
             pids=[i["pid"] for i in infos],

@@ -690,8 +690,8 @@ def run(
         with_codes = predictor.normalizer is not None
     mode, threshold = settings.mode, settings.threshold
     model_tag = f"appliance-ner {manifest.get('precision', '')} {hashlib.sha256(json.dumps(manifest['files'], sort_keys=True).encode()).hexdigest()[:16]}"
-    items = read_export(export_path, reader_format, options or ReaderOptions())
     try:
+        items = read_export(export_path, reader_format, options or ReaderOptions())
         writer: _StreamWriter | _BratWriter = (
             _BratWriter(out, encrypt_key)
             if fmt == "brat"

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.documents import read_gold
-from appliance.errors import ClusterError, IntegrityError
+from appliance.errors import ClusterError, IntegrityError, UsageError
 from appliance.ner import infer
 from appliance.ner.export import export_package
 from appliance.ner.lexicon import lexicon_from_files
@@ -174,6 +174,22 @@ def test_an_unreachable_cluster_is_one_line_and_quick(package, tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_a_cluster_address_without_a_token_is_refused_at_once(package, tmp_path, monkeypatch):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "no-token"))
+    try:
+        with pytest.raises(UsageError, match="no Ray token here; set RAY_AUTH_TOKEN"):
+            _run(package, tmp_path / "o.jsonl", engine="ray", address=f"127.0.0.1:{port}")
+    finally:
+        listener.close()
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_engine_options_are_checked_on_the_command_line(package, tmp_path):
     from click.testing import CliRunner
 
@@ -204,11 +220,11 @@ from pathlib import Path
 from appliance.ner import infer
 from appliance.security.keys import load_public_key
 
-export, package, out, address, pub = sys.argv[1:6]
+export, package, out, address, pub, workers = sys.argv[1:7]
 result = infer.run(
     Path(export), Path(package), Path(out), "jsonl",
     trusted_public_key=load_public_key(Path(pub)),
-    chunk_notes=2, engine="ray", address=address, workers=2, threads=1,
+    chunk_notes=2, engine="ray", address=address, workers=int(workers), threads=1,
     progress=lambda done, rate: time.sleep(0.15),  # a slow writer: the kill lands mid-run
 )
 print(result.notes, result.resumed, result.restarted)
@@ -284,21 +300,38 @@ def ray_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def _driver_args(package, out, ray_cluster, workers):
+    return [
+        sys.executable,
+        "-c",
+        _DRIVER,
+        str(package["export"]),
+        str(package["package"]),
+        str(out),
+        ray_cluster["address"],
+        str(package["root"] / "signing.pub"),
+        str(workers),
+    ]
+
+
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(package, ray_cluster, tmp_path):
+    # more workers than the cluster's 2 CPUs could place: refused at once, not left waiting
+    too_many = subprocess.run(
+        _driver_args(package, tmp_path / "none.jsonl", ray_cluster, 3),
+        env=ray_cluster["env"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert too_many.returncode != 0
+    assert "--workers 3 x --threads 1 needs 3 CPUs; the Ray cluster has 2" in too_many.stderr
+
     _run(package, tmp_path / "local.jsonl")
     out = tmp_path / "ray.jsonl"
     journal = out.with_name(out.name + ".progress")
     driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _DRIVER,
-            str(package["export"]),
-            str(package["package"]),
-            str(out),
-            ray_cluster["address"],
-            str(package["root"] / "signing.pub"),
-        ],
+        _driver_args(package, out, ray_cluster, 2),
         env=ray_cluster["env"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
