@@ -60,6 +60,7 @@ The config is TOML; every key is optional except ``[pipeline] export``::
     dev_signal = "partial"        # partial | plain | none
     mention_copies = 1            # mention-replaced copies of each training note (0: off)
     mention_share = 0.5           # chance that a confident mention is swapped in a copy
+    term_holdout = 0.2            # share of terms withheld from training to judge the model (0: off)
     [export]
     int8 = false
 """
@@ -97,6 +98,7 @@ from appliance.ner.settings import (
     AUTO_MENTION_COPIES,
     AUTO_O_KEEP,
     AUTO_SELF_TRAINING_ROUNDS,
+    AUTO_TERM_HOLDOUT,
     DEV_SIGNALS,
     NerSettings,
 )
@@ -203,6 +205,7 @@ class NerSection:
     mention_share: float = _spec(
         _NER.mention_share, "a number above 0, at most 1", _float(1e-9, 1.0)
     )
+    term_holdout: float = _spec(AUTO_TERM_HOLDOUT, "a number from 0 to 0.5", _float(0.0, 0.5))
 
 
 @dataclass(frozen=True)
@@ -761,6 +764,7 @@ def _train_ner(r: _Run, fingerprint: str) -> str:
         dev_signal=n.dev_signal,
         mention_copies=n.mention_copies,
         mention_share=n.mention_share,
+        term_holdout=None if n.dev else n.term_holdout,
     )
     base = n.base
     if base != "scratch":

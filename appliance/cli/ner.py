@@ -26,6 +26,7 @@ from appliance.ner.settings import (
     AUTO_MENTION_COPIES,
     AUTO_O_KEEP,
     AUTO_SELF_TRAINING_ROUNDS,
+    AUTO_TERM_HOLDOUT,
     NerSettings,
 )
 from appliance.security.keys import load_data_key, load_public_key
@@ -251,6 +252,12 @@ def ner() -> None:
     show_default=True,
     help="Chance that a confident mention is swapped in a copy.",
 )
+@click.option(
+    "--term-holdout",
+    type=float,
+    default=None,
+    help=f"Share of the annotator's distinct terms withheld from the training labels (their mentions left out of the loss), so export can judge on them, without a human label, whether the model adds to the lexicon and choose the package's default; 0: off. Default: {AUTO_TERM_HOLDOUT} on annotations without --dev, 0 otherwise.",
+)
 @click.option("--device", type=DEVICE, default="auto", show_default=True)
 def ner_train(
     workspace: Path | None,
@@ -276,6 +283,7 @@ def ner_train(
     dev_signal: str,
     mention_copies: int | None,
     mention_share: float,
+    term_holdout: float | None,
     device: str,
 ) -> None:
     """Fine-tune a token-classification model on the workspace's annotations.
@@ -311,6 +319,7 @@ def ner_train(
         dev_signal=dev_signal,
         mention_copies=mention_copies,
         mention_share=mention_share,
+        term_holdout=term_holdout,
     )
     ws = open_workspace(workspace)
     with _train_progress() as update:

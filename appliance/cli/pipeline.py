@@ -102,8 +102,12 @@ def demo(folder: Path, notes: int, synthetic: int, lexicon_share: float) -> None
     click.echo(f"model on {n} fresh notes (never seen): {_f1_line(model)}")
     if "union" in comparison:
         click.echo(
-            f"model + its packaged lexicon (union, as the predictions) on {n} fresh notes: "
+            f"model + its packaged lexicon (union) on {n} fresh notes: "
             f"{_f1_line(comparison['union'])}"
+        )
+        click.echo(
+            f"the package as it answers by default ({result.f1.get('combine')}, as the "
+            f"predictions) on {n} fresh notes: {_f1_line(result.f1)}"
         )
     if result.codes is not None:
         c = result.codes

@@ -42,8 +42,9 @@ from appliance.errors import (
     UsageError,
     WorkspaceError,
 )
-from appliance.ner import zones
+from appliance.ner import holdout, zones
 from appliance.ner.lexicon import (
+    CALIBRATION_GRID,
     DEFAULT_COMBINE,
     DEFAULT_MIN_CONFIDENCE,
     UNION_RULE,
@@ -99,26 +100,48 @@ class ExportResult:
             )
         if self.lexicon is not None:
             lx = self.lexicon
+            combine = lx["combine"]
             text += (
                 f"; lexicon of {lx['entries']:,} entries ({', '.join(lx['labels'])}) from "
-                f"{self.lexicon_from}, combined by default as {lx['combine']['default']} "
-                f"(model entities with confidence >= {lx['combine']['min_confidence']}"
+                f"{self.lexicon_from}, combined by default as {combine['default']}"
             )
-            cal = lx["combine"].get("calibration")
-            if cal:
-                f1 = cal["exact_f1"]
-                chosen = f"{lx['combine']['min_confidence']:g}"
-                text += (
-                    f", chosen on {cal['notes']} development gold notes: union F1 "
-                    f"{100 * f1[chosen]:.1f} vs lexicon alone "
-                    f"{100 * f1['lexicon']:.1f}, model alone {100 * f1['model']:.1f}"
-                )
-            text += ")"
+            if combine["default"] == "union":
+                text += f" (model entities with confidence >= {combine['min_confidence']}"
+            else:
+                text += " (the model adds nothing by default; --combine union to use it"
+            text += _chosen(combine) + ")"
         else:
             text += f"; no lexicon ({self.no_lexicon or 'none given'})"
         if self.normalizer is not None:
             text += f"; normalizer: {self.normalizer['describe']}"
         return text
+
+
+def _chosen(combine: dict[str, Any]) -> str:
+    """How the package's default combination was chosen, for the export summary."""
+    held = combine.get("held_out_terms") or {}
+    cal = combine.get("calibration")
+    if combine.get("chosen") == "held-out terms":
+        f1 = held["exact_f1"]
+        grid = {k: v for k, v in f1.items() if k not in ("lexicon", "model")}
+        best = max(grid.values(), default=0.0)
+        return (
+            f", chosen on {held['held_out_mentions']} mentions of terms held out of training in "
+            f"{held['notes']} development notes: union F1 at best {100 * best:.1f} vs "
+            f"{100 * f1['lexicon']:.1f} for the lexicon without those terms; the model found "
+            f"{100 * held['held_out_recall']:.0f} % of them"
+        )
+    if cal:
+        f1 = cal["exact_f1"]
+        chosen = f"{combine['min_confidence']:g}"
+        return (
+            f", chosen on {cal['notes']} development gold notes: union F1 "
+            f"{100 * f1[chosen]:.1f} vs lexicon alone "
+            f"{100 * f1['lexicon']:.1f}, model alone {100 * f1['model']:.1f}"
+        )
+    if held.get("skipped"):
+        return f"; held-out terms not judged: {held['skipped']}"
+    return ""
 
 
 class _Wrapper:
@@ -237,6 +260,14 @@ Parity with PyTorch: max logit difference {{ "%.2e"|format(parity.max_abs_diff) 
 This package carries the lexicon {% if lexicon.origin.kind == "training annotations" %}the model's training annotations (`{{ lexicon.origin.annotations }}`) were made with{% else %}given at export ({{ lexicon.origin.sources|map(attribute="name")|join(", ") }}){% endif %}: {{ "{:,}".format(lexicon.entries) }} entries, {{ "{:,}".format(lexicon.terms) }} distinct terms, types {{ lexicon.labels|join(", ") }}, in `{{ lexicon.files[0] }}` with its matching options in `{{ lexicon.files[1] }}`{% if zone == "real" %} (both encrypted under workspace key `{{ key_id }}`){% endif %}, covered by the signature.
 
 `appliance infer` and `appliance ner evaluate` combine its matches with the model's entities (`--combine`; default `{{ lexicon.combine.default }}`, minimum confidence {{ lexicon.combine.min_confidence }}). The `union` rule: {{ rule }}. Every entity then says where it came from (`source`: `model`, `lexicon` or `both`). `--combine model` gives the model alone, `--combine lexicon` the lexicon alone; `appliance ner evaluate` reports all three on the same gold set.
+{%- set held = lexicon.combine.held_out_terms %}
+{%- if lexicon.combine.chosen == "held-out terms" %}
+
+The default was chosen without a human label: {{ held.held_out_mentions }} mentions of terms held out of the model's training labels, in {{ held.notes }} development notes, stood for the names a term list lacks. Against those notes' full labels, with the lexicon stripped of the held-out terms: lexicon alone F1 {{ "%.3f"|format(held.exact_f1.lexicon) }}, model alone {{ "%.3f"|format(held.exact_f1.model) }}, union {% for k, v in held.exact_f1.items() if k not in ("lexicon", "model") %}{{ "%.3f"|format(v) }} at {{ k }}{{ ", " if not loop.last }}{% endfor %}. The model found {{ "%.0f"|format(100 * held.held_out_recall) }} % of the held-out mentions.{% if lexicon.combine.default == "lexicon" %} No union beat the lexicon alone, so the package answers with the lexicon by default.{% endif %}
+{%- elif held and held.skipped %}
+
+Held-out terms did not choose the default: {{ held.skipped }}.
+{%- endif %}
 {%- else -%}
 No lexicon: inference gives the model's entities alone.
 {%- endif %}
@@ -433,7 +464,9 @@ def export_package(
             )
         lexicon_entry = None
         if lexicon is not None:
-            combine = _combine_defaults(shipped, lexicon, min_confidence, calibrate_on)
+            combine = _combine_defaults(
+                shipped, lexicon, min_confidence, calibrate_on, dev_docs, meta.get("settings")
+            )
             lexicon_entry = write_lexicon(tmp, lexicon, key, combine)
             runtime_meta["lexicon"] = lexicon_entry
             if key is not None:
@@ -528,16 +561,44 @@ def _combine_defaults(
     lexicon: PackedLexicon,
     min_confidence: float | None,
     gold: Sequence[Document] | None,
+    split: Sequence[Document] = (),
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The package's union defaults: as asked, else chosen on real gold notes, else built in."""
+    """The package's combination defaults.
+
+    As asked; else chosen on real gold notes; else, for a model trained with
+    held-out terms, chosen on them in its development ``split``
+    (:mod:`appliance.ner.holdout`); else built in.
+    """
     if min_confidence is not None:
         check_min_confidence(min_confidence)
         return {"default": DEFAULT_COMBINE, "min_confidence": min_confidence, "chosen": "given"}
     if not gold:
-        return {
+        built_in = {
             "default": DEFAULT_COMBINE,
             "min_confidence": DEFAULT_MIN_CONFIDENCE,
             "chosen": "default",
+        }
+        share = float((settings or {}).get("term_holdout") or 0.0)
+        if not share or not split:
+            return built_in
+        found = holdout.check(
+            tagger.predict([d.text for d in split]),
+            split,
+            share,
+            int((settings or {}).get("seed", 0)),
+            CALIBRATION_GRID,
+            float((settings or {}).get("min_confidence", 0.5)),
+        )
+        if found.skipped:
+            return built_in | {"held_out_terms": found.as_dict()}
+        return {
+            "default": found.default,
+            "min_confidence": (
+                found.min_confidence if found.min_confidence is not None else DEFAULT_MIN_CONFIDENCE
+            ),
+            "chosen": "held-out terms",
+            "held_out_terms": found.as_dict(),
         }
     gold_types = {s.label for d in gold for s in d.spans}
     types = set(lexicon.lexicon.labels) | set(entity_types(tagger.labels))

@@ -17,6 +17,9 @@ AUTO_O_KEEP = 0.3
 AUTO_SELF_TRAINING_ROUNDS = 0
 # Mention replacement: altered copies of each annotated training note.
 AUTO_MENTION_COPIES = 1
+# Term holdout (ner/holdout.py): share of the annotator's distinct terms withheld from
+# the training labels, so export can judge what the model adds to the lexicon.
+AUTO_TERM_HOLDOUT = 0.2
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,9 @@ class NerSettings:
     # confident mentions swapped for other terms of their type.
     mention_copies: int | None = None  # None: AUTO_MENTION_COPIES on annotations, 0 on gold
     mention_share: float = 0.5  # chance that a confident mention is swapped in a copy
+    # Term holdout (ner/holdout.py): a seeded share of the annotator's distinct terms left
+    # out of the training labels; export checks on them what the model adds to the lexicon.
+    term_holdout: float | None = None  # None: AUTO_TERM_HOLDOUT on annotations, 0 on gold
 
     def __post_init__(self) -> None:
         checks = [
@@ -100,6 +106,10 @@ class NerSettings:
                 "--mention-copies must be from 0 to 10",
             ),
             (0 < self.mention_share <= 1, "--mention-share must be above 0 and at most 1"),
+            (
+                self.term_holdout is None or 0 <= self.term_holdout <= 0.5,
+                "--term-holdout must be from 0 to 0.5",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -114,14 +124,26 @@ class NerSettings:
         copies = self.mention_copies
         if copies is None:
             copies = 0 if gold else AUTO_MENTION_COPIES
+        holdout = self.term_holdout
+        if holdout is None:
+            holdout = 0.0 if gold else AUTO_TERM_HOLDOUT
         return dataclasses.replace(
-            self, o_keep=o_keep, self_training_rounds=rounds, mention_copies=copies
+            self,
+            o_keep=o_keep,
+            self_training_rounds=rounds,
+            mention_copies=copies,
+            term_holdout=holdout,
         )
 
     @property
     def o_share(self) -> float:
         """``o_keep`` (1.0 while unresolved)."""
         return 1.0 if self.o_keep is None else self.o_keep
+
+    @property
+    def holdout_share(self) -> float:
+        """``term_holdout`` (0 while unresolved)."""
+        return self.term_holdout or 0.0
 
     @property
     def rounds(self) -> int:

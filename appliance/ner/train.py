@@ -58,6 +58,7 @@ from appliance.errors import InputError, UsageError, WorkspaceError
 from appliance.ner import zones
 from appliance.ner.augment import replace_mentions
 from appliance.ner.build import CHECKPOINT_LABEL, Built, MlmJob, build, resumed
+from appliance.ner.holdout import withhold, without_held_out
 from appliance.ner.loop import (
     LoopState,
     LoopStats,
@@ -275,6 +276,9 @@ def train_model(
     if given.mention_copies is None:
         # Copies are made by run() before the notes reach here; none were made for these.
         settings = replace(settings, mention_copies=0)
+    if given.term_holdout is None:
+        # Terms are withheld by run() too; none were for these.
+        settings = replace(settings, term_holdout=0.0)
     types = _types(train_docs, types)
     if zone_reasons is None:
         info = data_info or {}
@@ -726,6 +730,8 @@ def _with_mention_copies(
         return train, None
     threshold = max(settings.min_confidence, 0.9)  # only dictionary-sure spans are swapped
     terms, where = _mention_terms(ws, source, train, threshold)
+    if settings.holdout_share:
+        terms = without_held_out(terms, settings.holdout_share, settings.seed)
     copies, stats = replace_mentions(
         train,
         terms,
@@ -851,7 +857,11 @@ def run(
     progress: Callable[[TrainProgress], None] | None = None,
 ) -> TrainResult:
     """Train ``models/ner/<name>/`` on the workspace's annotations (or a gold file), with audit entry."""
-    settings = (settings or NerSettings()).resolved(gold=train_gold is not None)
+    given = settings or NerSettings()
+    settings = given.resolved(gold=train_gold is not None)
+    if dev_gold is not None and given.term_holdout is None:
+        # Real gold notes choose the package's default at export: no term need be withheld.
+        settings = replace(settings, term_holdout=0.0)
     root = ws.ner_model_dir(name)
     base_dir = None if base == "scratch" else Path(base).expanduser().resolve()
     args = {
@@ -867,6 +877,16 @@ def run(
         inputs = stage.inputs
         docs, source = _training_notes(ws, annotations, train_gold, gold_format, inputs)
         train, dev, dev_source = _dev_notes(ws, docs, dev_gold, gold_format, settings, inputs)
+        train_dev = dev
+        if settings.holdout_share:
+            train, held = withhold(train, settings.holdout_share, settings.seed)
+            if dev_gold is None:  # nor are they scored in training: export judges on them
+                train_dev, _ = withhold(dev, settings.holdout_share, settings.seed)
+            source = {
+                **source,
+                "term_holdout": {"share": settings.holdout_share, "seed": settings.seed}
+                | held.as_dict(),
+            }
         train, replaced = _with_mention_copies(ws, train, source, settings)
         if replaced is not None:
             source = {**source, "mention_replacement": replaced}
@@ -885,7 +905,7 @@ def run(
         started = utc_now()
         result = train_model(
             train,
-            dev,
+            train_dev,
             base=base_dir,
             out_dir=root / "model",
             settings=settings,

@@ -195,7 +195,13 @@ def test_package_carries_the_training_lexicon_under_the_signature(trained, tmp_p
     runtime = json.loads((pkg / "ner.json").read_text())
     info = runtime["lexicon"]
     assert info["origin"]["kind"] == "training annotations"
+    # Too few held-out mentions among 6 development notes to judge the model: the built-in default.
+    held = info["combine"].pop("held_out_terms")
     assert info["combine"] == {"default": "union", "min_confidence": 0.9, "chosen": "default"}
+    assert (
+        held["notes"] == 6 and "held-out mention(s) in the 6 development notes" in held["skipped"]
+    )
+    assert "held-out terms not judged" in trained["exported"]
     demo = demo_lexicon()
     packed = from_tsv((pkg / "lexicon.tsv").read_bytes(), "lexicon.tsv")
     assert info["entries"] == len(packed.entries) == len(set(demo.entries))
@@ -234,7 +240,7 @@ def test_no_lexicon_gives_a_package_as_before(trained, tmp_path):
     assert "No lexicon" in (plain / "MODEL_CARD.md").read_text()
     out = tmp_path / "o.jsonl"
     _invoke("infer", trained["export"], "-w", trained["ws"].root, "--model", plain, "--out", out)
-    assert '"source"' not in out.read_text()
+    assert not any("source" in e for note in _entities(out) for e in note)
     r = CliRunner().invoke(
         cli,
         ["infer", str(trained["export"]), "-w", str(trained["ws"].root), "--model", str(plain),
@@ -433,6 +439,44 @@ def test_export_chooses_the_union_threshold_on_development_gold_notes(trained, t
     t, table = calibrate(model, [[]], gold_docs, grid=(0.5, 0.7, 0.8, 0.9))
     assert (t, table["0.5"], table["0.8"], table["lexicon"]) == (0.9, 0.6667, 1.0, 0.0)
     assert [(e.start, e.end) for e in combine(model[0], [], "union", t)] == [(0, 4)]
+
+
+def test_export_chooses_the_default_on_held_out_terms_without_gold(trained, tmp_path, monkeypatch):
+    from appliance.ner import holdout
+
+    ws = trained["ws"]
+    manifest = json.loads((trained["root"] / "manifest.json").read_text())
+    held = manifest["data"]["source"]["term_holdout"]
+    assert (held["share"], held["seed"]) == (0.2, 0) and held["mentions"] > 0
+    # The tiny split holds a few held-out mentions; let them decide here.
+    monkeypatch.setattr(holdout, "MIN_HELD_OUT_MENTIONS", 1)
+    out = tmp_path / "held"
+    printed = _invoke("export", "-w", ws.root, "--out", out)
+    info = json.loads((out / "ner.json").read_text())["lexicon"]["combine"]
+    found = info["held_out_terms"]
+    assert info["chosen"] == "held-out terms" and found["notes"] == 6
+    assert set(found["exact_f1"]) == {f"{t:g}" for t in lx.CALIBRATION_GRID} | {"lexicon", "model"}
+    best = max(v for k, v in found["exact_f1"].items() if k not in ("lexicon", "model"))
+    if best > found["exact_f1"]["lexicon"]:
+        assert info["default"] == "union"
+        assert found["exact_f1"][f"{info['min_confidence']:g}"] == best
+    else:  # no threshold beats the lexicon without the held-out terms: the lexicon answers
+        assert info["default"] == "lexicon"
+        assert "the model adds nothing by default" in printed
+    assert f"chosen on {found['held_out_mentions']} mentions of terms held out" in printed
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "chosen without a human label" in card
+    signed = verify_package(out, load_public_key(trained["pub"]))
+    assert signed["lexicon"]["combine"] == info
+    # Inference and evaluation follow the package's default.
+    report = json.loads(_invoke("ner", "evaluate", "-w", ws.root, "--gold", trained["gold"],
+                                "--model", out, "--json"))  # fmt: skip
+    assert report["combine"] == info["default"]
+    # A development gold file, or a threshold given, still decides instead.
+    gold_out = tmp_path / "gold-chosen"
+    _invoke("export", "-w", ws.root, "--out", gold_out, "--dev", trained["gold"])
+    chosen = json.loads((gold_out / "ner.json").read_text())["lexicon"]["combine"]["chosen"]
+    assert chosen == "development gold notes"
 
 
 def test_real_zone_package_encrypts_its_lexicon(tmp_path):

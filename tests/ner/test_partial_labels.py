@@ -22,6 +22,7 @@ from appliance.ner.settings import (
     AUTO_MENTION_COPIES,
     AUTO_O_KEEP,
     AUTO_SELF_TRAINING_ROUNDS,
+    AUTO_TERM_HOLDOUT,
     NerSettings,
 )
 from appliance.ner.train import ROUNDS_DIR, train_model
@@ -181,8 +182,10 @@ def test_self_training_round_trains_a_student_and_records_the_rounds(tmp_path):
     meta = json.loads((tmp_path / "m" / "ner.json").read_text())
     assert meta["self_training"]["kept"] == 1
     assert meta["self_training"]["rounds"][1]["added_spans"] == result.rounds[1]["added_spans"]
-    # Recorded as run: documents given directly get no mention-replaced copies.
-    assert NerSettings.from_dict(meta["settings"]) == replace(settings, mention_copies=0)
+    # Recorded as run: documents given directly get no mention-replaced copies, no term withheld.
+    assert NerSettings.from_dict(meta["settings"]) == replace(
+        settings, mention_copies=0, term_holdout=0.0
+    )
     # The student finds the disease where the annotator had missed it.
     tagger = torch_tagger(tmp_path / "m", device="cpu")
     preds = tagger.predict([docs[i].text for i in missed])
@@ -259,6 +262,7 @@ def test_settings_round_trip_and_are_checked():
         dev_signal="none",
         mention_copies=2,
         mention_share=0.4,
+        term_holdout=0.1,
     )
     assert NerSettings.from_dict(json.loads(json.dumps(s.as_dict()))) == s
     # Left open, O sampling and self-training follow the labels: on for an annotator's, off for gold.
@@ -271,6 +275,7 @@ def test_settings_round_trip_and_are_checked():
     )
     assert (gold.o_keep, gold.self_training_rounds) == (1.0, 0)
     assert (annotated.mention_copies, gold.mention_copies) == (AUTO_MENTION_COPIES, 0)
+    assert (annotated.term_holdout, gold.term_holdout) == (AUTO_TERM_HOLDOUT, 0.0)
     assert s.resolved(gold=True) == s  # what was asked stays
     for bad, message in [
         ({"o_keep": 0}, "--o-keep"),
@@ -280,6 +285,8 @@ def test_settings_round_trip_and_are_checked():
         ({"self_training_threshold": 0.3}, "--self-training-threshold"),
         ({"min_confidence": 0.95}, "not be below --min-confidence"),
         ({"dev_signal": "gold"}, "--dev-signal"),
+        ({"term_holdout": 0.6}, "--term-holdout"),
+        ({"term_holdout": -0.1}, "--term-holdout"),
     ]:
         with pytest.raises(UsageError, match=message):
             NerSettings(**bad)
@@ -298,7 +305,7 @@ def test_ner_train_options_reach_the_manifest(tmp_path):
             "--no-partial-labels", "--min-confidence", "0.6", "--o-keep", "0.4",
             "--self-training-rounds", "1", "--self-training-threshold", "0.8",
             "--dev-signal", "plain", "--mention-copies", "2", "--mention-share", "1",
-            "--device", "cpu"]  # fmt: skip
+            "--term-holdout", "0.5", "--device", "cpu"]  # fmt: skip
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "self-training round" in result.output
@@ -314,11 +321,15 @@ def test_ner_train_options_reach_the_manifest(tmp_path):
     # Asked for with a gold file: the terms are the notes' own mentions, two copies of each note.
     replaced = manifest["data"]["source"]["mention_replacement"]
     assert replaced["terms"] == "the training notes' own confident mentions"
-    assert (s["mention_copies"], s["mention_share"]) == (2, 1.0)
+    assert (s["mention_copies"], s["mention_share"], s["term_holdout"]) == (2, 1.0, 0.5)
+    held = manifest["data"]["source"]["term_holdout"]
+    assert (held["share"], held["seed"]) == (0.5, 0) and held["mentions"] > 0
     originals = manifest["data"]["train_notes"] - replaced["copies"]
     assert replaced["copies"] % 2 == 0 and 0 < replaced["copies"] <= 2 * originals
     bad = runner.invoke(cli, [*args[:6], "--o-keep", "0"])
     assert bad.exit_code != 0 and "--o-keep must be above 0" in bad.output
+    bad = runner.invoke(cli, [*args[:6], "--term-holdout", "0.9"])
+    assert bad.exit_code != 0 and "--term-holdout must be from 0 to 0.5" in bad.output
     bad = runner.invoke(cli, [*args[:6], "--mention-copies", "11"])
     assert bad.exit_code != 0 and "--mention-copies must be from 0 to 10" in bad.output
 
@@ -331,18 +342,19 @@ def test_pipeline_ner_section_takes_the_switches(tmp_path):
     path.write_text(
         '[pipeline]\nexport = "x.csv"\n[ner]\npartial_labels = false\nmin_confidence = 0.6\n'
         "o_keep = 0.3\nself_training_rounds = 1\nself_training_threshold = 0.8\n"
-        'dev_signal = "none"\nmention_copies = 3\nmention_share = 0.25\n'
+        'dev_signal = "none"\nmention_copies = 3\nmention_share = 0.25\nterm_holdout = 0.1\n'
     )
     n = load_config(path).ner
     assert (n.partial_labels, n.min_confidence, n.o_keep) == (False, 0.6, 0.3)
     assert (n.self_training_rounds, n.self_training_threshold, n.dev_signal) == (1, 0.8, "none")
-    assert (n.mention_copies, n.mention_share) == (3, 0.25)
+    assert (n.mention_copies, n.mention_share, n.term_holdout) == (3, 0.25, 0.1)
     for text, message in [
         ("o_keep = 0", "ner.o_keep must be"),
         ('dev_signal = "gold"', "ner.dev_signal must be"),
         ("self_training_rounds = -1", "ner.self_training_rounds must be"),
         ('partial_labels = "yes"', "ner.partial_labels must be"),
         ("mention_copies = 11", "ner.mention_copies must be"),
+        ("term_holdout = 0.7", "ner.term_holdout must be"),
     ]:
         path.write_text(f'[pipeline]\nexport = "x.csv"\n[ner]\n{text}\n')
         with pytest.raises(ConfigError, match=message):

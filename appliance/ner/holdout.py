@@ -1,0 +1,193 @@
+"""Held-out terms: a label-free check of what the model adds to the lexicon it learned from.
+
+A package combines its model with its annotator's lexicon (the union,
+:mod:`appliance.ner.lexicon`). Whether the model's entities that the lexicon
+does not confirm help or hurt depends on whether the model learned more than
+the lexicon's names, and a development split of annotated notes cannot say:
+there the lexicon *is* the reference, so every entity beyond it reads as an
+error.
+
+Term holdout makes it measurable without a human label. Before training, a
+seeded share of the distinct terms the annotator found (the casefolded text
+of its spans, per type) is withheld: their mentions in the training notes
+become undecided ranges (out of the loss: taught neither as an entity nor as
+outside one), and mention replacement never draws them. To the model they are
+what a hospital's unlisted names are to the package. The development split
+keeps its full labels. At export, :func:`check` combines the model with the
+development notes' lexicon spans *minus* the held-out terms (the lexicon the
+model will meet: one that lacks some names) and scores each minimum
+confidence against the full labels, read as partial labels. The package's
+default is the best of them when it beats that reduced lexicon alone, and
+the lexicon alone otherwise: by default a package never answers worse than
+the dictionary it learned from, as far as the notes can tell without a
+human label.
+
+Nothing here reads note text beyond the screened notes the model trains on;
+the held-out terms are a hash of each term with the training seed, so export
+finds the same ones without storing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.documents import Document, Span, Uncertain
+from appliance.metrics import partial_view, score
+from appliance.ner.encoding import Entity
+
+REASON = "held_out_term"
+# Below this many held-out mentions in the development split the check says nothing.
+MIN_HELD_OUT_MENTIONS = 20
+
+
+def term_key(text: str) -> str:
+    """A term's key: casefolded, hyphens as spaces, whitespace collapsed (no language's morphology)."""
+    return " ".join(text.casefold().replace("-", " ").split())
+
+
+def is_held_out(label: str, text: str, share: float, seed: int) -> bool:
+    """Whether the term ``text`` of type ``label`` is withheld: a stable hash, so the same seed gives the same terms."""
+    if share <= 0:
+        return False
+    digest = hashlib.sha256(f"{seed}:term-holdout:{label}:{term_key(text)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+@dataclass
+class HoldoutStats:
+    terms: int = 0  # distinct held-out terms met in the training notes
+    mentions: int = 0  # their spans, turned into undecided ranges
+    kept_terms: int = 0  # distinct terms still taught
+
+    def as_dict(self) -> dict[str, int]:
+        return {"terms": self.terms, "mentions": self.mentions, "kept_terms": self.kept_terms}
+
+
+def withhold(
+    docs: Sequence[Document], share: float, seed: int
+) -> tuple[list[Document], HoldoutStats]:
+    """``docs`` with each span of a held-out term turned into an undecided range."""
+    stats = HoldoutStats()
+    held: set[tuple[str, str]] = set()
+    kept: set[tuple[str, str]] = set()
+    out: list[Document] = []
+    for doc in docs:
+        spans: list[Span] = []
+        ranges = list(doc.uncertain)
+        for s in doc.spans:
+            key = (s.label, term_key(s.text))
+            if is_held_out(s.label, s.text, share, seed):
+                held.add(key)
+                stats.mentions += 1
+                ranges.append(Uncertain(s.start, s.end, REASON))
+            else:
+                kept.add(key)
+                spans.append(s)
+        if len(spans) == len(doc.spans):
+            out.append(doc)
+        else:
+            ranges.sort(key=lambda u: (u.start, u.end))
+            out.append(Document(doc.id, doc.text, spans, doc.meta, ranges))
+    stats.terms, stats.kept_terms = len(held), len(kept)
+    return out, stats
+
+
+def without_held_out(
+    terms: Mapping[str, Sequence[str]], share: float, seed: int
+) -> dict[str, list[str]]:
+    """The mention-replacement pool without held-out terms (the model must not be shown them)."""
+    return {
+        label: [t for t in surfaces if not is_held_out(label, t, share, seed)]
+        for label, surfaces in terms.items()
+    }
+
+
+@dataclass
+class HoldoutCheck:
+    """What :func:`check` measured on the development split, and the default it chose."""
+
+    default: str  # "union" or "lexicon"
+    min_confidence: float | None  # the union's, when ``default`` is "union"
+    held_out_mentions: int
+    notes: int
+    exact_f1: dict[str, float] = field(default_factory=dict)  # "lexicon", "model", each threshold
+    held_out_recall: float = 0.0  # held-out mentions the model found exactly (any confidence)
+    skipped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "notes": self.notes,
+            "held_out_mentions": self.held_out_mentions,
+            "held_out_recall": self.held_out_recall,
+            "exact_f1": self.exact_f1,
+        }
+        if self.skipped:
+            out["skipped"] = self.skipped
+        return out
+
+
+def check(
+    model: Sequence[Sequence[Entity]],
+    dev: Sequence[Document],
+    share: float,
+    seed: int,
+    grid: Sequence[float],
+    min_confidence: float = 0.5,
+) -> HoldoutCheck:
+    """The package default judged on held-out terms of the development split ``dev``.
+
+    ``model``: the model's entities on each dev note. The reduced lexicon is
+    each note's annotated spans minus those of held-out terms; ``min_confidence``
+    is the training's (spans below it and undecided ranges count neither way).
+    """
+    from appliance.ner.lexicon import combine
+
+    sure = [
+        (d.id, s) for d in dev for s in d.spans if s.confidence >= min_confidence
+    ]  # the reference's confident spans
+    held = [(i, s) for i, s in sure if is_held_out(s.label, s.text, share, seed)]
+    if len(held) < MIN_HELD_OUT_MENTIONS:
+        return HoldoutCheck(
+            "union",
+            None,
+            len(held),
+            len(dev),
+            skipped=(
+                f"only {len(held)} held-out mention(s) in the {len(dev)} development notes "
+                f"(at least {MIN_HELD_OUT_MENTIONS} needed)"
+            ),
+        )
+    reduced = [[s for s in d.spans if not is_held_out(s.label, s.text, share, seed)] for d in dev]
+
+    def f1(entities: Sequence[Sequence[Entity]]) -> float:
+        pred = [
+            Document(d.id, d.text, [e.span() for e in ents])
+            for d, ents in zip(dev, entities, strict=True)
+        ]
+        return round(
+            float(score(*partial_view(dev, pred, min_confidence))["exact"]["micro"]["f1"]), 4
+        )
+
+    table: dict[str, float] = {"lexicon": f1([combine([], x, "lexicon") for x in reduced])}
+    table["model"] = f1(model)
+    for t in grid:
+        table[f"{t:g}"] = f1(
+            [combine(m, x, "union", t) for m, x in zip(model, reduced, strict=True)]
+        )
+    found = {
+        (d.id, e.start, e.end, e.label) for d, ents in zip(dev, model, strict=True) for e in ents
+    }
+    recall = sum((i, s.start, s.end, s.label) in found for i, s in held) / len(held)
+    best = max(grid, key=lambda t: (table[f"{t:g}"], t))
+    wins = table[f"{best:g}"] > table["lexicon"]
+    return HoldoutCheck(
+        "union" if wins else "lexicon",
+        best if wins else None,
+        len(held),
+        len(dev),
+        table,
+        round(recall, 4),
+    )
