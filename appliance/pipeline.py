@@ -943,6 +943,7 @@ base = "scratch"
 epochs = 12
 batch_size = 16
 mention_copies = {mention_copies}
+term_holdout = {term_holdout}
 """
 
 
@@ -972,6 +973,7 @@ def demo(
     lexicon_share: float = 0.6,
     entity_terms: bool = True,
     mention_copies: int = AUTO_MENTION_COPIES,
+    term_holdout: float = AUTO_TERM_HOLDOUT,
     recipe: str = "demo",
     generator_steps: int = 0,
     echo: Callable[[str], None] | None = None,
@@ -1005,6 +1007,7 @@ def demo(
             share=lexicon_share,
             entity_terms=str(entity_terms).lower(),
             mention_copies=mention_copies,
+            term_holdout=term_holdout,
             recipe=recipe,
             generator_steps=generator_steps,
         )
