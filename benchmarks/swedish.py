@@ -73,6 +73,7 @@ base = "scratch"
 epochs = {epochs}
 batch_size = 16
 mention_copies = {mention_copies}
+term_holdout = {term_holdout}
 """
 
 
@@ -188,6 +189,9 @@ def main() -> None:
     ap.add_argument("--entity-terms", choices=("on", "off"), default="on")
     ap.add_argument("--mention-copies", type=int, default=1)
     ap.add_argument(
+        "--term-holdout", type=float, default=0.2, help="share of terms held out of NER training"
+    )
+    ap.add_argument(
         "--test-windows", type=int, default=3000, help="held-out windows scored (seeded sample)"
     )
     ap.add_argument("--seed", type=int, default=0)
@@ -248,6 +252,7 @@ def main() -> None:
             synthetic=args.synthetic,
             epochs=args.epochs,
             mention_copies=args.mention_copies,
+            term_holdout=args.term_holdout,
         )
     )
     ws_dir = work / "ws"
@@ -278,7 +283,14 @@ def main() -> None:
             if k in ("model", "union")
         },
     }
+    meta = json.loads((result.package / "ner.json").read_text(encoding="utf-8"))
+    combine = (meta.get("lexicon") or {}).get("combine") or {}
+    default = f"the package as it answers by default ({scores.get('combine')}"
+    if scores.get("combine") == "union":
+        default += f" at {combine.get('min_confidence')}"
+    rows[default + f"; {combine.get('chosen')})"] = scores
     out = {
+        "combine": combine,
         "data": data,
         "seconds": round(time.perf_counter() - t0, 1),
         "stages": {s.name: [s.status, s.seconds, s.summary] for s in result.stages},
