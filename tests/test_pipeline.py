@@ -182,6 +182,12 @@ def test_demo_scores_the_term_list_and_the_model_on_the_same_fresh_notes(tmp_pat
     assert ner["data"]["source"]["mention_replacement"]["terms"] == (
         "the lexicon of the training annotations"
     )
+    # Terms were held out of training, and export judged the package's default on them.
+    assert ner["settings"]["term_holdout"] == 0.2
+    assert ner["data"]["source"]["term_holdout"]["mentions"] > 0
+    package = json.loads((result.pipeline.package / "ner.json").read_text())
+    combine = package["lexicon"]["combine"]
+    assert "held_out_terms" in combine and result.f1["combine"] == combine["default"]
     comparison = result.f1["comparison"]
     assert {"model", "lexicon", "union"} <= set(comparison)
     lexicon_alone = result.lexicon_f1["seqeval"]["micro"]["f1"]
