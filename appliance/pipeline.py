@@ -1018,6 +1018,10 @@ def demo(
     if not fresh_export.exists():
         demo_data.run(fresh_dir, notes=fresh, fmt="jsonl", seed=2)
     predictions = folder / "predictions.jsonl"
+    # The demo's own output, seconds to redo: a rerun with other settings (another package)
+    # writes it again instead of refusing to resume it.
+    predictions.unlink(missing_ok=True)
+    predictions.with_name(predictions.name + ".progress").unlink(missing_ok=True)
     say(f"infer: {fresh} notes of a fresh demo export -> {predictions}")
     assert result.package is not None
     infer.run_ws(ws, fresh_export, package=result.package, out=predictions, fmt="jsonl")

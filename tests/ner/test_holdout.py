@@ -92,8 +92,14 @@ def test_a_model_that_adds_only_noise_leaves_the_package_to_its_lexicon():
     assert found.held_out_recall == 0.0
 
 
-def test_too_few_held_out_mentions_decide_nothing():
-    dev, _held, _kept = _dev(holdout.MIN_HELD_OUT_MENTIONS - 1)
-    found = holdout.check([[] for _ in dev], dev, 0.2, 0, CALIBRATION_GRID)
+def test_too_few_held_out_mentions_show_no_gain_but_still_show_a_loss():
+    dev, held, _kept = _dev(holdout.MIN_HELD_OUT_MENTIONS - 1)
+    # Finding every held-out mention in 19 is not taken as a gain: the built-in default stays.
+    found = holdout.check([_found(d, held, 0.93) for d in dev], dev, 0.2, 0, CALIBRATION_GRID)
     assert found.default == "union" and found.min_confidence is None
     assert found.skipped is not None and "19 held-out mention(s)" in found.skipped
+    assert found.exact_f1["0.9"] > found.exact_f1["lexicon"]
+    # Wrong entities show on every note: the lexicon answers.
+    noise = [[Entity(5, 9, "DIAGNOSIS", d.text[5:9], 0.999)] for d in dev]
+    found = holdout.check(noise, dev, 0.2, 0, CALIBRATION_GRID)
+    assert (found.default, found.skipped) == ("lexicon", None)
