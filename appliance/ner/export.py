@@ -107,9 +107,10 @@ class ExportResult:
             )
             if combine["default"] == "union":
                 text += f" (model entities with confidence >= {combine['min_confidence']}"
+                text += _chosen(combine) + ")"
             else:
-                text += " (the model adds nothing by default; --combine union to use it"
-            text += _chosen(combine) + ")"
+                text += " (the model adds nothing by default" + _chosen(combine)
+                text += "; --combine union adds its entities)"
         else:
             text += f"; no lexicon ({self.no_lexicon or 'none given'})"
         if self.normalizer is not None:
