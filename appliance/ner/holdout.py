@@ -20,7 +20,9 @@ confidence against the full labels, read as partial labels. The package's
 default is the best of them when it beats that reduced lexicon alone, and
 the lexicon alone otherwise: by default a package never answers worse than
 the dictionary it learned from, as far as the notes can tell without a
-human label.
+human label. A loss shows on every note (the model's wrong entities), a
+gain only on held-out mentions, so a gain counts only with at least
+:data:`MIN_HELD_OUT_MENTIONS` of them.
 
 Nothing here reads note text beyond the screened notes the model trains on;
 the held-out terms are a hash of each term with the training seed, so export
