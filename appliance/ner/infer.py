@@ -132,9 +132,13 @@ class InferResult:
         how = ""
         if self.combine != "model":
             sources = ", ".join(f"{n} {s}" for s, n in sorted(self.by_source.items())) or "none"
-            how = f"; combined with the package's lexicon by {self.combine}"
             if self.combine == "union":
-                how += f" (min confidence {self.min_confidence})"
+                how = (
+                    f"; combined with the package's lexicon by union "
+                    f"(min confidence {self.min_confidence})"
+                )
+            else:
+                how = "; the package's lexicon alone (--combine union adds the model's entities)"
             how += f": {sources}"
         if self.normalized:
             how += f"; {self.coded} of {self.entities} entities given a concept code"
