@@ -39,6 +39,7 @@ from typing import Any
 from appliance.documents import Document, Span, Uncertain
 from appliance.metrics import partial_view, score
 from appliance.ner.encoding import Entity
+from appliance.ner.lexicon import combine
 
 REASON = "held_out_term"
 # Below this many held-out mentions in the development split a union that scores above
@@ -147,8 +148,6 @@ def check(
     each note's annotated spans minus those of held-out terms; ``min_confidence``
     is the training's (spans below it and undecided ranges count neither way).
     """
-    from appliance.ner.lexicon import combine
-
     sure = [
         (d.id, s) for d in dev for s in d.spans if s.confidence >= min_confidence
     ]  # the reference's confident spans
