@@ -188,18 +188,98 @@ class Entity:
         return Span(self.start, self.end, self.label, self.text)
 
 
-def decode(
-    text: str, offsets: Sequence[tuple[int, int]], probs: np.ndarray, labels: Sequence[str]
-) -> list[Entity]:
-    """Token probabilities ``(T, L)`` to entities; I- after a different tag starts an entity."""
-    if len(offsets) == 0:
+def _transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """BIO constraints as additive scores: ``(start (L,), transition (L, L) [previous, current])``."""
+    barred = -1e9
+    inside = np.array([name.startswith("I-") for name in labels])
+    allowed = np.ones((len(labels), len(labels)), dtype=bool)
+    for j, name in enumerate(labels):
+        if name.startswith("I-"):
+            allowed[:, j] = [prev != "O" and prev[2:] == name[2:] for prev in labels]
+    return np.where(inside, barred, 0.0), np.where(allowed, 0.0, barred)
+
+
+def bio_paths(probs: Sequence[np.ndarray], labels: Sequence[str]) -> list[list[int]]:
+    """For each ``(T, L)`` array, the most probable tag sequence that is valid BIO.
+
+    Viterbi over log-probabilities: ``I-X`` may follow only ``B-X`` or
+    ``I-X``, and no path starts with an ``I-`` tag. Decoding each token by
+    its own argmax instead breaks multi-word entities into pieces wherever
+    one inner token leans to ``O`` (``Type 2 diabetes mellitus`` read as
+    ``Type`` and ``diabetes mellitus``); the constrained path keeps them
+    whole when the sequence as a whole says so. The notes are decoded
+    together, one step per token position, so a batch costs one pass.
+    """
+    start, transition = _transitions(labels)
+    paths: list[list[int]] = [[] for _ in probs]
+    order = sorted(range(len(probs)), key=lambda k: len(probs[k]))
+    for c in range(0, len(order), _VITERBI_CHUNK):  # like lengths together: little padding
+        chunk = [k for k in order[c : c + _VITERBI_CHUNK] if len(probs[k])]
+        for k, path in zip(
+            chunk, _viterbi([probs[k] for k in chunk], start, transition), strict=True
+        ):
+            paths[k] = path
+    return paths
+
+
+_VITERBI_CHUNK = 64
+
+
+def _viterbi(
+    probs: Sequence[np.ndarray], start: np.ndarray, transition: np.ndarray
+) -> list[list[int]]:
+    if not probs:
         return []
-    tags = probs.argmax(axis=-1)
+    lengths = np.array([len(p) for p in probs])
+    n, width, n_labels = len(probs), int(lengths.max()), start.shape[0]
+    log_p = np.zeros((n, width, n_labels))
+    for i, p in enumerate(probs):
+        log_p[i, : len(p)] = np.log(np.clip(p.astype(np.float64), 1e-12, 1.0))
+    score = log_p[:, 0] + start
+    back = np.zeros((n, width, n_labels), dtype=np.int32)
+    for t in range(1, width):
+        candidates = score[:, :, None] + transition  # (note, previous, current)
+        back[:, t] = candidates.argmax(axis=1)
+        score = np.where((t < lengths)[:, None], candidates.max(axis=1) + log_p[:, t], score)
+    current = score.argmax(axis=1)
+    tags = np.zeros((n, width), dtype=np.int64)
+    rows = np.arange(n)
+    for t in range(width - 1, -1, -1):  # back from each note's own last token
+        live = t < lengths
+        tags[live, t] = current[live]
+        if t > 0:
+            current = np.where(live, back[rows, t, current], current)
+    return [tags[i, :size].tolist() for i, size in enumerate(lengths.tolist())]
+
+
+def spoken(offsets: Sequence[tuple[int, int]]) -> list[int]:
+    """Indices of the tokens that cover characters (a stray special token says nothing)."""
+    return [k for k, (s, e) in enumerate(offsets) if e > s]
+
+
+def decode(
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    probs: np.ndarray,
+    labels: Sequence[str],
+    tags: Sequence[int] | None = None,
+) -> list[Entity]:
+    """Token probabilities ``(T, L)`` to entities along the best valid BIO path (:func:`bio_paths`).
+
+    ``tags``: that path for the :func:`spoken` tokens, when already decoded
+    with other notes. An entity's confidence is the mean probability of its
+    tokens' tags.
+    """
+    kept = spoken(offsets)
+    if not kept:
+        return []
+    if tags is None:
+        tags = bio_paths([probs[kept]], labels)[0]
     raw: list[tuple[int, int, str, list[float]]] = []
     current: tuple[int, int, str, list[float]] | None = None
-    for (s, e), tag, p in zip(offsets, tags.tolist(), probs, strict=True):
-        if e <= s:
-            continue  # a token with no characters (a stray special) says nothing
+    for k, tag in zip(kept, tags, strict=True):
+        s, e = offsets[k]
+        p = float(probs[k, tag])
         name = labels[tag]
         if name == "O":
             if current is not None:
@@ -208,11 +288,11 @@ def decode(
             continue
         kind, label = name[:1], name[2:]
         if kind == "I" and current is not None and current[2] == label:
-            current = (current[0], e, label, [*current[3], float(p[tag])])
+            current = (current[0], e, label, [*current[3], p])
         else:
             if current is not None:
                 raw.append(current)
-            current = (s, e, label, [float(p[tag])])
+            current = (s, e, label, [p])
     if current is not None:
         raw.append(current)
     return _snap(text, raw)

@@ -126,11 +126,13 @@ def _chosen(combine: dict[str, Any]) -> str:
         f1 = held["exact_f1"]
         grid = {k: v for k, v in f1.items() if k not in ("lexicon", "model")}
         best = max(grid.values(), default=0.0)
+        won = held.get("win_share")
         return (
             f", chosen on {held['held_out_mentions']} mentions of terms held out of training in "
             f"{held['notes']} development notes: union F1 at best {100 * best:.1f} vs "
-            f"{100 * f1['lexicon']:.1f} for the lexicon without those terms; the model found "
-            f"{100 * held['held_out_recall']:.0f} % of them"
+            f"{100 * f1['lexicon']:.1f} for the lexicon without those terms"
+            + (f", ahead in {100 * won:.0f} % of bootstrap resamples" if won is not None else "")
+            + f"; the model found {100 * held['held_out_recall']:.0f} % of them"
         )
     if cal:
         f1 = cal["exact_f1"]
@@ -264,7 +266,7 @@ This package carries the lexicon {% if lexicon.origin.kind == "training annotati
 {%- set held = lexicon.combine.held_out_terms %}
 {%- if lexicon.combine.chosen == "held-out terms" %}
 
-The default was chosen without a human label: {{ held.held_out_mentions }} mentions of terms held out of the model's training labels, in {{ held.notes }} development notes, stood for the names a term list lacks. Against those notes' full labels, with the lexicon stripped of the held-out terms: lexicon alone F1 {{ "%.3f"|format(held.exact_f1.lexicon) }}, model alone {{ "%.3f"|format(held.exact_f1.model) }}, union {% for k, v in held.exact_f1.items() if k not in ("lexicon", "model") %}{{ "%.3f"|format(v) }} at {{ k }}{{ ", " if not loop.last }}{% endfor %}. The model found {{ "%.0f"|format(100 * held.held_out_recall) }} % of the held-out mentions.{% if lexicon.combine.default == "lexicon" %} No union beat the lexicon alone, so the package answers with the lexicon by default.{% endif %}
+The default was chosen without a human label: {{ held.held_out_mentions }} mentions of terms held out of the model's training labels, in {{ held.notes }} development notes, stood for the names a term list lacks. Against those notes' full labels, with the lexicon stripped of the held-out terms: lexicon alone F1 {{ "%.3f"|format(held.exact_f1.lexicon) }}, model alone {{ "%.3f"|format(held.exact_f1.model) }}, union {% for k, v in held.exact_f1.items() if k not in ("lexicon", "model") %}{{ "%.3f"|format(v) }} at {{ k }}{{ ", " if not loop.last }}{% endfor %}. The model found {{ "%.0f"|format(100 * held.held_out_recall) }} % of the held-out mentions.{% if held.win_share is defined and held.win_share is not none %} In a paired bootstrap over the development notes the best union beat the lexicon alone in {{ "%.0f"|format(100 * held.win_share) }} % of the resamples ({{ "%.0f"|format(100 * min_win_share) }} % needed).{% endif %}{% if lexicon.combine.default == "lexicon" %} No union beat the lexicon alone beyond chance, so the package answers with the lexicon by default.{% endif %}
 {%- elif held and held.skipped %}
 
 Held-out terms did not choose the default: {{ held.skipped }}.
@@ -328,6 +330,7 @@ def render_card(
         lexicon=lexicon,
         normalizer=normalizer,
         rule=UNION_RULE,
+        min_win_share=holdout.MIN_WIN_SHARE,
     )
 
 

@@ -22,7 +22,12 @@ the lexicon alone otherwise: by default a package never answers worse than
 the dictionary it learned from, as far as the notes can tell without a
 human label. A loss shows on every note (the model's wrong entities), a
 gain only on held-out mentions, so a gain counts only with at least
-:data:`MIN_HELD_OUT_MENTIONS` of them.
+:data:`MIN_HELD_OUT_MENTIONS` of them, and only when it holds beyond chance:
+in a paired bootstrap over the development notes (:data:`BOOTSTRAP_SAMPLES`
+resamples, seeded), the union must beat the reduced lexicon in at least
+:data:`MIN_WIN_SHARE` of them. The threshold is the best one on the same
+notes, which flatters the union a little; the bootstrap asks the gain to be
+larger than the notes' noise, not only positive.
 
 Nothing here reads note text beyond the screened notes the model trains on;
 the held-out terms are a hash of each term with the training seed, so export
@@ -36,8 +41,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from appliance.documents import Document, Span, Uncertain
-from appliance.metrics import partial_view, score
+from appliance.metrics import partial_view
 from appliance.ner.encoding import Entity
 from appliance.ner.lexicon import combine
 
@@ -46,6 +53,9 @@ REASON = "held_out_term"
 # the lexicon is not taken as a gain (the built-in default stays); a union that scores
 # below it still leaves the package to the lexicon: a loss shows on every note.
 MIN_HELD_OUT_MENTIONS = 20
+# A gain must show in this share of paired bootstrap resamples of the development notes.
+MIN_WIN_SHARE = 0.95
+BOOTSTRAP_SAMPLES = 2000
 
 
 def term_key(text: str) -> str:
@@ -120,6 +130,7 @@ class HoldoutCheck:
     notes: int
     exact_f1: dict[str, float] = field(default_factory=dict)  # "lexicon", "model", each threshold
     held_out_recall: float = 0.0  # held-out mentions the model found exactly (any confidence)
+    win_share: float | None = None  # bootstrap resamples where the best union beat the lexicon
     skipped: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -129,6 +140,8 @@ class HoldoutCheck:
             "held_out_recall": self.held_out_recall,
             "exact_f1": self.exact_f1,
         }
+        if self.win_share is not None:
+            out["win_share"] = self.win_share
         if self.skipped:
             out["skipped"] = self.skipped
         return out
@@ -154,27 +167,40 @@ def check(
     held = [(i, s) for i, s in sure if is_held_out(s.label, s.text, share, seed)]
     reduced = [[s for s in d.spans if not is_held_out(s.label, s.text, share, seed)] for d in dev]
 
-    def f1(entities: Sequence[Sequence[Entity]]) -> float:
+    def counts(entities: Sequence[Sequence[Entity]]) -> np.ndarray:
+        """Per note: exact matches, predictions, reference spans (the partial view)."""
         pred = [
             Document(d.id, d.text, [e.span() for e in ents])
             for d, ents in zip(dev, entities, strict=True)
         ]
-        return round(
-            float(score(*partial_view(dev, pred, min_confidence))["exact"]["micro"]["f1"]), 4
-        )
+        ref, seen = partial_view(dev, pred, min_confidence)
+        out = np.zeros((len(dev), 3), dtype=np.int64)
+        for k, (r, p) in enumerate(zip(ref, seen, strict=True)):
+            gold = {(x.start, x.end, x.label) for x in r.spans}
+            found = {(x.start, x.end, x.label) for x in p.spans}
+            out[k] = (len(gold & found), len(found), len(gold))
+        return out
 
-    table: dict[str, float] = {"lexicon": f1([combine([], x, "lexicon") for x in reduced])}
-    table["model"] = f1(model)
+    def f1(c: np.ndarray) -> float:
+        tp, n_pred, n_gold = c.sum(axis=0)
+        return round(float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0, 4)
+
+    lexicon_counts = counts([combine([], x, "lexicon") for x in reduced])
+    union_counts = {
+        t: counts([combine(m, x, "union", t) for m, x in zip(model, reduced, strict=True)])
+        for t in grid
+    }
+    table: dict[str, float] = {"lexicon": f1(lexicon_counts), "model": f1(counts(model))}
     for t in grid:
-        table[f"{t:g}"] = f1(
-            [combine(m, x, "union", t) for m, x in zip(model, reduced, strict=True)]
-        )
+        table[f"{t:g}"] = f1(union_counts[t])
     found = {
         (d.id, e.start, e.end, e.label) for d, ents in zip(dev, model, strict=True) for e in ents
     }
     recall = sum((i, s.start, s.end, s.label) in found for i, s in held) / max(1, len(held))
     best = max(grid, key=lambda t: (table[f"{t:g}"], t))
-    wins = table[f"{best:g}"] > table["lexicon"]
+    gain = table[f"{best:g}"] > table["lexicon"]
+    share_won = win_share(union_counts[best], lexicon_counts, seed) if gain else 0.0
+    wins = gain and share_won >= MIN_WIN_SHARE
     out = HoldoutCheck(
         "union" if wins else "lexicon",
         best if wins else None,
@@ -182,6 +208,7 @@ def check(
         len(dev),
         table,
         round(recall, 4),
+        round(share_won, 4) if gain else None,
     )
     if wins and len(held) < MIN_HELD_OUT_MENTIONS:
         # A loss shows on every note (the model's wrong entities); a gain needs held-out mentions.
@@ -191,3 +218,24 @@ def check(
             f"(at least {MIN_HELD_OUT_MENTIONS} needed to show a gain)"
         )
     return out
+
+
+def win_share(
+    union: np.ndarray, lexicon: np.ndarray, seed: int, samples: int = BOOTSTRAP_SAMPLES
+) -> float:
+    """Share of paired bootstrap resamples of the notes where ``union`` has the higher micro F1.
+
+    ``union`` and ``lexicon``: per note, exact matches, predictions and
+    reference spans (the same notes, in the same order). A tie counts as no win.
+    """
+    if len(union) == 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(union), size=(samples, len(union)))
+
+    def f1(c: np.ndarray) -> np.ndarray:
+        sums = c[picks].sum(axis=1)  # (samples, 3)
+        denominator = sums[:, 1] + sums[:, 2]
+        return np.where(denominator > 0, 2 * sums[:, 0] / np.maximum(denominator, 1), 0.0)
+
+    return float((f1(union) > f1(lexicon)).mean())

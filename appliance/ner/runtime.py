@@ -27,10 +27,12 @@ from appliance.ner import zones
 from appliance.ner.encoding import (
     Entity,
     Special,
+    bio_paths,
     decode,
     encode_notes,
     owners,
     softmax,
+    spoken,
     window_ranges,
 )
 from appliance.security.crypto import read_encrypted
@@ -196,10 +198,10 @@ class Tagger:
             for r, k in enumerate(batch.items):
                 window_logits[k] = logits[r, first : first + where[k][2]]
         index = {(i, w): k for k, (i, w, _) in enumerate(where)}
-        out: list[list[Entity]] = []
+        probs: list[np.ndarray] = []
         for i, (note, rs) in enumerate(notes):
             if not note.ids:
-                out.append([])
+                probs.append(np.zeros((0, len(self.labels))))
                 continue
             window, position = owners(len(note.ids), rs)
             token_logits = np.stack(
@@ -208,8 +210,13 @@ class Tagger:
                     for w, p in zip(window, position, strict=True)
                 ]
             )
-            out.append(decode(texts[i], note.offsets, softmax(token_logits), self.labels))
-        return out
+            probs.append(softmax(token_logits))
+        kept = [spoken(note.offsets) for note, _ in notes]
+        paths = bio_paths([p[k] for p, k in zip(probs, kept, strict=True)], self.labels)
+        return [
+            decode(text, note.offsets, p, self.labels, tags=path) if path else []
+            for text, (note, _), p, path in zip(texts, notes, probs, paths, strict=True)
+        ]
 
 
 def torch_tagger(folder: Path, device: str = "auto", key: DataKey | None = None) -> Tagger:

@@ -80,6 +80,45 @@ def test_a_model_that_finds_unlisted_terms_keeps_the_union_at_the_best_threshold
     # The wrong entity sits in an undecided range: it counts neither way, so 0.5 scores 1.0 too.
     assert f1["0.9"] == f1["0.5"] == 1.0 and f1["0.95"] == f1["lexicon"]
     assert found.held_out_recall == 1.0
+    assert found.win_share == 1.0 and found.as_dict()["win_share"] == 1.0  # every resample
+
+
+def test_a_gain_within_the_notes_noise_leaves_the_package_to_its_lexicon():
+    dev, held, _kept = _dev(40)
+    # The model finds the held-out mention in 6 notes and says one confident wrong thing in 5
+    # others: the union is ahead on the whole split, but not in most resamples of its notes.
+    model = [
+        _found(d, held, 0.93)
+        if i < 6
+        else [Entity(5, 9, "DIAGNOSIS", d.text[5:9], 0.999)]
+        if i < 11
+        else []
+        for i, d in enumerate(dev)
+    ]
+    found = holdout.check(model, dev, 0.2, 0, CALIBRATION_GRID)
+    assert found.held_out_mentions == 40 and found.skipped is None
+    assert found.exact_f1["0.9"] > found.exact_f1["lexicon"]
+    assert found.win_share is not None and found.win_share < holdout.MIN_WIN_SHARE
+    assert (found.default, found.min_confidence) == ("lexicon", None)
+    # The same gain on every note is beyond chance.
+    steady = [_found(d, held, 0.93) if i % 2 else [] for i, d in enumerate(dev)]
+    assert holdout.check(steady, dev, 0.2, 0, CALIBRATION_GRID).default == "union"
+
+
+def test_win_share_is_the_paired_bootstrap_share_of_resamples_won():
+    import numpy as np
+
+    # Per note: exact matches, predictions, reference spans.
+    same = np.array([[1, 1, 2]] * 10)
+    assert holdout.win_share(same, same, 0) == 0.0  # a tie is no win
+    better = np.array([[2, 2, 2]] * 10)
+    assert holdout.win_share(better, same, 0) == 1.0
+    # One note of ten better, one worse: about as often ahead as behind; seeded.
+    mixed = same.copy()
+    mixed[0], mixed[1] = (2, 2, 2), (0, 1, 2)
+    share = holdout.win_share(mixed, same, 0)
+    assert 0.2 < share < 0.6 and share == holdout.win_share(mixed, same, 0)
+    assert holdout.win_share(np.zeros((0, 3)), np.zeros((0, 3)), 0) == 0.0
 
 
 def test_a_model_that_adds_only_noise_leaves_the_package_to_its_lexicon():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import shutil
 
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.documents import Document, Span, read_gold
 from appliance.errors import IntegrityError, UsageError
 from appliance.ner import infer
-from appliance.ner.encoding import align_labels, decode, owners, window_ranges
+from appliance.ner.encoding import align_labels, bio_paths, decode, owners, window_ranges
 from appliance.ner.evaluate import evaluate
 from appliance.ner.export import check_parity, export_package
 from appliance.ner.model import load_model
@@ -61,22 +62,64 @@ def test_labels_align_to_subwords_by_character_overlap():
     assert align_labels(offsets, [Span(0, 4, "OTHER", "x")], label2id) == [0] * 5
 
 
-def test_decode_snaps_to_whole_words_and_repairs_bio():
+def _probs(rows):
+    p = np.asarray(rows, dtype=float)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_decode_snaps_to_whole_words():
     text = "gave metoprolol today"
     labels = ["O", "B-DRUG", "I-DRUG"]
     offsets = [(0, 4), (5, 9), (9, 12), (12, 15), (16, 21)]
-
-    def probs(tags):
-        p = np.full((len(tags), 3), 0.05)
-        for i, t in enumerate(tags):
-            p[i, t] = 0.9
-        return p
-
-    # Only the middle sub-word tagged (as I-, without B-): widened to "metoprolol".
-    ents = decode(text, offsets, probs([0, 0, 2, 0, 0]), labels)
+    # Only the middle sub-word tagged: widened to "metoprolol".
+    ents = decode(
+        text, offsets, _probs([[9, 1, 0], [9, 1, 0], [1, 9, 0], [9, 0, 1], [9, 1, 0]]), labels
+    )
     assert [(e.start, e.end, e.label, e.text) for e in ents] == [(5, 15, "DRUG", "metoprolol")]
-    assert 0.85 < ents[0].confidence <= 0.9
-    assert decode(text, offsets, probs([0, 0, 0, 0, 0]), labels) == []
+    assert ents[0].confidence == pytest.approx(0.9)
+    assert decode(text, offsets, _probs([[9, 1, 0]] * 5), labels) == []
+
+
+def test_decode_keeps_a_multi_word_entity_whole_where_one_token_leans_outside():
+    text = "Type 2 diabetes today"
+    labels = ["O", "B-DIAGNOSIS", "I-DIAGNOSIS"]
+    offsets = [(0, 4), (5, 6), (7, 15), (16, 21)]
+    # Token by token: B, O (0.55 against 0.40 for I), I: two pieces, "Type" and "diabetes".
+    # As a sequence, B I I is far likelier than any valid path through O.
+    probs = _probs([[0.1, 0.85, 0.05], [0.55, 0.05, 0.40], [0.05, 0.05, 0.9], [0.9, 0.05, 0.05]])
+    ents = decode(text, offsets, probs, labels)
+    assert [(e.text, e.label) for e in ents] == [("Type 2 diabetes", "DIAGNOSIS")]
+    assert ents[0].confidence == pytest.approx((0.85 + 0.40 + 0.9) / 3)
+    # An I- with nothing before it to continue: the path starts the entity (B) or drops it.
+    lone = _probs([[0.9, 0.05, 0.05], [0.3, 0.05, 0.65], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05]])
+    assert decode(text, offsets, lone, labels) == []
+
+
+def test_bio_paths_are_the_best_valid_sequences_whatever_the_batch():
+    labels = ["O", "B-A", "I-A", "B-B", "I-B"]
+
+    def valid(path):
+        for t, tag in enumerate(path):
+            name = labels[tag]
+            if name.startswith("I-"):
+                prev = labels[path[t - 1]] if t else "O"
+                if prev == "O" or prev[2:] != name[2:]:
+                    return False
+        return True
+
+    def brute(p):
+        best = max(
+            (seq for seq in itertools.product(range(len(labels)), repeat=len(p)) if valid(seq)),
+            key=lambda seq: sum(np.log(p[t, tag]) for t, tag in enumerate(seq)),
+        )
+        return list(best)
+
+    rng = np.random.default_rng(0)
+    arrays = [_probs(rng.random((n, len(labels))) ** 3 + 1e-3) for n in (1, 4, 2, 5, 3, 5, 0, 4)]
+    expected = [brute(p) if len(p) else [] for p in arrays]
+    assert bio_paths(arrays, labels) == expected  # decoded together, each its own length
+    assert [bio_paths([p], labels)[0] for p in arrays] == expected  # one at a time
+    assert all(valid(path) for path in expected)
 
 
 # ---------------------------------------------------------------------------
