@@ -212,9 +212,13 @@ def bio_paths(probs: Sequence[np.ndarray], labels: Sequence[str]) -> list[list[i
     """
     start, transition = _transitions(labels)
     paths: list[list[int]] = [[] for _ in probs]
-    order = sorted(range(len(probs)), key=lambda k: len(probs[k]))
-    for c in range(0, len(order), _VITERBI_CHUNK):  # like lengths together: little padding
-        chunk = [k for k in order[c : c + _VITERBI_CHUNK] if len(probs[k])]
+    # Like lengths together (little padding), at most _VITERBI_TOKENS padded positions a pass.
+    chunks: list[list[int]] = [[]]
+    for k in sorted((k for k in range(len(probs)) if len(probs[k])), key=lambda k: len(probs[k])):
+        if chunks[-1] and (len(chunks[-1]) + 1) * len(probs[k]) > _VITERBI_TOKENS:
+            chunks.append([])
+        chunks[-1].append(k)
+    for chunk in chunks:
         for k, path in zip(
             chunk, _viterbi([probs[k] for k in chunk], start, transition), strict=True
         ):
@@ -222,7 +226,7 @@ def bio_paths(probs: Sequence[np.ndarray], labels: Sequence[str]) -> list[list[i
     return paths
 
 
-_VITERBI_CHUNK = 64
+_VITERBI_TOKENS = 1 << 16
 
 
 def _viterbi(

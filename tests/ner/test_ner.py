@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.documents import Document, Span, read_gold
 from appliance.errors import IntegrityError, UsageError
-from appliance.ner import infer
+from appliance.ner import encoding, infer
 from appliance.ner.encoding import align_labels, bio_paths, decode, owners, window_ranges
 from appliance.ner.evaluate import evaluate
 from appliance.ner.export import check_parity, export_package
@@ -95,7 +95,7 @@ def test_decode_keeps_a_multi_word_entity_whole_where_one_token_leans_outside():
     assert decode(text, offsets, lone, labels) == []
 
 
-def test_bio_paths_are_the_best_valid_sequences_whatever_the_batch():
+def test_bio_paths_are_the_best_valid_sequences_whatever_the_batch(monkeypatch):
     labels = ["O", "B-A", "I-A", "B-B", "I-B"]
 
     def valid(path):
@@ -119,6 +119,8 @@ def test_bio_paths_are_the_best_valid_sequences_whatever_the_batch():
     expected = [brute(p) if len(p) else [] for p in arrays]
     assert bio_paths(arrays, labels) == expected  # decoded together, each its own length
     assert [bio_paths([p], labels)[0] for p in arrays] == expected  # one at a time
+    monkeypatch.setattr(encoding, "_VITERBI_TOKENS", 8)  # several passes, a long note alone
+    assert bio_paths(arrays, labels) == expected
     assert all(valid(path) for path in expected)
 
 
