@@ -123,16 +123,25 @@ def _chosen(combine: dict[str, Any]) -> str:
     held = combine.get("held_out_terms") or {}
     cal = combine.get("calibration")
     if combine.get("chosen") == "held-out terms":
-        f1 = held["exact_f1"]
-        grid = {k: v for k, v in f1.items() if k not in ("lexicon", "model")}
-        best = max(grid.values(), default=0.0)
-        won = held.get("win_share")
-        return (
+        f1, shares = held["exact_f1"], held.get("win_share") or {}
+        where = (
             f", chosen on {held['held_out_mentions']} mentions of terms held out of training in "
-            f"{held['notes']} development notes: union F1 at best {100 * best:.1f} vs "
-            f"{100 * f1['lexicon']:.1f} for the lexicon without those terms"
-            + (f", ahead in {100 * won:.0f} % of bootstrap resamples" if won is not None else "")
-            + f"; the model found {100 * held['held_out_recall']:.0f} % of them"
+            f"{held['notes']} development notes: "
+        )
+        found = f"; the model found {100 * held['held_out_recall']:.0f} % of them"
+        if combine.get("default") == "union":
+            t = f"{combine['min_confidence']:g}"
+            return (
+                where + f"union F1 {100 * f1[t]:.1f} vs {100 * f1['lexicon']:.1f} for the lexicon "
+                f"without those terms, ahead in {100 * shares[t]:.0f} % of bootstrap resamples"
+                + found
+            )
+        grid = {k: v for k, v in f1.items() if k not in ("lexicon", "model")}
+        t = max(grid, key=lambda k: (grid[k], float(k)))
+        ahead = f", ahead in {100 * shares[t]:.0f} % of bootstrap resamples" if t in shares else ""
+        return (
+            where + f"union F1 at best {100 * grid[t]:.1f} (at {t}{ahead}) vs "
+            f"{100 * f1['lexicon']:.1f} for the lexicon without those terms" + found
         )
     if cal:
         f1 = cal["exact_f1"]
@@ -266,7 +275,7 @@ This package carries the lexicon {% if lexicon.origin.kind == "training annotati
 {%- set held = lexicon.combine.held_out_terms %}
 {%- if lexicon.combine.chosen == "held-out terms" %}
 
-The default was chosen without a human label: {{ held.held_out_mentions }} mentions of terms held out of the model's training labels, in {{ held.notes }} development notes, stood for the names a term list lacks. Against those notes' full labels, with the lexicon stripped of the held-out terms: lexicon alone F1 {{ "%.3f"|format(held.exact_f1.lexicon) }}, model alone {{ "%.3f"|format(held.exact_f1.model) }}, union {% for k, v in held.exact_f1.items() if k not in ("lexicon", "model") %}{{ "%.3f"|format(v) }} at {{ k }}{{ ", " if not loop.last }}{% endfor %}. The model found {{ "%.0f"|format(100 * held.held_out_recall) }} % of the held-out mentions.{% if held.win_share is defined and held.win_share is not none %} In a paired bootstrap over the development notes the best union beat the lexicon alone in {{ "%.0f"|format(100 * held.win_share) }} % of the resamples ({{ "%.0f"|format(100 * min_win_share) }} % needed).{% endif %}{% if lexicon.combine.default == "lexicon" %} No union beat the lexicon alone beyond chance, so the package answers with the lexicon by default.{% endif %}
+The default was chosen without a human label: {{ held.held_out_mentions }} mentions of terms held out of the model's training labels, in {{ held.notes }} development notes, stood for the names a term list lacks. Against those notes' full labels, with the lexicon stripped of the held-out terms: lexicon alone F1 {{ "%.3f"|format(held.exact_f1.lexicon) }}, model alone {{ "%.3f"|format(held.exact_f1.model) }}, union {% for k, v in held.exact_f1.items() if k not in ("lexicon", "model") %}{{ "%.3f"|format(v) }} at {{ k }}{{ ", " if not loop.last }}{% endfor %}. The model found {{ "%.0f"|format(100 * held.held_out_recall) }} % of the held-out mentions.{% if held.win_share %} In a paired bootstrap over the development notes, share of resamples where the union beat the lexicon alone ({{ "%.0f"|format(100 * min_win_share) }} % needed): {% for k, v in held.win_share.items() %}{{ "%.0f"|format(100 * v) }} % at {{ k }}{{ ", " if not loop.last }}{% endfor %}.{% endif %} A model entity where the annotator left a range undecided counted as an error.{% if lexicon.combine.default == "lexicon" %} No union beat the lexicon alone beyond chance, so the package answers with the lexicon by default.{% endif %}
 {%- elif held and held.skipped %}
 
 Held-out terms did not choose the default: {{ held.skipped }}.
