@@ -21,7 +21,6 @@ from pathlib import Path
 from appliance import OFFLINE_ENV, __version__
 from appliance.config import IdentifierPolicy
 from appliance.errors import ApplianceError
-from appliance.identifiers.recognizers import build_recognizers, find_identifiers
 from appliance.security.keys import key_file_mode, load_data_key
 from appliance.workspace import Workspace
 
@@ -223,6 +222,10 @@ def _check_presidio() -> Check:
             "presidio", "fail", f"{version} installed but import fails: {type(exc).__name__}: {exc}"
         )
     try:
+        # Imported here: presidio loads spaCy and transformers, and a broken install must
+        # show as this check's failure, not stop the doctor (or every command) from starting.
+        from appliance.identifiers.recognizers import build_recognizers, find_identifiers
+
         sample = "isikukood 37605030299, tel +372 5123 4567"
         found = find_identifiers(sample, build_recognizers(IdentifierPolicy()))
     except Exception as exc:  # any failure here means identifiers would go undetected

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from appliance import doctor as doc
 from appliance.cli.options import (
     console,
     json_option,
@@ -31,6 +30,8 @@ def doctor(workspace: Path | None, as_json: bool) -> None:
     Example:
       appliance doctor -w ./ws
     """
+    from appliance import doctor as doc
+
     root = resolve_path(workspace)
     checks = doc.run(root if (workspace is not None or (root / CONFIG_NAME).exists()) else None)
     failed = [c for c in checks if c.status == "fail"]

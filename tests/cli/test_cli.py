@@ -33,6 +33,22 @@ def test_there_are_commands():
     assert ("init",) in COMMANDS and ("audit", "verify") in COMMANDS
 
 
+HEAVY = ("torch", "transformers", "presidio_analyzer", "spacy", "onnxruntime", "vllm", "ray")
+
+
+def test_the_command_line_starts_without_loading_a_stage():
+    # Every command imports its stage when it runs: `appliance --help` (and a command that
+    # needs none of these) must not pay seconds of start-up for torch or presidio.
+    code = (
+        "import sys; from appliance.cli import cli; "
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == ""
+
+
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
 def test_help_has_an_example(path):
     result = CliRunner().invoke(cli, [*path, "--help"])
