@@ -129,19 +129,19 @@ def _chosen(combine: dict[str, Any]) -> str:
             f"{held['notes']} development notes: "
         )
         found = f"; the model found {100 * held['held_out_recall']:.0f} % of them"
+        grid = {k: v for k, v in f1.items() if k not in ("lexicon", "model")}
         if combine.get("default") == "union":
             t = f"{combine['min_confidence']:g}"
-            return (
-                where + f"union F1 {100 * f1[t]:.1f} vs {100 * f1['lexicon']:.1f} for the lexicon "
-                f"without those terms, ahead in {100 * shares[t]:.0f} % of bootstrap resamples"
-                + found
-            )
-        grid = {k: v for k, v in f1.items() if k not in ("lexicon", "model")}
-        t = max(grid, key=lambda k: (grid[k], float(k)))
+            what = f"union F1 {100 * f1[t]:.1f} at {t}"
+        else:
+            t = max(grid, key=lambda k: (grid[k], float(k)))
+            what = f"union F1 at best {100 * grid[t]:.1f} at {t}"
         ahead = f", ahead in {100 * shares[t]:.0f} % of bootstrap resamples" if t in shares else ""
         return (
-            where + f"union F1 at best {100 * grid[t]:.1f} (at {t}{ahead}) vs "
-            f"{100 * f1['lexicon']:.1f} for the lexicon without those terms" + found
+            where
+            + f"{what} vs {100 * f1['lexicon']:.1f} for the lexicon without those terms"
+            + ahead
+            + found
         )
     if cal:
         f1 = cal["exact_f1"]

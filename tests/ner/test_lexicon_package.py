@@ -453,16 +453,24 @@ def test_export_chooses_the_default_on_held_out_terms_without_gold(trained, tmp_
     assert info["chosen"] == "held-out terms" and found["notes"] == 6
     assert found["held_out_mentions"] > 0
     assert set(found["exact_f1"]) == {f"{t:g}" for t in lx.CALIBRATION_GRID} | {"lexicon", "model"}
-    best = max(v for k, v in found["exact_f1"].items() if k not in ("lexicon", "model"))
-    if best > found["exact_f1"]["lexicon"]:
+    # A bootstrap share for each threshold that scored above the lexicon, and only for those.
+    above = {k for k, v in found["exact_f1"].items() if k not in ("lexicon", "model")
+             and v > found["exact_f1"]["lexicon"]}  # fmt: skip
+    assert set(found["win_share"]) == above
+    passing = {k: found["exact_f1"][k] for k, w in found["win_share"].items()
+               if w >= holdout.MIN_WIN_SHARE}  # fmt: skip
+    if passing:  # the best threshold among those that won beyond chance
         assert info["default"] == "union"
-        assert found["exact_f1"][f"{info['min_confidence']:g}"] == best
-    else:  # no threshold beats the lexicon without the held-out terms: the lexicon answers
+        assert found["exact_f1"][f"{info['min_confidence']:g}"] == max(passing.values())
+        assert "of bootstrap resamples" in printed
+    else:  # no threshold beats the lexicon beyond chance: the lexicon answers
         assert info["default"] == "lexicon"
         assert "the model adds nothing by default" in printed and "--combine union adds" in printed
     assert f"chosen on {found['held_out_mentions']} mentions of terms held out" in printed
     card = (out / "MODEL_CARD.md").read_text()
     assert "chosen without a human label" in card
+    assert "counted as an error" in card
+    assert ("In a paired bootstrap" in card) == bool(found["win_share"])
     signed = verify_package(out, load_public_key(trained["pub"]))
     assert signed["lexicon"]["combine"] == info
     # Evaluation follows the package's default.
